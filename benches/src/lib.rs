@@ -1,0 +1,1 @@
+//! criterion benchmarks of svidgate; see benches/README.md.

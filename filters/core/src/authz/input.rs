@@ -1,0 +1,319 @@
+//! The OPA Envoy plugin's v3 input, built only as far as the policy can read it.
+//!
+//! OPA's Envoy plugin receives Envoy's ext_authz `CheckRequest` and hands policies
+//! `input.attributes...`, `input.parsed_path`, `input.parsed_query` and `input.version`. svidgate
+//! builds the same shape straight from the proxy's data. The expensive parts (the header map,
+//! query parsing, extra host property reads) are built only when a static scan of the policy
+//! shows some reference that could reach them; the scan over-approximates, never under.
+
+use std::collections::BTreeMap;
+
+use regorus::Value;
+use regorus::unstable::{Lexer, Source, TokenKind};
+
+use crate::identity::{IdentityOutcome, StrippedHeaders};
+use crate::peer::{PeerError, PeerIdentity};
+
+/// What the proxy knows about one request, as plain data.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestFacts<'a> {
+    /// The request headers, identity headers already stripped.
+    pub headers: &'a StrippedHeaders,
+    /// The validated peer, or why there is none.
+    pub peer: Result<&'a PeerIdentity, &'a PeerError>,
+    /// Envoy's `source.address` (`ip:port`), if the plan asks for it.
+    pub source_address: Option<&'a str>,
+    /// Envoy's `destination.address` (`ip:port`), if the plan asks for it.
+    pub destination_address: Option<&'a str>,
+    /// Envoy's `connection.uri_san_local_certificate`, if the plan asks for it.
+    pub destination_principal: Option<&'a str>,
+    /// Envoy's `request.protocol` (`HTTP/1.1`, `HTTP/2`), if the plan asks for it.
+    pub protocol: Option<&'a str>,
+}
+
+/// The optional parts of the input a policy can read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InputPlan {
+    /// `attributes.request.http.headers`.
+    pub headers: bool,
+    /// `parsed_path`.
+    pub parsed_path: bool,
+    /// `parsed_query`.
+    pub parsed_query: bool,
+    /// `attributes.source.address`.
+    pub source_address: bool,
+    /// `attributes.destination.address`.
+    pub destination_address: bool,
+    /// `attributes.destination.principal`.
+    pub destination_principal: bool,
+    /// `attributes.request.http.protocol`.
+    pub protocol: bool,
+    /// `svidgate` (peer certificate details).
+    pub svidgate: bool,
+}
+
+/// An optional part: its path in the input, and how to switch it on in a plan.
+type Part = (&'static [&'static str], fn(&mut InputPlan));
+
+/// The input path behind each optional part.
+const PARTS: [Part; 8] = [
+    (&["attributes", "request", "http", "headers"], |p| p.headers = true),
+    (&["parsed_path"], |p| p.parsed_path = true),
+    (&["parsed_query"], |p| p.parsed_query = true),
+    (&["attributes", "source", "address"], |p| p.source_address = true),
+    (&["attributes", "destination", "address"], |p| p.destination_address = true),
+    (&["attributes", "destination", "principal"], |p| p.destination_principal = true),
+    (&["attributes", "request", "http", "protocol"], |p| p.protocol = true),
+    (&["svidgate"], |p| p.svidgate = true),
+];
+
+impl InputPlan {
+    /// Every part: for policies the scan cannot read.
+    pub const ALL: Self = Self {
+        headers: true,
+        parsed_path: true,
+        parsed_query: true,
+        source_address: true,
+        destination_address: true,
+        destination_principal: true,
+        protocol: true,
+        svidgate: true,
+    };
+
+    /// Scans every `input` reference of the modules. A reference is a static chain
+    /// (`input.a.b["c"]`); where the chain stops (a variable index, `input` used whole) every
+    /// part below that point is kept.
+    pub fn for_modules(modules: &[(String, String)]) -> Self {
+        let mut plan = Self::default();
+        for (name, source) in modules {
+            let Some(tokens) = tokens(name, source) else { return Self::ALL };
+            for (i, (kind, text)) in tokens.iter().enumerate() {
+                if *kind == TokenKind::Ident && text == "input" {
+                    plan.include(&reference_chain(tokens.get(i + 1..).unwrap_or_default()));
+                }
+            }
+        }
+        plan
+    }
+
+    fn include(&mut self, chain: &[String]) {
+        for (path, set) in PARTS {
+            // One is a prefix of the other: the reference can reach the part.
+            if chain.iter().zip(path).all(|(a, b)| a == b) {
+                set(self);
+            }
+        }
+    }
+}
+
+/// Builds the input document for one request.
+pub fn build_input(plan: &InputPlan, facts: &RequestFacts<'_>, identity: &IdentityOutcome) -> Value {
+    let headers = facts.headers;
+    let path = headers.get(":path").unwrap_or_default();
+    let (path_only, query) = match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path, None),
+    };
+    let principal = facts.peer.ok().map(|p| Value::from(p.spiffe_id.as_str()));
+
+    let mut http = vec![
+        ("id", opt_str(headers.get("x-request-id"))),
+        ("method", opt_str(headers.get(":method"))),
+        ("path", Value::from(path)),
+        ("host", opt_str(headers.get(":authority"))),
+        ("scheme", opt_str(headers.get(":scheme"))),
+    ];
+    if let Some(q) = query {
+        http.push(("query", Value::from(q)));
+    }
+    if plan.protocol {
+        http.push(("protocol", opt_str(facts.protocol)));
+    }
+    if plan.headers {
+        http.push(("headers", header_map(headers.headers())));
+    }
+
+    let mut source = Vec::new();
+    if let Some(principal) = &principal {
+        source.push(("principal", principal.clone()));
+    }
+    if plan.source_address {
+        source.push(("address", socket_address(facts.source_address)));
+    }
+    let mut destination = Vec::new();
+    if plan.destination_principal {
+        destination.push(("principal", opt_str(facts.destination_principal)));
+    }
+    if plan.destination_address {
+        destination.push(("address", socket_address(facts.destination_address)));
+    }
+
+    let mut root = vec![
+        (
+            "attributes",
+            object(vec![
+                ("source", object(source)),
+                ("destination", object(destination)),
+                ("request", object(vec![("http", object(http))])),
+            ]),
+        ),
+        ("truncated_body", Value::from(false)),
+        ("version", object(vec![("encoding", "protojson".into()), ("ext_authz", "v3".into())])),
+    ];
+    if let Some(principal) = principal {
+        root.push(("source_principal", principal));
+    }
+    if plan.parsed_path {
+        root.push(("parsed_path", parsed_path(path_only)));
+    }
+    if plan.parsed_query {
+        root.push(("parsed_query", parsed_query(query.unwrap_or_default())));
+    }
+    if plan.svidgate {
+        root.push(("svidgate", svidgate(facts.peer, identity)));
+    }
+    object(root)
+}
+
+/// Tokens of a module as (kind, text), or `None` if it does not lex (the plan then keeps all).
+fn tokens(name: &str, source: &str) -> Option<Vec<(TokenKind, String)>> {
+    let source = Source::from_contents(name.to_owned(), source.to_owned()).ok()?;
+    let mut lexer = Lexer::new(&source);
+    let mut out = Vec::new();
+    loop {
+        let token = lexer.next_token().ok()?;
+        if token.0 == TokenKind::Eof {
+            return Some(out);
+        }
+        out.push((token.0, token.1.text().to_owned()));
+    }
+}
+
+/// The static keys following `input`: `.name` and `["name"]`, until anything else.
+fn reference_chain(tokens: &[(TokenKind, String)]) -> Vec<String> {
+    let mut chain = Vec::new();
+    let mut rest = tokens;
+    loop {
+        match rest {
+            [(TokenKind::Symbol, dot), (TokenKind::Ident, key), tail @ ..] if dot == "." => {
+                chain.push(key.clone());
+                rest = tail;
+            }
+            [(TokenKind::Symbol, open), (TokenKind::String | TokenKind::RawString, key), (TokenKind::Symbol, close), tail @ ..]
+                if open == "[" && close == "]" =>
+            {
+                chain.push(key.trim_matches(|c| c == '"' || c == '`').to_owned());
+                rest = tail;
+            }
+            _ => return chain,
+        }
+    }
+}
+
+fn svidgate(peer: Result<&PeerIdentity, &PeerError>, identity: &IdentityOutcome) -> Value {
+    let mut fields = Vec::new();
+    match peer {
+        Ok(p) => fields.push((
+            "peer",
+            object(vec![
+                ("spiffe_id", p.spiffe_id.as_str().into()),
+                ("trust_domain", p.spiffe_id.trust_domain().into()),
+                ("path", p.spiffe_id.path().into()),
+                ("not_before", Value::from(p.not_before)),
+                ("not_after", Value::from(p.not_after)),
+                ("ttl_remaining_s", Value::from(p.ttl_remaining_s)),
+            ]),
+        )),
+        Err(e) => fields.push(("peer_error", Value::from(e.to_string()))),
+    }
+    if let Some(caller) = &identity.upstream_identity {
+        fields.push(("caller", caller.as_str().into()));
+    }
+    fields.push(("forwarded", Value::from(identity.forwarded)));
+    object(fields)
+}
+
+/// Envoy's ext_authz header map: lower-case names, repeated headers joined with ",".
+fn header_map(headers: &[(String, String)]) -> Value {
+    let mut map: BTreeMap<Value, Value> = BTreeMap::new();
+    for (name, value) in headers {
+        let key = Value::from(name.as_str());
+        let joined = match map.get(&key).and_then(|v| v.as_string().ok()) {
+            Some(prev) => format!("{prev},{value}"),
+            None => value.clone(),
+        };
+        map.insert(key, Value::from(joined));
+    }
+    Value::from(map)
+}
+
+/// `{"socketAddress": {"address": ip, "portValue": port}}` from `ip:port` or `[v6]:port`.
+fn socket_address(address: Option<&str>) -> Value {
+    let Some(address) = address else { return Value::new_object() };
+    let (host, port) = match address.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => (host, port.parse::<u64>().ok()),
+        _ => (address, None),
+    };
+    let mut fields = vec![("address", Value::from(host.trim_start_matches('[').trim_end_matches(']')))];
+    if let Some(port) = port {
+        fields.push(("portValue", Value::from(port)));
+    }
+    object(vec![("socketAddress", object(fields))])
+}
+
+/// As OPA: the path without query, split on "/", percent-decoded.
+fn parsed_path(path: &str) -> Value {
+    let segments = path.trim_start_matches('/').split('/').map(|s| Value::from(percent_decode(s, false)));
+    Value::from(segments.collect::<Vec<_>>())
+}
+
+/// As Go's `url.ParseQuery`: every key maps to the list of its decoded values.
+fn parsed_query(query: &str) -> Value {
+    let mut map: BTreeMap<Value, Value> = BTreeMap::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let entry = map.entry(Value::from(percent_decode(key, true))).or_insert_with(Value::new_array);
+        if let Ok(values) = entry.as_array_mut() {
+            values.push(Value::from(percent_decode(value, true)));
+        }
+    }
+    Value::from(map)
+}
+
+fn percent_decode(s: &str, plus_is_space: bool) -> String {
+    if !(s.contains('%') || plus_is_space && s.contains('+')) {
+        return s.to_owned();
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b, hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(decoded)) => {
+                out.push(decoded);
+                i += 3;
+            }
+            (b'+', _) if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn opt_str(value: Option<&str>) -> Value {
+    value.map_or_else(|| Value::from(""), Value::from)
+}
+
+fn object(fields: Vec<(&str, Value)>) -> Value {
+    Value::from(fields.into_iter().map(|(k, v)| (Value::from(k), v)).collect::<BTreeMap<_, _>>())
+}

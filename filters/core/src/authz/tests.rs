@@ -1,0 +1,194 @@
+//! Input planning and input shape. Decisions, result shapes and policy errors are specified by
+//! the scenario corpus (tests/cases), which runs natively and through both modules.
+
+use regorus::Value;
+
+use super::*;
+use crate::identity::StrippedHeaders;
+use crate::peer::{PeerError, PeerIdentity};
+use crate::spiffe::SpiffeId;
+
+const SEED: &str = include_str!("../../../../policies/seed/authz.rego");
+const ORCHESTRATOR: &str = "spiffe://ai.internal/ns/agents/sa/orchestrator";
+
+fn plan(source: &str) -> InputPlan {
+    InputPlan::for_modules(&[("p.rego".to_owned(), source.to_owned())])
+}
+
+fn identity_config() -> IdentityConfig {
+    IdentityConfig::parse(br#"{"trust_domains": ["ai.internal"]}"#).unwrap()
+}
+
+fn peer() -> PeerIdentity {
+    PeerIdentity {
+        spiffe_id: SpiffeId::parse(ORCHESTRATOR).unwrap(),
+        not_before: 1_000,
+        not_after: 4_600,
+        ttl_remaining_s: 3_000,
+    }
+}
+
+fn headers(pairs: &[(&str, &str)]) -> StrippedHeaders {
+    let pairs = pairs.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect();
+    StrippedHeaders::strip(pairs, &identity_config())
+}
+
+fn input_for(plan: &InputPlan, headers: &StrippedHeaders, peer: Result<&PeerIdentity, &PeerError>) -> serde_json::Value {
+    let facts = RequestFacts {
+        headers,
+        peer,
+        source_address: Some("10.1.2.3:45678"),
+        destination_address: Some("[fd00::5]:8443"),
+        destination_principal: Some("spiffe://ai.internal/ns/inference/sa/model-server"),
+        protocol: Some("HTTP/2"),
+    };
+    let identity = identity_config().resolve(peer, headers);
+    serde_json::from_str(&build_input(plan, &facts, &identity).to_json_str().unwrap()).unwrap()
+}
+
+#[test]
+fn seed_policy_needs_no_headers_or_addresses() {
+    assert_eq!(plan(SEED), InputPlan::default());
+}
+
+#[test]
+fn header_reads_need_the_header_map() {
+    let p = plan(r#"package x
+        import rego.v1
+        allow if input.attributes.request.http.headers["x-tenant"] == "a""#);
+    assert_eq!(p, InputPlan { headers: true, ..InputPlan::default() });
+}
+
+#[test]
+fn prefix_references_keep_everything_below_them() {
+    let p = plan("package x\nimport rego.v1\nhttp := input.attributes.request.http\nallow if http.headers.a");
+    assert_eq!(p, InputPlan { headers: true, protocol: true, ..InputPlan::default() });
+    let p = plan("package x\nimport input.attributes as attrs\nallow if attrs.source.address");
+    assert!(p.headers && p.source_address && p.destination_principal && !p.parsed_query);
+}
+
+#[test]
+fn whole_input_and_dynamic_keys_keep_everything() {
+    assert_eq!(plan("package x\nimport rego.v1\nallow if count(input) > 0"), InputPlan::ALL);
+    let p = plan("package x\nimport rego.v1\nallow if { some k; input.attributes[k] }");
+    assert!(p.headers && p.source_address && p.destination_address && p.protocol && !p.svidgate);
+}
+
+#[test]
+fn comments_and_strings_do_not_count_as_references() {
+    let p = plan("package x\nimport rego.v1\n# input.attributes.request.http.headers\nallow if \"input\" == \"input\"");
+    assert_eq!(p, InputPlan::default());
+}
+
+#[test]
+fn builds_opa_envoy_v3_input() {
+    let h = headers(&[
+        (":method", "POST"),
+        (":path", "/v1/gen%20erate?model=llama&model=mistral&q=a+b"),
+        (":authority", "model-server.ai.internal"),
+        (":scheme", "https"),
+        ("x-request-id", "req-1"),
+        ("accept", "a"),
+        ("accept", "b"),
+        ("x-forwarded-spiffe-id", "spiffe://ai.internal/forged"),
+    ]);
+    let p = peer();
+    let input = input_for(&InputPlan::ALL, &h, Ok(&p));
+    let expected = serde_json::json!({
+        "attributes": {
+            "source": {
+                "principal": ORCHESTRATOR,
+                "address": {"socketAddress": {"address": "10.1.2.3", "portValue": 45678}},
+            },
+            "destination": {
+                "principal": "spiffe://ai.internal/ns/inference/sa/model-server",
+                "address": {"socketAddress": {"address": "fd00::5", "portValue": 8443}},
+            },
+            "request": {"http": {
+                "id": "req-1",
+                "method": "POST",
+                "path": "/v1/gen%20erate?model=llama&model=mistral&q=a+b",
+                "query": "model=llama&model=mistral&q=a+b",
+                "host": "model-server.ai.internal",
+                "scheme": "https",
+                "protocol": "HTTP/2",
+                "headers": {
+                    ":method": "POST",
+                    ":path": "/v1/gen%20erate?model=llama&model=mistral&q=a+b",
+                    ":authority": "model-server.ai.internal",
+                    ":scheme": "https",
+                    "x-request-id": "req-1",
+                    "accept": "a,b",
+                },
+            }},
+        },
+        "parsed_path": ["v1", "gen erate"],
+        "parsed_query": {"model": ["llama", "mistral"], "q": ["a b"]},
+        "source_principal": ORCHESTRATOR,
+        "truncated_body": false,
+        "version": {"encoding": "protojson", "ext_authz": "v3"},
+        "svidgate": {
+            "peer": {
+                "spiffe_id": ORCHESTRATOR,
+                "trust_domain": "ai.internal",
+                "path": "/ns/agents/sa/orchestrator",
+                "not_before": 1000,
+                "not_after": 4600,
+                "ttl_remaining_s": 3000,
+            },
+            "caller": ORCHESTRATOR,
+            "forwarded": false,
+        },
+    });
+    assert_eq!(input, expected);
+}
+
+#[test]
+fn minimal_plan_leaves_out_optional_parts_and_principal_without_peer() {
+    let h = headers(&[(":method", "GET"), (":path", "/healthz")]);
+    let input = input_for(&InputPlan::default(), &h, Err(&PeerError::NoCertificate));
+    let expected = serde_json::json!({
+        "attributes": {
+            "source": {},
+            "destination": {},
+            "request": {"http": {"id": "", "method": "GET", "path": "/healthz", "host": "", "scheme": ""}},
+        },
+        "truncated_body": false,
+        "version": {"encoding": "protojson", "ext_authz": "v3"},
+    });
+    assert_eq!(input, expected);
+}
+
+#[test]
+fn svidgate_namespace_reports_why_there_is_no_peer() {
+    let h = headers(&[]);
+    let plan = InputPlan { svidgate: true, ..InputPlan::default() };
+    let input = input_for(&plan, &h, Err(&PeerError::MultipleUriSans(2)));
+    assert_eq!(
+        input["svidgate"],
+        serde_json::json!({"peer_error": "peer certificate has 2 uri sans, an svid has exactly one", "forwarded": false})
+    );
+}
+
+#[test]
+fn entrypoints_accept_opa_envoy_path_syntax() {
+    assert_eq!(normalize_entrypoint("envoy/authz/allow"), "data.envoy.authz.allow");
+    assert_eq!(normalize_entrypoint("/envoy/authz/allow"), "data.envoy.authz.allow");
+    assert_eq!(normalize_entrypoint("envoy.authz.allow"), "data.envoy.authz.allow");
+    assert_eq!(normalize_entrypoint("data.envoy.authz.allow"), "data.envoy.authz.allow");
+}
+
+#[test]
+fn policy_evaluates_to_undefined_when_no_rule_matches() {
+    let config = PolicyConfig {
+        modules: vec![("p.rego".into(), "package p\nimport rego.v1\nallow if input.x == 1".into())],
+        data: serde_json::json!({}),
+        entrypoint: "data.p.allow".into(),
+        error_status: 403,
+        eval_timeout: DEFAULT_EVAL_TIMEOUT,
+        max_instructions: DEFAULT_MAX_INSTRUCTIONS,
+    };
+    let policy = Policy::compile(&config).unwrap();
+    assert_eq!(policy.evaluate(Value::from_json_str(r#"{"x": 2}"#).unwrap()), Ok(Value::Undefined));
+    assert_eq!(policy.evaluate(Value::from_json_str(r#"{"x": 1}"#).unwrap()), Ok(Value::Bool(true)));
+}

@@ -1,0 +1,115 @@
+//! What the core tells a filter to do with a request: decisions are data, and they fail closed.
+
+use crate::peer::PeerError;
+
+/// The outcome for one request. There is no third variant: every error is a [`Decision::Deny`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Forward the request upstream after applying `request_edits` in order; add
+    /// `response_headers` to the response on its way back.
+    Allow {
+        /// Edits to the request headers, identity header last.
+        request_edits: Vec<HeaderEdit>,
+        /// Headers to add to the response sent to the client.
+        response_headers: Vec<(String, String)>,
+    },
+    /// Answer locally; the request never reaches the upstream.
+    Deny {
+        /// HTTP status of the local reply.
+        status: u16,
+        /// Why, for logs and metrics; never sent to the client.
+        reason: DenyReason,
+        /// Headers of the local reply.
+        headers: Vec<(String, String)>,
+        /// Body of the local reply.
+        body: String,
+    },
+}
+
+/// One change to the request headers. The identity header is only ever `Set`, never appended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderEdit {
+    /// Add a value after any existing ones.
+    Append(String, String),
+    /// Remove every value of the header.
+    Remove(String),
+    /// Replace every value of the header by this one.
+    Set(String, String),
+}
+
+/// Why a request was denied. [`DenyReason::is_error`] separates policy verdicts from failures.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DenyReason {
+    /// The policy evaluation failed (a builtin error, a conflict, ...).
+    #[error("policy evaluation failed: {0}")]
+    EvaluationError(String),
+    /// The evaluation exceeded its time or instruction budget.
+    #[error("policy evaluation exceeded its limit: {0}")]
+    EvaluationLimit(String),
+    /// A trusted forwarder sent an identity header that is not exactly one allowed SPIFFE ID.
+    #[error("trusted forwarder sent an invalid identity header: {0}")]
+    ForwardedIdentityInvalid(String),
+    /// The proxy failed to give the filter what it needs (headers, properties).
+    #[error("host failure: {0}")]
+    HostFailure(String),
+    /// The policy result is neither a boolean nor an object of the OPA Envoy plugin's shape.
+    #[error("policy result is malformed: {0}")]
+    InvalidResult(String),
+    /// `require_peer` is set and the connection has no validated SPIFFE ID.
+    #[error("no valid peer identity: {0}")]
+    NoPeerIdentity(PeerError),
+    /// The policy decided `allowed: false`.
+    #[error("denied by policy")]
+    PolicyDenied,
+    /// The policy tried to set or remove an identity header.
+    #[error("policy result edits identity header {0:?}")]
+    PolicyEditsIdentityHeader(String),
+    /// The policy has no value for this input (undefined means deny).
+    #[error("policy decision is undefined")]
+    PolicyUndefined,
+}
+
+impl DenyReason {
+    /// True for failures (counted as errors), false for verdicts about the request.
+    pub fn is_error(&self) -> bool {
+        matches!(
+            self,
+            Self::EvaluationError(_)
+                | Self::EvaluationLimit(_)
+                | Self::HostFailure(_)
+                | Self::InvalidResult(_)
+                | Self::PolicyEditsIdentityHeader(_)
+        )
+    }
+
+    /// A short code without spaces, used as Envoy's response code details (`%RESPONSE_CODE_DETAILS%`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::EvaluationError(_) => "svidgate_evaluation_error",
+            Self::EvaluationLimit(_) => "svidgate_evaluation_limit",
+            Self::ForwardedIdentityInvalid(_) => "svidgate_forwarded_identity_invalid",
+            Self::HostFailure(_) => "svidgate_host_failure",
+            Self::InvalidResult(_) => "svidgate_invalid_result",
+            Self::NoPeerIdentity(_) => "svidgate_no_peer_identity",
+            Self::PolicyDenied => "svidgate_policy_denied",
+            Self::PolicyEditsIdentityHeader(_) => "svidgate_policy_edits_identity_header",
+            Self::PolicyUndefined => "svidgate_policy_undefined",
+        }
+    }
+}
+
+impl Decision {
+    /// Whether the request goes upstream.
+    pub fn is_allow(&self) -> bool {
+        matches!(self, Self::Allow { .. })
+    }
+
+    /// A denial with the generic body svidgate sends for its own (non-policy) denials.
+    pub fn deny(status: u16, reason: DenyReason) -> Self {
+        Self::Deny { status, reason, headers: Vec::new(), body: DENIED_BODY.to_owned() }
+    }
+}
+
+/// The body of svidgate's own denials: deliberately says nothing about why.
+pub const DENIED_BODY: &str = "svidgate: access denied\n";

@@ -1,0 +1,146 @@
+//! The identity header: stripped before anything reads headers, then set only to a validated ID.
+
+use crate::config::{IdentityConfig, Mode};
+use crate::decision::{Decision, DenyReason, HeaderEdit};
+use crate::peer::{PeerError, PeerIdentity};
+use crate::spiffe::SpiffeId;
+
+/// Request headers with every identity header taken out. Decisions only ever see headers through
+/// this type, so no code path can read a header the client could have forged.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StrippedHeaders {
+    headers: Vec<(String, String)>,
+    removed: Vec<(String, String)>,
+}
+
+/// What the identity step concluded for one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityOutcome {
+    /// The ID the upstream will see in the injected header, if any.
+    pub upstream_identity: Option<String>,
+    /// The upstream identity is the caller named by a trusted forwarder, not the peer itself.
+    pub forwarded: bool,
+    /// An identity header arrived from a peer that may not set one.
+    pub spoof_attempt: bool,
+    /// The request must be denied before any policy runs.
+    pub deny: Option<DenyReason>,
+}
+
+impl StrippedHeaders {
+    /// Splits `headers` (as the proxy gave them) into identity headers and everything else.
+    pub fn strip(headers: Vec<(String, String)>, config: &IdentityConfig) -> Self {
+        let (removed, headers) =
+            headers.into_iter().partition(|(name, _)| config.is_identity_header(name));
+        Self { headers, removed }
+    }
+
+    /// The request headers without identity headers, in the proxy's order.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// The identity headers that arrived with the request (name, value), in order.
+    pub fn removed(&self) -> &[(String, String)] {
+        &self.removed
+    }
+
+    /// The distinct names of the identity headers that arrived, for removal from the proxy's map.
+    pub fn removed_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for (name, _) in &self.removed {
+            if !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                names.push(name);
+            }
+        }
+        names
+    }
+
+    /// The first value of a (non-identity) header, by lower-case name.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+impl IdentityConfig {
+    /// Decides which identity, if any, the upstream receives, and whether to deny right away.
+    pub fn resolve(
+        &self,
+        peer: Result<&PeerIdentity, &PeerError>,
+        stripped: &StrippedHeaders,
+    ) -> IdentityOutcome {
+        let arrived = !stripped.removed().is_empty();
+        let mut outcome = IdentityOutcome {
+            upstream_identity: None,
+            forwarded: false,
+            spoof_attempt: arrived,
+            deny: None,
+        };
+        if self.mode == Mode::Perimeter {
+            return outcome;
+        }
+        let peer = match peer {
+            Ok(peer) => peer,
+            Err(error) => {
+                if self.require_peer {
+                    outcome.deny = Some(DenyReason::NoPeerIdentity(error.clone()));
+                }
+                return outcome;
+            }
+        };
+        if self.trusted_forwarders.contains(&peer.spiffe_id) {
+            outcome.spoof_attempt = false;
+            if arrived {
+                match self.forwarded_caller(stripped) {
+                    Ok(caller) => {
+                        outcome.upstream_identity = Some(caller.to_string());
+                        outcome.forwarded = true;
+                    }
+                    Err(reason) => outcome.deny = Some(reason),
+                }
+                return outcome;
+            }
+        }
+        outcome.upstream_identity = Some(peer.spiffe_id.to_string());
+        outcome
+    }
+
+    /// The caller a trusted forwarder names: exactly one value of the injected header, a valid
+    /// SPIFFE ID of an allowed trust domain.
+    fn forwarded_caller(&self, stripped: &StrippedHeaders) -> Result<SpiffeId, DenyReason> {
+        let injected = self.injected_header();
+        let mut values =
+            stripped.removed().iter().filter(|(n, _)| n.eq_ignore_ascii_case(injected)).map(|(_, v)| v);
+        let value = match (values.next(), values.next()) {
+            (Some(value), None) => value,
+            (None, _) => return Err(invalid_forward(format!("no {injected} header"))),
+            (Some(_), Some(_)) => return Err(invalid_forward(format!("repeated {injected} header"))),
+        };
+        let caller = SpiffeId::parse(value).map_err(|e| invalid_forward(format!("{value:?}: {e}")))?;
+        if !self.svid.trust_domains.iter().any(|td| caller.is_member_of(td)) {
+            return Err(invalid_forward(format!("{value:?}: trust domain is not allowed")));
+        }
+        Ok(caller)
+    }
+}
+
+impl IdentityOutcome {
+    /// The identity module's decision: deny if the identity step says so, else allow with the
+    /// identity header set.
+    pub fn decision(&self, config: &IdentityConfig) -> Decision {
+        match &self.deny {
+            Some(reason) => Decision::deny(config.deny_status, reason.clone()),
+            None => Decision::Allow { request_edits: self.identity_edit(config).into_iter().collect(), response_headers: Vec::new() },
+        }
+    }
+
+    /// The edit that sets the identity header, if there is an identity to give.
+    pub fn identity_edit(&self, config: &IdentityConfig) -> Option<HeaderEdit> {
+        self.upstream_identity
+            .as_ref()
+            .map(|id| HeaderEdit::Set(config.injected_header().to_owned(), id.clone()))
+    }
+}
+
+fn invalid_forward(detail: String) -> DenyReason {
+    DenyReason::ForwardedIdentityInvalid(detail)
+}

@@ -1,0 +1,694 @@
+//! A state-based proxy-wasm host (ABI 0.2.1) on wasmtime, for testing filters without Envoy.
+//!
+//! The host does not script expected calls: it keeps what Envoy would keep for one Wasm VM
+//! (header maps, properties, metrics, logs, local replies, a clock) and lets the module change
+//! it through the ABI; tests drive callbacks and inspect the state afterwards.
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! use svidgate_harness::host::{Action, Module, PluginOptions};
+//! let module = Module::load(std::path::Path::new("filter.wasm"))?;
+//! let mut plugin = module.start(PluginOptions { plugin_config: b"{}".to_vec(), ..Default::default() })?;
+//! assert!(plugin.configured());
+//! let mut stream = plugin.stream();
+//! let action = stream.request_headers(&[(":method", "GET"), (":path", "/")], true)?;
+//! assert_eq!(action, Action::Continue);
+//! stream.finish()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Where a test can observe it, the host follows Envoy 1.40 (`source/extensions/common/wasm` and
+//! proxy-wasm-cpp-host):
+//! - header names are lower-cased, order and repeats are kept, pseudo-headers stay first;
+//!   `proxy_get_header_map_value` returns the *first* value of a repeated header;
+//! - a header map is only reachable while its headers callback runs, or after it if the callback
+//!   paused (until `proxy_continue_stream`); the SDK panics when it is not (status BadArgument);
+//! - stream contexts are created lazily, on request headers; `finish` runs `proxy_on_log`, then
+//!   `proxy_on_done` and `proxy_on_delete`, Envoy's order;
+//! - a trap crashes the VM: the stream gets Envoy's fail-closed local reply (503,
+//!   `wasm_fail_stream`) and every later call fails with "vm crashed".
+//!
+//! Not modelled: bodies, trailers, HTTP/gRPC callouts (`proxy_http_call` fails with
+//! InternalFailure), shared queues, and the re-entry of a local reply into the filter's own
+//! `proxy_on_response_headers` (call `response_headers` yourself to test that path).
+
+mod abi;
+mod memory;
+mod state;
+mod wasi;
+
+use anyhow::{Context as _, Result, anyhow};
+use state::{HostState, MetricKind, MetricValue, ROOT_CONTEXT_ID, StreamState};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+use wasmtime::{Engine, Instance, InstancePre, Linker, Store, TypedFunc, WasmParams, WasmResults};
+
+/// A compiled module, cheap to clone, shared by many tests (compile once: wasmtime compile of a 1 MB module takes a while).
+#[derive(Clone)]
+pub struct Module {
+    engine: Engine,
+    pre: InstancePre<HostState>,
+}
+
+impl Module {
+    /// Reads and compiles the `.wasm` module at `path`.
+    pub fn load(path: &Path) -> Result<Module> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::from_bytes(&bytes).with_context(|| format!("loading {}", path.display()))
+    }
+
+    /// Compiles a `.wasm` module and links it against this host.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Module> {
+        let mut config = wasmtime::Config::new();
+        config.consume_fuel(true);
+        let engine = Engine::new(&config).map_err(wasm_error)?;
+        let module = wasmtime::Module::new(&engine, bytes)
+            .map_err(wasm_error)
+            .context("compiling the module")?;
+        // Envoy refuses modules that do not declare the ABI version they were built for.
+        if !module
+            .exports()
+            .any(|export| export.name() == ABI_VERSION_EXPORT)
+        {
+            return Err(anyhow!("the module does not export `{ABI_VERSION_EXPORT}`"));
+        }
+        let mut linker = Linker::new(&engine);
+        abi::add_to_linker(&mut linker).map_err(wasm_error)?;
+        wasi::add_to_linker(&mut linker).map_err(wasm_error)?;
+        // Imports this host lacks trap when called, naming the import, instead of failing to link.
+        linker
+            .define_unknown_imports_as_traps(&module)
+            .map_err(wasm_error)?;
+        let pre = linker
+            .instantiate_pre(&module)
+            .map_err(wasm_error)
+            .context("linking the module")?;
+        Ok(Module { engine, pre })
+    }
+
+    /// Instantiates, runs `_initialize` (and `_start` if exported), creates root context id 1 (proxy_on_context_create(1, 0)),
+    /// calls proxy_on_vm_start(1, len(vm_config)) then proxy_on_configure(1, len(plugin_config)).
+    /// Returns Ok(plugin) even when on_vm_start/on_configure return false (tests check `plugin.configured()`); Err only on trap/instantiation failure.
+    pub fn start(&self, options: PluginOptions) -> Result<Plugin> {
+        let mut store = Store::new(&self.engine, HostState::new(&options));
+        store.set_fuel(INITIAL_FUEL).map_err(wasm_error)?;
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(wasm_error)
+            .context("instantiating the module")?;
+        let guest = Guest::resolve(&mut store, &instance)?;
+        let mut plugin = Plugin {
+            store,
+            guest,
+            configured: false,
+            crashed: None,
+            next_context_id: ROOT_CONTEXT_ID + 1,
+        };
+        plugin.boot(&options)?;
+        Ok(plugin)
+    }
+}
+
+/// How to start a plugin: its configuration buffers, initial clock and Envoy log level.
+#[derive(Clone, Debug, Default)]
+pub struct PluginOptions {
+    /// The VM configuration (`vm_config.configuration`), returned for buffer type VmConfiguration.
+    pub vm_config: Vec<u8>,
+    /// The plugin configuration (`configuration`), returned for buffer type PluginConfiguration.
+    pub plugin_config: Vec<u8>,
+    /// The plugin clock's start time; `SystemTime::now()` at start if `None`.
+    pub now: Option<SystemTime>,
+    /// Envoy's log level: lower log lines are dropped; `Trace` if `None`.
+    pub log_level: Option<LogLevel>,
+}
+
+/// A running plugin: one VM instance with its root context, and the host state around it.
+pub struct Plugin {
+    store: Store<HostState>,
+    guest: Guest,
+    configured: bool,
+    /// Why the VM crashed, once it has: every later call fails.
+    crashed: Option<String>,
+    next_context_id: u32,
+}
+
+impl Plugin {
+    /// Whether `proxy_on_vm_start` and `proxy_on_configure` both returned true.
+    pub fn configured(&self) -> bool {
+        self.configured
+    }
+
+    /// Sets a property (raw bytes, as Envoy serializes them) for `proxy_get_property`.
+    pub fn set_property(&mut self, path: &[&str], value: impl Into<Vec<u8>>) {
+        self.store
+            .data_mut()
+            .properties
+            .insert(property_key(path), value.into());
+    }
+
+    /// Removes a property: `proxy_get_property` then reports NotFound.
+    pub fn remove_property(&mut self, path: &[&str]) {
+        self.store.data_mut().properties.remove(&property_key(path));
+    }
+
+    /// Sets the plugin clock (proxy time, and WASI realtime; monotonic time only moves forward).
+    pub fn set_time(&mut self, now: SystemTime) {
+        self.store.data_mut().clock.set(now);
+    }
+
+    /// Moves the plugin clock forward (proxy, WASI realtime and monotonic time).
+    pub fn advance_time(&mut self, by: Duration) {
+        self.store.data_mut().clock.advance(by);
+    }
+
+    /// The plugin clock's current time.
+    pub fn now(&self) -> SystemTime {
+        self.store.data().clock.now()
+    }
+
+    /// Calls `proxy_on_tick` on the root context.
+    pub fn tick(&mut self) -> Result<()> {
+        let on_tick = self.guest.on_tick.clone();
+        self.call(ROOT_CONTEXT_ID, "proxy_on_tick", on_tick, ROOT_CONTEXT_ID)?;
+        Ok(())
+    }
+
+    /// The tick period the module set with `proxy_set_tick_period_milliseconds`, if any.
+    pub fn tick_period(&self) -> Option<Duration> {
+        self.store.data().tick_period
+    }
+
+    /// Opens a new HTTP stream; its context is created on its first callback, as in Envoy.
+    pub fn stream(&mut self) -> Stream<'_> {
+        let id = self.next_context_id;
+        self.next_context_id = self.next_context_id.wrapping_add(1);
+        self.store
+            .data_mut()
+            .streams
+            .insert(id, StreamState::default());
+        Stream { plugin: self, id }
+    }
+
+    /// Every log line so far: `proxy_log`, plus stdout (Info) and stderr (Error) lines.
+    pub fn logs(&self) -> &[LogEntry] {
+        &self.store.data().logs
+    }
+
+    /// Returns the log lines so far and clears them.
+    pub fn take_logs(&mut self) -> Vec<LogEntry> {
+        std::mem::take(&mut self.store.data_mut().logs)
+    }
+
+    /// The value of the counter called `name`, if the module defined it.
+    pub fn counter(&self, name: &str) -> Option<u64> {
+        match self
+            .store
+            .data()
+            .metrics
+            .by_name(MetricKind::Counter, name)?
+        {
+            MetricValue::Counter(value) => Some(*value),
+            _ => None,
+        }
+    }
+
+    /// The value of the gauge called `name`, if the module defined it.
+    pub fn gauge(&self, name: &str) -> Option<i64> {
+        match self.store.data().metrics.by_name(MetricKind::Gauge, name)? {
+            MetricValue::Gauge(value) => Some(*value),
+            _ => None,
+        }
+    }
+
+    /// Every value recorded in the histogram called `name`, if the module defined it.
+    pub fn histogram(&self, name: &str) -> Option<&[u64]> {
+        match self
+            .store
+            .data()
+            .metrics
+            .by_name(MetricKind::Histogram, name)?
+        {
+            MetricValue::Histogram(values) => Some(values),
+            _ => None,
+        }
+    }
+
+    /// The names of every metric the module defined, in definition order.
+    pub fn metric_names(&self) -> Vec<String> {
+        self.store
+            .data()
+            .metrics
+            .all()
+            .iter()
+            .map(|metric| metric.name.clone())
+            .collect()
+    }
+
+    /// Fuel the module burned since it was instantiated, `_initialize` included.
+    pub fn fuel_consumed_total(&self) -> u64 {
+        INITIAL_FUEL.saturating_sub(self.store.get_fuel().unwrap_or(INITIAL_FUEL))
+    }
+
+    /// Initializes the instance and the root context, and configures the plugin.
+    fn boot(&mut self, options: &PluginOptions) -> Result<()> {
+        let (initialize, start) = (self.guest.initialize.clone(), self.guest.start.clone());
+        self.call(0, "_initialize", initialize, ())?;
+        self.call(0, "_start", start, ())?;
+        let create = self.guest.on_context_create.clone();
+        self.call(
+            ROOT_CONTEXT_ID,
+            "proxy_on_context_create",
+            create,
+            (ROOT_CONTEXT_ID, 0),
+        )?;
+        // Envoy shows the plugin configuration only while the root context starts and configures.
+        self.store.data_mut().plugin_config_visible = true;
+        let configured = self.configure(options);
+        self.store.data_mut().plugin_config_visible = false;
+        self.configured = configured?;
+        Ok(())
+    }
+
+    /// Runs `proxy_on_vm_start`, then (if it succeeded) `proxy_on_configure`.
+    fn configure(&mut self, options: &PluginOptions) -> Result<bool> {
+        let on_vm_start = self.guest.on_vm_start.clone();
+        let size = buffer_len(&options.vm_config);
+        let started = self.call(
+            ROOT_CONTEXT_ID,
+            "proxy_on_vm_start",
+            on_vm_start,
+            (ROOT_CONTEXT_ID, size),
+        )?;
+        if started == Some(0) {
+            return Ok(false);
+        }
+        let on_configure = self.guest.on_configure.clone();
+        let size = buffer_len(&options.plugin_config);
+        let configured = self.call(
+            ROOT_CONTEXT_ID,
+            "proxy_on_configure",
+            on_configure,
+            (ROOT_CONTEXT_ID, size),
+        )?;
+        Ok(configured != Some(0))
+    }
+
+    /// Runs one guest callback on `context`: makes it the effective context, meters fuel, and
+    /// turns a trap into a crashed VM. `Ok(None)` if the module does not export the callback.
+    fn call<P, R>(
+        &mut self,
+        context: u32,
+        name: &str,
+        function: Option<TypedFunc<P, R>>,
+        params: P,
+    ) -> Result<Option<R>>
+    where
+        P: WasmParams,
+        R: WasmResults,
+    {
+        if let Some(reason) = &self.crashed {
+            return Err(anyhow!("vm crashed: {reason}"));
+        }
+        let Some(function) = function else {
+            return Ok(None);
+        };
+        let state = self.store.data_mut();
+        state.effective_context = context;
+        let logs_before = state.logs.len();
+        let fuel_before = self.store.get_fuel().unwrap_or(0);
+        let result = function.call(&mut self.store, params);
+        let consumed = fuel_before.saturating_sub(self.store.get_fuel().unwrap_or(0));
+        let state = self.store.data_mut();
+        state.flush_stdio();
+        state.effective_context = 0;
+        if let Some(stream) = state.streams.get_mut(&context) {
+            stream.fuel_consumed_last = consumed;
+        }
+        match result {
+            Ok(value) => Ok(Some(value)),
+            Err(error) => {
+                let error = wasm_error(error);
+                // The SDK's panic hook logs the panic message at Critical just before the trap.
+                let logged = state.logs.get(logs_before..).unwrap_or_default();
+                let last_words = logged
+                    .iter()
+                    .rev()
+                    .find(|entry| entry.level >= LogLevel::Error);
+                let summary = match last_words {
+                    Some(entry) => format!(
+                        "{name}({context}) trapped after logging {:?}",
+                        entry.message
+                    ),
+                    None => format!("{name}({context}) trapped"),
+                };
+                self.crashed = Some(format!("{summary}: {}", error.root_cause()));
+                Err(error.context(summary))
+            }
+        }
+    }
+
+    /// Like [`Plugin::call`] for a stream callback: a failure fails the stream closed, as Envoy does.
+    fn stream_call<P, R>(
+        &mut self,
+        id: u32,
+        name: &str,
+        function: Option<TypedFunc<P, R>>,
+        params: P,
+    ) -> Result<Option<R>>
+    where
+        P: WasmParams,
+        R: WasmResults,
+    {
+        let result = self.call(id, name, function, params);
+        if result.is_err()
+            && let Some(stream) = self.store.data_mut().streams.get_mut(&id)
+        {
+            stream.local_reply.get_or_insert_with(fail_stream_reply);
+        }
+        result
+    }
+
+    /// Creates the stream's context in the module if that has not happened yet.
+    fn ensure_created(&mut self, id: u32) -> Result<()> {
+        let stream = self.stream_state_mut(id)?;
+        if stream.created {
+            return Ok(());
+        }
+        stream.created = true;
+        let create = self.guest.on_context_create.clone();
+        self.stream_call(id, "proxy_on_context_create", create, (id, ROOT_CONTEXT_ID))?;
+        Ok(())
+    }
+
+    /// Delivers request or response headers to a stream.
+    fn on_headers(
+        &mut self,
+        id: u32,
+        direction: Direction,
+        headers: &[(&str, &str)],
+        end_of_stream: bool,
+    ) -> Result<Action> {
+        let stream = self.stream_state_mut(id)?;
+        let phase = match direction {
+            Direction::Request => &mut stream.request,
+            Direction::Response => &mut stream.response,
+        };
+        phase.receive(headers);
+        let count = u32::try_from(phase.headers.entries().len()).unwrap_or(u32::MAX);
+        // Envoy only calls into the VM for a response if the request created the context (and,
+        // for a crashed VM, the request already failed the stream).
+        if direction == Direction::Response && !stream.created {
+            return Ok(Action::Continue);
+        }
+        self.ensure_created(id)?;
+        let (name, function) = match direction {
+            Direction::Request => (
+                "proxy_on_request_headers",
+                self.guest.on_request_headers.clone(),
+            ),
+            Direction::Response => (
+                "proxy_on_response_headers",
+                self.guest.on_response_headers.clone(),
+            ),
+        };
+        let raw = self.stream_call(id, name, function, (id, count, u32::from(end_of_stream)))?;
+        // 0 is Continue; anything else stops iteration (the SDK only returns 1, Pause).
+        let action = if raw.unwrap_or(0) == 0 {
+            Action::Continue
+        } else {
+            Action::Pause
+        };
+        if action == Action::Continue {
+            let stream = self.stream_state_mut(id)?;
+            match direction {
+                Direction::Request => stream.request.available = false,
+                Direction::Response => stream.response.available = false,
+            }
+        }
+        Ok(action)
+    }
+
+    /// Ends a stream the way Envoy does: access log, then filter destruction.
+    fn finish_stream(&mut self, id: u32) -> Result<()> {
+        self.ensure_created(id)?;
+        self.stream_state_mut(id)?.log_phase = true;
+        let on_log = self.guest.on_log.clone();
+        let logged = self.stream_call(id, "proxy_on_log", on_log, id);
+        self.stream_state_mut(id)?.log_phase = false;
+        logged?;
+        let on_done = self.guest.on_done.clone();
+        self.stream_call(id, "proxy_on_done", on_done, id)?;
+        let on_delete = self.guest.on_delete.clone();
+        self.stream_call(id, "proxy_on_delete", on_delete, id)?;
+        self.store.data_mut().streams.remove(&id);
+        Ok(())
+    }
+
+    fn stream_state(&self, id: u32) -> Option<&StreamState> {
+        self.store.data().streams.get(&id)
+    }
+
+    fn stream_state_mut(&mut self, id: u32) -> Result<&mut StreamState> {
+        self.store
+            .data_mut()
+            .streams
+            .get_mut(&id)
+            .ok_or_else(|| anyhow!("no stream with context id {id}"))
+    }
+}
+
+/// One HTTP stream of a plugin: an HTTP context in the module.
+pub struct Stream<'p> {
+    plugin: &'p mut Plugin,
+    id: u32,
+}
+
+impl Stream<'_> {
+    /// The stream's context id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Sets the request header map (Envoy semantics: names lower-cased, order kept, repeats kept) and calls proxy_on_request_headers(id, n, end_of_stream).
+    pub fn request_headers(
+        &mut self,
+        headers: &[(&str, &str)],
+        end_of_stream: bool,
+    ) -> Result<Action> {
+        self.plugin
+            .on_headers(self.id, Direction::Request, headers, end_of_stream)
+    }
+
+    /// Sets the response header map and calls proxy_on_response_headers(id, n, end_of_stream).
+    pub fn response_headers(
+        &mut self,
+        headers: &[(&str, &str)],
+        end_of_stream: bool,
+    ) -> Result<Action> {
+        self.plugin
+            .on_headers(self.id, Direction::Response, headers, end_of_stream)
+    }
+
+    /// The request headers as modified by the module: what the upstream would receive.
+    pub fn request_header_map(&self) -> &[(String, String)] {
+        self.state()
+            .map(|stream| stream.request.headers.entries())
+            .unwrap_or_default()
+    }
+
+    /// Every request header value for `name` (case-insensitive), in order.
+    pub fn request_header_values(&self, name: &str) -> Vec<&str> {
+        self.state()
+            .map(|stream| stream.request.headers.values(name).collect())
+            .unwrap_or_default()
+    }
+
+    /// The response headers as modified by the module: what the downstream would receive.
+    pub fn response_header_map(&self) -> &[(String, String)] {
+        self.state()
+            .map(|stream| stream.response.headers.entries())
+            .unwrap_or_default()
+    }
+
+    /// The local reply the module sent on this stream, if any (the first one: Envoy sends only it).
+    pub fn local_reply(&self) -> Option<&LocalReply> {
+        self.state()?.local_reply.as_ref()
+    }
+
+    /// Fuel burned by the last callback on this stream.
+    pub fn fuel_consumed_last(&self) -> u64 {
+        self.state().map_or(0, |stream| stream.fuel_consumed_last)
+    }
+
+    /// Ends the stream: proxy_on_log, proxy_on_done, proxy_on_delete (Envoy's order).
+    pub fn finish(self) -> Result<()> {
+        self.plugin.finish_stream(self.id)
+    }
+
+    fn state(&self) -> Option<&StreamState> {
+        self.plugin.stream_state(self.id)
+    }
+}
+
+/// What a headers callback told the host to do with the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Continue to the next filter.
+    Continue,
+    /// Stop iteration until the module resumes the stream.
+    Pause,
+}
+
+/// A local reply sent with `proxy_send_local_response`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalReply {
+    /// The HTTP status code.
+    pub status: u32,
+    /// The response code details (whitespace replaced by `_`, as Envoy does).
+    pub details: String,
+    /// The response body.
+    pub body: Vec<u8>,
+    /// The additional response headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The gRPC status; -1 for a plain HTTP reply.
+    pub grpc_status: i32,
+}
+
+/// One log line of the module.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogEntry {
+    /// The log level.
+    pub level: LogLevel,
+    /// The message.
+    pub message: String,
+}
+
+/// Envoy's log levels, as proxy-wasm numbers them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Trace (0).
+    Trace,
+    /// Debug (1).
+    Debug,
+    /// Info (2).
+    Info,
+    /// Warn (3).
+    Warn,
+    /// Error (4).
+    Error,
+    /// Critical (5).
+    Critical,
+}
+
+impl LogLevel {
+    /// The level for a proxy-wasm log level number, if valid.
+    fn from_raw(raw: u32) -> Option<Self> {
+        [
+            Self::Trace,
+            Self::Debug,
+            Self::Info,
+            Self::Warn,
+            Self::Error,
+            Self::Critical,
+        ]
+        .into_iter()
+        .find(|level| *level as u32 == raw)
+    }
+}
+
+/// The export by which a module declares proxy-wasm ABI 0.2.1.
+const ABI_VERSION_EXPORT: &str = "proxy_abi_version_0_2_1";
+
+/// Fuel given to each plugin: enough never to run out, leaving room to measure consumption.
+const INITIAL_FUEL: u64 = u64::MAX / 2;
+
+/// Which side of the stream a headers callback is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direction {
+    Request,
+    Response,
+}
+
+/// The module's exported callbacks; each is optional, and a missing one is skipped (as in Envoy).
+struct Guest {
+    initialize: Option<TypedFunc<(), ()>>,
+    start: Option<TypedFunc<(), ()>>,
+    on_context_create: Option<TypedFunc<(u32, u32), ()>>,
+    on_vm_start: Option<TypedFunc<(u32, u32), u32>>,
+    on_configure: Option<TypedFunc<(u32, u32), u32>>,
+    on_tick: Option<TypedFunc<u32, ()>>,
+    on_request_headers: Option<TypedFunc<(u32, u32, u32), u32>>,
+    on_response_headers: Option<TypedFunc<(u32, u32, u32), u32>>,
+    on_log: Option<TypedFunc<u32, ()>>,
+    on_done: Option<TypedFunc<u32, u32>>,
+    on_delete: Option<TypedFunc<u32, ()>>,
+}
+
+impl Guest {
+    fn resolve(store: &mut Store<HostState>, instance: &Instance) -> Result<Self> {
+        Ok(Self {
+            initialize: export(store, instance, "_initialize")?,
+            start: export(store, instance, "_start")?,
+            on_context_create: export(store, instance, "proxy_on_context_create")?,
+            on_vm_start: export(store, instance, "proxy_on_vm_start")?,
+            on_configure: export(store, instance, "proxy_on_configure")?,
+            on_tick: export(store, instance, "proxy_on_tick")?,
+            on_request_headers: export(store, instance, "proxy_on_request_headers")?,
+            on_response_headers: export(store, instance, "proxy_on_response_headers")?,
+            on_log: export(store, instance, "proxy_on_log")?,
+            on_done: export(store, instance, "proxy_on_done")?,
+            on_delete: export(store, instance, "proxy_on_delete")?,
+        })
+    }
+}
+
+/// The exported function `name` with the signature the ABI gives it, if exported.
+fn export<P, R>(
+    store: &mut Store<HostState>,
+    instance: &Instance,
+    name: &str,
+) -> Result<Option<TypedFunc<P, R>>>
+where
+    P: WasmParams,
+    R: WasmResults,
+{
+    let Some(function) = instance.get_func(&mut *store, name) else {
+        return Ok(None);
+    };
+    let typed = function
+        .typed::<P, R>(&*store)
+        .map_err(wasm_error)
+        .with_context(|| {
+            format!("export `{name}` does not have the proxy-wasm ABI 0.2.1 signature")
+        })?;
+    Ok(Some(typed))
+}
+
+/// The local reply Envoy sends when the VM fails during a stream (fail closed).
+fn fail_stream_reply() -> LocalReply {
+    LocalReply {
+        status: 503,
+        details: "wasm_fail_stream".to_string(),
+        body: Vec::new(),
+        headers: Vec::new(),
+        grpc_status: abi::GRPC_UNAVAILABLE,
+    }
+}
+
+/// The key of a property: its path segments joined by NUL, as the ABI serializes paths.
+fn property_key(path: &[&str]) -> Vec<u8> {
+    path.join("\0").into_bytes()
+}
+
+/// A buffer's size as the `u32` the ABI passes.
+fn buffer_len(buffer: &[u8]) -> u32 {
+    u32::try_from(buffer.len()).unwrap_or(u32::MAX)
+}
+
+/// Converts a wasmtime error (its own type since wasmtime 42) into an `anyhow::Error`, keeping
+/// its chain of causes.
+fn wasm_error(error: wasmtime::Error) -> anyhow::Error {
+    anyhow::Error::from_boxed(error.into())
+}

@@ -1,0 +1,598 @@
+//! The host-side state one plugin keeps: what Envoy would hold for one Wasm VM and its contexts.
+//!
+//! Everything lives in [`HostState`], the `Store` data of one [`super::Plugin`], so two plugins
+//! never share anything and tests can run in parallel.
+
+use super::{LocalReply, LogEntry, LogLevel, PluginOptions};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The context id of the plugin's root context; stream contexts get ids from 2 on.
+pub(crate) const ROOT_CONTEXT_ID: u32 = 1;
+
+/// A proxy-wasm status code, as `proxy_*` host functions return it (proxy-wasm-cpp-host `WasmResult`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Status {
+    Ok = 0,
+    NotFound = 1,
+    BadArgument = 2,
+    InvalidMemoryAccess = 6,
+    CasMismatch = 8,
+    InternalFailure = 10,
+    Unimplemented = 12,
+}
+
+/// The state behind one plugin: its configuration, clock, logs, metrics, properties and contexts.
+pub(crate) struct HostState {
+    pub(crate) vm_config: Vec<u8>,
+    pub(crate) plugin_config: Vec<u8>,
+    /// Envoy only exposes the plugin configuration while `on_vm_start`/`on_configure` run.
+    pub(crate) plugin_config_visible: bool,
+    pub(crate) clock: Clock,
+    pub(crate) log_level: LogLevel,
+    pub(crate) logs: Vec<LogEntry>,
+    /// Bytes written to stdout (index 0) and stderr (index 1) not yet ended by a newline.
+    stdio: [Vec<u8>; 2],
+    /// Properties set by the test, keyed by the `\0`-joined path.
+    pub(crate) properties: BTreeMap<Vec<u8>, Vec<u8>>,
+    pub(crate) metrics: Metrics,
+    pub(crate) shared_data: SharedData,
+    pub(crate) tick_period: Option<Duration>,
+    pub(crate) streams: HashMap<u32, StreamState>,
+    /// The context host calls act on: the one whose callback runs, unless the module moved it
+    /// with `proxy_set_effective_context` (0 outside callbacks).
+    pub(crate) effective_context: u32,
+    pub(crate) random: XorShift,
+}
+
+impl HostState {
+    /// Fresh state for a plugin started with `options`.
+    pub(crate) fn new(options: &PluginOptions) -> Self {
+        Self {
+            vm_config: options.vm_config.clone(),
+            plugin_config: options.plugin_config.clone(),
+            plugin_config_visible: false,
+            clock: Clock::new(options.now.unwrap_or_else(SystemTime::now)),
+            log_level: options.log_level.unwrap_or(LogLevel::Trace),
+            logs: Vec::new(),
+            stdio: [Vec::new(), Vec::new()],
+            properties: BTreeMap::new(),
+            metrics: Metrics::default(),
+            shared_data: SharedData::default(),
+            tick_period: None,
+            streams: HashMap::new(),
+            effective_context: 0,
+            random: XorShift::new(),
+        }
+    }
+
+    /// Records a log line if Envoy's log level lets it through.
+    pub(crate) fn log(&mut self, level: LogLevel, message: String) {
+        if level >= self.log_level {
+            self.logs.push(LogEntry { level, message });
+        }
+    }
+
+    /// Appends guest output on stdout (`fd` 1) or stderr (`fd` 2), logging each complete line.
+    pub(crate) fn write_stdio(&mut self, fd: u32, bytes: &[u8]) {
+        let (index, level) = if fd == 1 {
+            (0, LogLevel::Info)
+        } else {
+            (1, LogLevel::Error)
+        };
+        let Some(pending) = self.stdio.get_mut(index) else {
+            return;
+        };
+        pending.extend_from_slice(bytes);
+        let mut lines = Vec::new();
+        while let Some(end) = pending.iter().position(|&byte| byte == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            lines.push(line);
+        }
+        for line in lines {
+            self.log(level, text(line.strip_suffix(b"\n").unwrap_or(&line)));
+        }
+    }
+
+    /// Logs output left without a trailing newline: called after every callback, so that the
+    /// last words of a guest that traps are not lost.
+    pub(crate) fn flush_stdio(&mut self) {
+        for (index, level) in [(0, LogLevel::Info), (1, LogLevel::Error)] {
+            let pending = self
+                .stdio
+                .get_mut(index)
+                .map(std::mem::take)
+                .unwrap_or_default();
+            if !pending.is_empty() {
+                self.log(level, text(&pending));
+            }
+        }
+    }
+
+    /// The stream context host calls currently act on, if the effective context is a stream.
+    pub(crate) fn effective_stream(&self) -> Option<&StreamState> {
+        self.streams.get(&self.effective_context)
+    }
+
+    /// Mutable access to the effective stream context.
+    pub(crate) fn effective_stream_mut(&mut self) -> Option<&mut StreamState> {
+        self.streams.get_mut(&self.effective_context)
+    }
+
+    /// Whether `id` names a live context (`proxy_set_effective_context` accepts only those).
+    pub(crate) fn has_context(&self, id: u32) -> bool {
+        id == ROOT_CONTEXT_ID || self.streams.get(&id).is_some_and(|stream| stream.created)
+    }
+
+    /// A property as the effective context sees it: its own filter state first, then the
+    /// properties the test set.
+    pub(crate) fn property(&self, path: &[u8]) -> Option<&[u8]> {
+        let own = self
+            .effective_stream()
+            .and_then(|stream| stream.filter_state.get(path));
+        own.or_else(|| self.properties.get(path)).map(Vec::as_slice)
+    }
+
+    /// The header map of `map_type` that reads see, as Envoy's `getConstMap` does.
+    ///
+    /// `Err` for an unknown map type; `Ok(None)` when the map is not available right now.
+    pub(crate) fn readable_map(&self, map_type: u32) -> Result<Option<&HeaderMap>, Status> {
+        let kind = MapType::from_raw(map_type)?;
+        let Some(stream) = self.effective_stream() else {
+            return Ok(None);
+        };
+        Ok(match kind {
+            // In the access log phase Envoy reads the final maps of the stream.
+            MapType::RequestHeaders if stream.log_phase => stream.request.received(),
+            MapType::ResponseHeaders if stream.log_phase => stream.response.received(),
+            MapType::RequestHeaders => stream.request.available(),
+            MapType::ResponseHeaders => stream.response.available(),
+            // Trailers, gRPC metadata and callout responses never exist in this host.
+            _ => None,
+        })
+    }
+
+    /// The header map of `map_type` that writes change, as Envoy's `getMap` does.
+    ///
+    /// `Err(BadArgument)` when the map type is unknown or the map is not available right now.
+    pub(crate) fn writable_map(&mut self, map_type: u32) -> Result<&mut HeaderMap, Status> {
+        let kind = MapType::from_raw(map_type)?;
+        let stream = self.effective_stream_mut().ok_or(Status::BadArgument)?;
+        let phase = match kind {
+            MapType::RequestHeaders => &mut stream.request,
+            MapType::ResponseHeaders => &mut stream.response,
+            _ => return Err(Status::BadArgument),
+        };
+        if phase.available {
+            Ok(&mut phase.headers)
+        } else {
+            Err(Status::BadArgument)
+        }
+    }
+
+    /// Whether reads of a missing map answer NotFound (access log phase) rather than BadArgument.
+    pub(crate) fn in_log_phase(&self) -> bool {
+        self.effective_stream()
+            .is_some_and(|stream| stream.log_phase)
+    }
+}
+
+/// The header map types of ABI 0.2.1 (`proxy_wasm::types::MapType`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MapType {
+    RequestHeaders,
+    ResponseHeaders,
+    /// Trailers, gRPC metadata and HTTP callout response maps.
+    Other,
+}
+
+impl MapType {
+    fn from_raw(raw: u32) -> Result<Self, Status> {
+        match raw {
+            0 => Ok(Self::RequestHeaders),
+            2 => Ok(Self::ResponseHeaders),
+            1 | 3..=7 => Ok(Self::Other),
+            _ => Err(Status::BadArgument),
+        }
+    }
+}
+
+/// What the host knows about one HTTP stream context.
+#[derive(Default)]
+pub(crate) struct StreamState {
+    /// Whether `proxy_on_context_create` ran: Envoy creates the context lazily, on request headers.
+    pub(crate) created: bool,
+    pub(crate) request: HeaderPhase,
+    pub(crate) response: HeaderPhase,
+    /// Set while `proxy_on_log` runs: header reads then see the final maps.
+    pub(crate) log_phase: bool,
+    pub(crate) local_reply: Option<LocalReply>,
+    /// Properties the module set with `proxy_set_property` (Envoy's per-stream filter state).
+    pub(crate) filter_state: BTreeMap<Vec<u8>, Vec<u8>>,
+    pub(crate) fuel_consumed_last: u64,
+}
+
+impl StreamState {
+    /// The request side of the stream was cleared by `proxy_continue_stream`, as Envoy does.
+    pub(crate) fn release_request(&mut self) {
+        self.request.available = false;
+    }
+}
+
+/// One direction's header map and whether the module may touch it now.
+///
+/// Envoy hands the module a pointer to the map only while the headers callback runs, and keeps
+/// it afterwards only if the callback paused the stream: the same rule applies here.
+#[derive(Default)]
+pub(crate) struct HeaderPhase {
+    pub(crate) headers: HeaderMap,
+    pub(crate) received: bool,
+    pub(crate) available: bool,
+}
+
+impl HeaderPhase {
+    /// Installs the map the downstream (or upstream) sent and makes it available to the module.
+    pub(crate) fn receive(&mut self, headers: &[(&str, &str)]) {
+        self.headers = HeaderMap::from_pairs(headers.iter().copied());
+        self.received = true;
+        self.available = true;
+    }
+
+    fn available(&self) -> Option<&HeaderMap> {
+        self.available.then_some(&self.headers)
+    }
+
+    fn received(&self) -> Option<&HeaderMap> {
+        self.received.then_some(&self.headers)
+    }
+}
+
+/// An HTTP header map with Envoy's semantics: lower-case names, insertion order kept, repeated
+/// names kept as separate entries, pseudo-headers (`:name`) always ahead of the others.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct HeaderMap {
+    entries: Vec<(String, String)>,
+}
+
+impl HeaderMap {
+    /// Builds a map by adding each pair in order.
+    pub(crate) fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut map = Self::default();
+        for (name, value) in pairs {
+            map.add(name, value);
+        }
+        map
+    }
+
+    /// Every entry, in order.
+    pub(crate) fn entries(&self) -> &[(String, String)] {
+        &self.entries
+    }
+
+    /// Appends an entry; a pseudo-header goes after the last pseudo-header, as in Envoy's HeaderList.
+    pub(crate) fn add(&mut self, name: &str, value: &str) {
+        let name = name.to_ascii_lowercase();
+        let position = if name.starts_with(':') {
+            self.entries
+                .iter()
+                .position(|(key, _)| !key.starts_with(':'))
+        } else {
+            None
+        };
+        let entry = (name, value.to_string());
+        match position {
+            Some(index) => self.entries.insert(index, entry),
+            None => self.entries.push(entry),
+        }
+    }
+
+    /// Removes every entry named `name` (case-insensitive).
+    pub(crate) fn remove(&mut self, name: &str) {
+        self.entries
+            .retain(|(key, _)| !key.eq_ignore_ascii_case(name));
+    }
+
+    /// Envoy's `setCopy`: removes every entry named `name`, then adds one.
+    pub(crate) fn replace(&mut self, name: &str, value: &str) {
+        self.remove(name);
+        self.add(name, value);
+    }
+
+    /// The first value for `name`: what Envoy's `proxy_get_header_map_value` returns, even when
+    /// the header is repeated (proxy-wasm/spec#53).
+    pub(crate) fn first(&self, name: &str) -> Option<&str> {
+        self.values(name).next()
+    }
+
+    /// Every value for `name` (case-insensitive), in order.
+    pub(crate) fn values<'s>(&'s self, name: &str) -> impl Iterator<Item = &'s str> + use<'s> {
+        // Names are stored lower-cased: compare against a lower-cased copy the iterator owns.
+        let name = name.to_ascii_lowercase();
+        self.entries
+            .iter()
+            .filter(move |(key, _)| *key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// Replaces the whole map, as `proxy_set_header_map_pairs` does.
+    pub(crate) fn set_pairs(&mut self, pairs: &[(String, String)]) {
+        *self = Self::from_pairs(
+            pairs
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_str())),
+        );
+    }
+}
+
+/// The kinds of metric of `proxy_define_metric`; the value is also the low two bits of an id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MetricKind {
+    Counter = 0,
+    Gauge = 1,
+    Histogram = 2,
+}
+
+impl MetricKind {
+    /// The kind for a raw `proxy_define_metric` type, if valid.
+    pub(crate) fn from_raw(raw: u32) -> Option<Self> {
+        match raw {
+            0 => Some(Self::Counter),
+            1 => Some(Self::Gauge),
+            2 => Some(Self::Histogram),
+            _ => None,
+        }
+    }
+}
+
+/// One metric's name and value.
+#[derive(Clone, Debug)]
+pub(crate) struct Metric {
+    pub(crate) name: String,
+    pub(crate) value: MetricValue,
+}
+
+/// A metric value; the variant is the metric's kind.
+#[derive(Clone, Debug)]
+pub(crate) enum MetricValue {
+    Counter(u64),
+    Gauge(i64),
+    Histogram(Vec<u64>),
+}
+
+impl MetricValue {
+    fn kind(&self) -> MetricKind {
+        match self {
+            Self::Counter(_) => MetricKind::Counter,
+            Self::Gauge(_) => MetricKind::Gauge,
+            Self::Histogram(_) => MetricKind::Histogram,
+        }
+    }
+}
+
+/// The plugin's metrics, with Envoy's id scheme: the kind sits in the low two bits of an id.
+#[derive(Default)]
+pub(crate) struct Metrics {
+    metrics: Vec<Metric>,
+}
+
+impl Metrics {
+    /// Defines a metric, or returns the id of the one already defined with that kind and name.
+    pub(crate) fn define(&mut self, kind: MetricKind, name: &str) -> u32 {
+        let existing = self
+            .metrics
+            .iter()
+            .position(|m| m.name == name && m.value.kind() == kind);
+        let index = existing.unwrap_or_else(|| {
+            let value = match kind {
+                MetricKind::Counter => MetricValue::Counter(0),
+                MetricKind::Gauge => MetricValue::Gauge(0),
+                MetricKind::Histogram => MetricValue::Histogram(Vec::new()),
+            };
+            self.metrics.push(Metric {
+                name: name.to_string(),
+                value,
+            });
+            self.metrics.len() - 1
+        });
+        // Tests never define 2^30 metrics; saturate rather than wrap if one ever did.
+        u32::try_from(index).unwrap_or(u32::MAX >> 2) << 2 | kind as u32
+    }
+
+    /// The metric an id names, if any.
+    pub(crate) fn by_id_mut(&mut self, id: u32) -> Option<&mut MetricValue> {
+        let index = usize::try_from(id >> 2).ok()?;
+        let metric = self.metrics.get_mut(index)?;
+        (metric.value.kind() as u32 == id & 3).then_some(&mut metric.value)
+    }
+
+    /// The metric of `kind` called `name`, if defined.
+    pub(crate) fn by_name(&self, kind: MetricKind, name: &str) -> Option<&MetricValue> {
+        self.metrics
+            .iter()
+            .find(|metric| metric.name == name && metric.value.kind() == kind)
+            .map(|metric| &metric.value)
+    }
+
+    /// Every metric, in definition order.
+    pub(crate) fn all(&self) -> &[Metric] {
+        &self.metrics
+    }
+}
+
+/// Envoy's shared data: a key-value store with compare-and-swap tokens.
+pub(crate) struct SharedData {
+    entries: BTreeMap<Vec<u8>, (Vec<u8>, u32)>,
+    next_cas: u32,
+}
+
+impl Default for SharedData {
+    fn default() -> Self {
+        Self {
+            entries: BTreeMap::new(),
+            next_cas: 1,
+        }
+    }
+}
+
+impl SharedData {
+    /// The value and cas token of `key`.
+    pub(crate) fn get(&self, key: &[u8]) -> Option<(&[u8], u32)> {
+        self.entries
+            .get(key)
+            .map(|(value, cas)| (value.as_slice(), *cas))
+    }
+
+    /// Stores `value` unless `cas` is nonzero and differs from the key's current token.
+    pub(crate) fn set(&mut self, key: &[u8], value: &[u8], cas: u32) -> Result<(), Status> {
+        if let Some((_, current)) = self.entries.get(key)
+            && cas != 0
+            && cas != *current
+        {
+            return Err(Status::CasMismatch);
+        }
+        let token = self.next_cas;
+        // Envoy skips 0 when the counter wraps: 0 means "no cas".
+        self.next_cas = self.next_cas.checked_add(1).unwrap_or(1);
+        self.entries.insert(key.to_vec(), (value.to_vec(), token));
+        Ok(())
+    }
+}
+
+/// The plugin's clock: a wall clock the test sets and a monotonic clock.
+///
+/// The monotonic clock runs in real time, as in Envoy, so budgets measured inside the module
+/// (regorus's evaluation time limit, decision latency) see real elapsed time; it also moves forward
+/// with the wall clock and never goes back, so `std::time::Instant` includes the time the test advanced.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clock {
+    realtime: SystemTime,
+    monotonic: Duration,
+    started: std::time::Instant,
+}
+
+impl Clock {
+    fn new(now: SystemTime) -> Self {
+        // Any fixed nonzero origin will do: only differences of monotonic readings mean anything.
+        Self {
+            realtime: now,
+            monotonic: Duration::from_secs(1),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// The wall clock.
+    pub(crate) fn now(&self) -> SystemTime {
+        self.realtime
+    }
+
+    /// Sets the wall clock; the monotonic clock follows only forward moves.
+    pub(crate) fn set(&mut self, now: SystemTime) {
+        if let Ok(forward) = now.duration_since(self.realtime) {
+            self.monotonic = self.monotonic.saturating_add(forward);
+        }
+        self.realtime = now;
+    }
+
+    /// Moves both clocks forward.
+    pub(crate) fn advance(&mut self, by: Duration) {
+        self.realtime = self.realtime.checked_add(by).unwrap_or(self.realtime);
+        self.monotonic = self.monotonic.saturating_add(by);
+    }
+
+    /// Nanoseconds since the Unix epoch (0 before it), as `proxy_get_current_time_nanoseconds` reports.
+    pub(crate) fn realtime_nanos(&self) -> u64 {
+        let since_epoch = self.realtime.duration_since(UNIX_EPOCH).unwrap_or_default();
+        u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Nanoseconds on the monotonic clock.
+    pub(crate) fn monotonic_nanos(&self) -> u64 {
+        let now = self.monotonic.saturating_add(self.started.elapsed());
+        u64::try_from(now.as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// A deterministic xorshift64* generator behind WASI `random_get`: runs are reproducible.
+pub(crate) struct XorShift(u64);
+
+impl XorShift {
+    fn new() -> Self {
+        Self(0x9E37_79B9_7F4A_7C15)
+    }
+
+    /// Fills `buffer` with pseudo-random bytes.
+    pub(crate) fn fill(&mut self, buffer: &mut [u8]) {
+        for chunk in buffer.chunks_mut(8) {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let bytes = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+            for (out, byte) in chunk.iter_mut().zip(bytes) {
+                *out = byte;
+            }
+        }
+    }
+}
+
+/// Guest bytes as text, replacing invalid UTF-8 (header maps and logs are strings here).
+pub(crate) fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_map_keeps_pseudo_headers_first_and_lower_cases_names() {
+        let mut map = HeaderMap::from_pairs([("Host", "a"), (":path", "/"), ("X-A", "1")]);
+        map.add(":Method", "GET");
+        map.add("x-a", "2");
+        let names: Vec<_> = map
+            .entries()
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert_eq!(names, [":path", ":method", "host", "x-a", "x-a"]);
+        assert_eq!(map.first("X-A"), Some("1"));
+        map.replace("X-A", "3");
+        assert_eq!(map.values("x-a").collect::<Vec<_>>(), ["3"]);
+        map.remove("HOST");
+        assert_eq!(map.first("host"), None);
+    }
+
+    #[test]
+    fn metric_ids_carry_their_kind_and_redefinition_reuses_the_id() {
+        let mut metrics = Metrics::default();
+        let counter = metrics.define(MetricKind::Counter, "a");
+        let gauge = metrics.define(MetricKind::Gauge, "a");
+        assert_eq!(counter & 3, 0);
+        assert_eq!(gauge & 3, 1);
+        assert_eq!(metrics.define(MetricKind::Counter, "a"), counter);
+        assert!(metrics.by_id_mut(counter | 2).is_none());
+    }
+
+    #[test]
+    fn shared_data_checks_cas() {
+        let mut shared = SharedData::default();
+        assert_eq!(shared.set(b"k", b"1", 0), Ok(()));
+        let (_, cas) = shared.get(b"k").unwrap();
+        assert_eq!(shared.set(b"k", b"2", cas + 1), Err(Status::CasMismatch));
+        assert_eq!(shared.set(b"k", b"3", cas), Ok(()));
+        assert_eq!(shared.get(b"k").map(|(value, _)| value), Some(&b"3"[..]));
+    }
+
+    #[test]
+    fn monotonic_clock_never_goes_back() {
+        let mut clock = Clock::new(UNIX_EPOCH + Duration::from_secs(100));
+        let start = clock.monotonic_nanos();
+        clock.set(UNIX_EPOCH + Duration::from_secs(50));
+        let after_set_back = clock.monotonic_nanos();
+        assert!(after_set_back >= start);
+        // Real time passes too, but far less than the two seconds the test advances.
+        clock.advance(Duration::from_secs(2));
+        let advanced = clock.monotonic_nanos() - after_set_back;
+        assert!((2_000_000_000..3_000_000_000).contains(&advanced), "{advanced}");
+        assert_eq!(clock.realtime_nanos(), 52_000_000_000);
+    }
+}

@@ -1,0 +1,148 @@
+//! `cargo xtask`: the steps svidgate runs locally and in CI, with the same commands.
+//!
+//! Each step installs what it needs (the wasm32-wasip1 target) so a fresh machine needs nothing
+//! beyond rustup and cargo.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail, ensure};
+
+const TARGET: &str = "wasm32-wasip1";
+const PROFILE: &str = "wasm-release";
+const MODULES: [(&str, &str, u64); 2] =
+    [("svidgate-identity", "svidgate_identity.wasm", 400_000), ("svidgate-authz", "svidgate_authz.wasm", 1_500_000)];
+
+const HELP: &str = "\
+cargo xtask <step>
+
+Steps:
+  setup    install the wasm32-wasip1 Rust target (rustup)
+  build    build svidgate_identity.wasm and svidgate_authz.wasm (profile wasm-release) and print their sizes
+  test     build the modules, then run every test: core, Rego policies, scenario corpus (native and
+           through the wasmtime host on both modules), host ABI; ends with a 'N passed, M failed' line
+  bench    build the modules, then run the criterion benchmarks (core decision path, request through the harness)
+  help     print this text
+";
+
+fn main() -> Result<()> {
+    let step = std::env::args().nth(1).unwrap_or_else(|| "help".to_owned());
+    match step.as_str() {
+        "setup" => setup(),
+        "build" => build().map(|_| ()),
+        "test" => test(),
+        "bench" => bench(),
+        "help" | "--help" | "-h" => {
+            print!("{HELP}");
+            Ok(())
+        }
+        other => bail!("unknown step {other:?}\n\n{HELP}"),
+    }
+}
+
+/// Installs the Rust target the modules are built for (RUSTUP_AUTO_INSTALL=0 machines need this).
+fn setup() -> Result<()> {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if !installed.lines().any(|l| l.trim() == TARGET) {
+        run(Command::new("rustup").args(["target", "add", TARGET]))?;
+    }
+    Ok(())
+}
+
+/// Builds both modules and prints their sizes against the size budgets.
+fn build() -> Result<PathBuf> {
+    setup()?;
+    let mut cargo = cargo();
+    cargo.args(["build", "--target", TARGET, "--profile", PROFILE]);
+    for (package, _, _) in MODULES {
+        cargo.args(["--package", package]);
+    }
+    run(&mut cargo)?;
+    let dir = workspace_root().join("target").join(TARGET).join(PROFILE);
+    for (_, file, budget) in MODULES {
+        let path = dir.join(file);
+        let size = std::fs::metadata(&path).with_context(|| format!("{} was not built", path.display()))?.len();
+        let verdict = if size <= budget { "within" } else { "OVER" };
+        println!("{file}: {size} bytes ({:.0} KiB), {verdict} the {} KB budget", size as f64 / 1024.0, budget / 1000);
+    }
+    Ok(dir)
+}
+
+/// Builds the modules and runs the whole suite, then prints one summary line.
+fn test() -> Result<()> {
+    let wasm_dir = build()?;
+    let mut cargo = cargo();
+    cargo.args(["test", "--workspace", "--exclude", "svidgate-identity", "--exclude", "svidgate-authz"]);
+    cargo.args(["--exclude", "svidgate-proxy", "--no-fail-fast"]);
+    cargo.env("SVIDGATE_WASM_DIR", &wasm_dir).stdout(Stdio::piped());
+    println!("$ {cargo:?}");
+    let mut child = cargo.spawn().context("starting cargo test")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some(counts) = line.strip_prefix("test result: ") {
+                passed += count_of(counts, " passed");
+                failed += count_of(counts, " failed");
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("{passed} passed, {failed} failed");
+    ensure!(status.success() && failed == 0, "tests failed");
+    ensure!(passed > 0, "no test ran");
+    Ok(())
+}
+
+fn bench() -> Result<()> {
+    let wasm_dir = build()?;
+    run(cargo().args(["bench", "--package", "svidgate-benches"]).env("SVIDGATE_WASM_DIR", wasm_dir))
+}
+
+/// The number before `what` in a libtest summary ("ok. 12 passed; 0 failed; ...").
+fn count_of(summary: &str, what: &str) -> u64 {
+    summary
+        .split(';')
+        .find_map(|part| part.trim_end().strip_suffix(what))
+        .and_then(|n| n.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn cargo() -> Command {
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cargo.current_dir(workspace_root());
+    cargo
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    println!("$ {command:?}");
+    let status = command.status().with_context(|| format!("starting {command:?}"))?;
+    ensure!(status.success(), "{command:?} failed: {status}");
+    Ok(())
+}
+
+fn output(command: &mut Command) -> Result<String> {
+    let out = command.output().with_context(|| format!("starting {command:?}"))?;
+    ensure!(out.status.success(), "{command:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_libtest_summaries() {
+        let summary = "ok. 12 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s";
+        assert_eq!(count_of(summary, " passed"), 12);
+        assert_eq!(count_of(summary, " failed"), 3);
+        assert_eq!(count_of("FAILED. 0 passed; 1 failed", " failed"), 1);
+    }
+}

@@ -18,6 +18,7 @@ pub mod decision;
 pub mod identity;
 pub mod metrics;
 pub mod peer;
+mod pem;
 pub mod spiffe;
 
 #[cfg(feature = "rego")]

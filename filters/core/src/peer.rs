@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use x509_parser::extensions::GeneralName;
-use x509_parser::prelude::X509Certificate;
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::spiffe::{SpiffeId, SpiffeIdError, TrustDomain};
 
@@ -148,9 +148,9 @@ impl SvidRules {
         if pem.is_empty() {
             return Err(PeerError::NoCertificate);
         }
-        let (_, pem) = x509_parser::pem::parse_x509_pem(pem)
-            .map_err(|e| PeerError::Malformed(e.to_string()))?;
-        let cert = pem.parse_x509().map_err(|e| PeerError::Malformed(e.to_string()))?;
+        let der = crate::pem::first_certificate(pem).map_err(|e| PeerError::Malformed(e.to_owned()))?;
+        let (_, cert) =
+            X509Certificate::from_der(&der).map_err(|e| PeerError::Malformed(e.to_string()))?;
         let uri = single_uri_san(&cert)?;
         if let Some(property) = uri_san_property.filter(|p| *p != uri) {
             return Err(PeerError::UriSanMismatch {

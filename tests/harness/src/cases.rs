@@ -36,7 +36,7 @@ pub fn workspace_root() -> PathBuf {
 pub fn wasm_dir() -> PathBuf {
     std::env::var_os("SVIDGATE_WASM_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/wasm32-wasip1/wasm-release"))
+        .unwrap_or_else(|| workspace_root().join("target/modules"))
 }
 
 /// Which of the two modules.

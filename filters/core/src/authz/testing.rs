@@ -1,12 +1,13 @@
-//! Runs Rego unit tests (`test_*` rules, as `opa test` does) on the engine the module ships.
+//! Runs Rego unit tests (`test_*` rules, as `opa test` does) with the regorus build the module ships.
 //!
-//! Each test rule is compiled to RVM bytecode and evaluated like a request decision, so a test
-//! that uses a builtin the module lacks fails here instead of in production.
+//! Test rules run on regorus's interpreter, which supports `with`; every policy rule is also
+//! compiled for the module's bytecode VM. Both use the module's builtin families, so a policy
+//! using a builtin the module lacks fails here instead of at load in Envoy.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use regorus::Value;
+use regorus::{Engine, Value};
 use regorus::unstable::{Lexer, Source, TokenKind};
 
 use super::{DEFAULT_MAX_INSTRUCTIONS, Policy, PolicyConfig};
@@ -84,10 +85,41 @@ impl PolicyDir {
 
     /// The `test_*` rules of every module, as `data.<package>.<rule>`, in file order.
     pub fn test_rules(&self) -> Vec<String> {
+        self.rules(|file, rule| file.ends_with("_test.rego") || rule.starts_with("test_"))
+            .into_iter()
+            .filter(|r| r.rsplit('.').next().is_some_and(|name| name.starts_with("test_")))
+            .collect()
+    }
+
+    /// The rules of the policy modules (not `*_test.rego`), as `data.<package>.<rule>`.
+    pub fn policy_rules(&self) -> Vec<String> {
+        self.rules(|file, _| !file.ends_with("_test.rego"))
+    }
+
+    /// Runs every test rule on regorus's interpreter (the VM's compiler does not support `with`
+    /// yet), after compiling every policy rule for the module's VM: a rule the module could not
+    /// run (an unknown builtin, an unsupported construct) is reported as a failure too.
+    pub fn run_tests(&self) -> Vec<TestOutcome> {
+        let policy_modules: Vec<(String, String)> =
+            self.modules.iter().filter(|(name, _)| !name.ends_with("_test.rego")).cloned().collect();
+        let mut outcomes: Vec<TestOutcome> = self
+            .policy_rules()
+            .into_iter()
+            .filter_map(|rule| {
+                let failure = Policy::compile(&self.config(&policy_modules, &rule)).err()?;
+                Some(TestOutcome { rule: format!("{rule} (compiles for the module)"), failure: Some(failure.to_string()) })
+            })
+            .collect();
+        outcomes.extend(self.test_rules().into_iter().map(|rule| self.run_test(rule)));
+        outcomes
+    }
+
+    fn rules(&self, keep: impl Fn(&str, &str) -> bool) -> Vec<String> {
         let mut rules = Vec::new();
-        for (name, source) in &self.modules {
-            for rule in test_rules(name, source) {
-                if !rules.contains(&rule) {
+        for (file, source) in &self.modules {
+            for rule in top_level_rules(file, source) {
+                let name = rule.rsplit('.').next().unwrap_or_default();
+                if keep(file, name) && !rules.contains(&rule) {
                     rules.push(rule);
                 }
             }
@@ -95,52 +127,86 @@ impl PolicyDir {
         rules
     }
 
-    /// Runs every test rule; a rule passes when it evaluates to `true`.
-    pub fn run_tests(&self) -> Vec<TestOutcome> {
-        self.test_rules().into_iter().map(|rule| self.run_test(rule)).collect()
-    }
-
-    fn run_test(&self, rule: String) -> TestOutcome {
-        let config = PolicyConfig {
-            modules: self.modules.clone(),
+    fn config(&self, modules: &[(String, String)], entrypoint: &str) -> PolicyConfig {
+        PolicyConfig {
+            modules: modules.to_vec(),
             data: self.data.clone(),
-            entrypoint: rule.clone(),
+            entrypoint: entrypoint.to_owned(),
             error_status: 403,
             eval_timeout: Duration::from_secs(5),
             max_instructions: DEFAULT_MAX_INSTRUCTIONS,
-        };
-        let failure = match Policy::compile(&config) {
-            Err(e) => Some(e.to_string()),
-            Ok(policy) => match policy.evaluate(Value::new_object()) {
-                Ok(Value::Bool(true)) => None,
-                Ok(Value::Undefined) => Some("undefined (a condition is false)".to_owned()),
-                Ok(other) => Some(format!("evaluated to {other}")),
-                Err(e) => Some(format!("error: {e}")),
-            },
+        }
+    }
+
+    fn run_test(&self, rule: String) -> TestOutcome {
+        let failure = match self.interpret(&rule) {
+            Ok(Value::Bool(true)) => None,
+            Ok(Value::Undefined) => Some("undefined (a condition is false)".to_owned()),
+            Ok(other) => Some(format!("evaluated to {other}")),
+            Err(e) => Some(e),
         };
         TestOutcome { rule, failure }
     }
+
+    fn interpret(&self, rule: &str) -> Result<Value, String> {
+        let mut engine = Engine::new();
+        for (name, source) in &self.modules {
+            engine.add_policy(name.clone(), source.clone()).map_err(|e| e.to_string())?;
+        }
+        engine.add_data(Value::from_json_str(&self.data.to_string()).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        engine.eval_rule(rule.to_owned()).map_err(|e| format!("error: {e}"))
+    }
 }
 
-/// Finds `package a.b` and the rules at the start of a line whose name starts with `test_`.
-fn test_rules(name: &str, source: &str) -> Vec<String> {
+/// Finds `package a.b` and the rules defined at the start of a line (functions excluded).
+fn top_level_rules(name: &str, source: &str) -> Vec<String> {
     let Ok(source) = Source::from_contents(name.to_owned(), source.to_owned()) else { return Vec::new() };
     let mut lexer = Lexer::new(&source);
+    let mut tokens = Vec::new();
+    while let Ok(token) = lexer.next_token() {
+        if token.0 == TokenKind::Eof {
+            break;
+        }
+        tokens.push((token.0.clone(), token.1.text().to_owned(), token.1.col));
+    }
     let mut package = String::new();
     let mut rules = Vec::new();
-    let mut in_package = false;
-    while let Ok(token) = lexer.next_token() {
-        let text = token.1.text();
-        match token.0 {
-            TokenKind::Eof => break,
-            TokenKind::Ident if text == "package" && token.1.col == 1 => in_package = true,
-            TokenKind::Ident if in_package => package.push_str(text),
-            TokenKind::Symbol if in_package && text == "." => package.push('.'),
-            _ if in_package => in_package = false,
-            _ => {}
+    let mut i = 0;
+    while let Some((kind, text, col)) = tokens.get(i) {
+        i += 1;
+        if *kind != TokenKind::Ident || *col != 1 {
+            continue;
         }
-        if !in_package && token.0 == TokenKind::Ident && token.1.col == 1 && text.starts_with("test_") {
-            rules.push(format!("data.{package}.{text}"));
+        match text.as_str() {
+            "package" => {
+                package.clear();
+                // `a`, then `.b` pairs.
+                while let Some((TokenKind::Ident, part, _)) = tokens.get(i) {
+                    package.push_str(part);
+                    i += 1;
+                    match (tokens.get(i), tokens.get(i + 1)) {
+                        (Some((TokenKind::Symbol, dot, _)), Some((TokenKind::Ident, _, c))) if dot == "." && *c != 1 => {
+                            package.push('.');
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            "import" => {}
+            _ => {
+                let rule = if text == "default" {
+                    let Some((TokenKind::Ident, rule, _)) = tokens.get(i) else { continue };
+                    rule
+                } else {
+                    text
+                };
+                let is_function = matches!(tokens.get(i), Some((TokenKind::Symbol, open, _)) if open == "(");
+                let path = format!("data.{package}.{rule}");
+                if !is_function && !rules.contains(&path) {
+                    rules.push(path);
+                }
+            }
         }
     }
     rules

@@ -1,0 +1,98 @@
+//! The core decision path, natively: the seed policy on regorus's VM, input building with and
+//! without the header map, and peer certificate parsing against the per-digest cache.
+
+use std::hint::black_box;
+use std::time::SystemTime;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use svidgate_core::authz::{AuthzConfig, Authorizer, InputPlan, RequestFacts, build_input};
+use svidgate_core::identity::StrippedHeaders;
+use svidgate_core::peer::{PeerCache, PeerCertificate};
+use svidgate_testpki::{ORCHESTRATOR, ROGUE, TRUST_DOMAIN, TrustDomainCa};
+
+const SEED_POLICY: &str = include_str!("../../policies/seed/authz.rego");
+const SEED_DATA: &str = include_str!("../../policies/seed/data.json");
+
+fn seed_authorizer() -> Authorizer {
+    let config = serde_json::json!({
+        "trust_domains": ["ai.internal"],
+        "policy": {"rego": SEED_POLICY, "data": serde_json::from_str::<serde_json::Value>(SEED_DATA).unwrap()},
+    });
+    Authorizer::new(AuthzConfig::parse(config.to_string().as_bytes()).unwrap()).unwrap()
+}
+
+/// A typical request between services: pseudo-headers plus 16 ordinary headers.
+fn request_headers(authorizer: &Authorizer) -> StrippedHeaders {
+    let mut headers: Vec<(String, String)> = [
+        (":method", "POST"),
+        (":path", "/v1/generate"),
+        (":authority", "model-server.ai.internal"),
+        (":scheme", "https"),
+        ("x-request-id", "3f1c9a2e-8d4b-4e0f-9a57-0c2d6e4b8f11"),
+        ("content-type", "application/json"),
+        ("x-forwarded-spiffe-id", "spiffe://ai.internal/ns/edge/sa/forged"),
+    ]
+    .iter()
+    .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+    .collect();
+    for i in 0..14 {
+        headers.push((format!("x-trace-attribute-{i}"), format!("value-{i}-{}", "v".repeat(24))));
+    }
+    StrippedHeaders::strip(headers, authorizer.identity())
+}
+
+fn benches(c: &mut Criterion) {
+    let authorizer = seed_authorizer();
+    let ca = TrustDomainCa::new(TRUST_DOMAIN).unwrap();
+    let orchestrator = ca.svid(ORCHESTRATOR).unwrap();
+    let rogue = ca.svid(ROGUE).unwrap();
+    let rules = &authorizer.identity().svid;
+    let headers = request_headers(&authorizer);
+    let now = SystemTime::now();
+    let peer = rules.inspect(orchestrator.cert_pem.as_bytes(), Some(ORCHESTRATOR.spiffe_id)).unwrap().check_time(now).unwrap();
+    let rogue_peer = rules.inspect(rogue.cert_pem.as_bytes(), Some(ROGUE.spiffe_id)).unwrap().check_time(now).unwrap();
+    let facts = |peer| RequestFacts {
+        headers: &headers,
+        peer: Ok(peer),
+        source_address: Some("10.1.2.3:45678"),
+        destination_address: Some("10.0.0.5:8443"),
+        destination_principal: Some("spiffe://ai.internal/ns/inference/sa/model-server"),
+        protocol: Some("HTTP/2"),
+    };
+    assert!(authorizer.decide(&facts(&peer)).decision.is_allow());
+    assert!(!authorizer.decide(&facts(&rogue_peer)).decision.is_allow());
+
+    let mut group = c.benchmark_group("decide_seed_policy");
+    group.bench_function("allow_orchestrator", |b| b.iter(|| black_box(authorizer.decide(black_box(&facts(&peer))))));
+    group.bench_function("deny_rogue", |b| b.iter(|| black_box(authorizer.decide(black_box(&facts(&rogue_peer))))));
+    group.finish();
+
+    // Before/after of input planning, in one run: the seed policy reads no headers.
+    let identity = authorizer.identity().resolve(Ok(&peer), &headers);
+    let mut group = c.benchmark_group("build_input");
+    group.bench_function("seed_plan", |b| {
+        b.iter(|| black_box(build_input(authorizer.input_plan(), black_box(&facts(&peer)), &identity)))
+    });
+    group.bench_function("everything", |b| {
+        b.iter(|| black_box(build_input(&InputPlan::ALL, black_box(&facts(&peer)), &identity)))
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("peer_identity");
+    let digest = orchestrator.sha256_hex();
+    let certificate = || PeerCertificate {
+        pem: Some(orchestrator.cert_pem.clone().into_bytes()),
+        uri_san: Some(ORCHESTRATOR.spiffe_id.to_owned()),
+    };
+    group.bench_function("parse_and_validate", |b| {
+        b.iter(|| black_box(rules.resolve(&mut PeerCache::new(0), None, certificate, now)))
+    });
+    let mut cache = PeerCache::new(16);
+    group.bench_function("cached_by_digest", |b| {
+        b.iter(|| black_box(rules.resolve(&mut cache, Some(&digest), certificate, now)))
+    });
+    group.finish();
+}
+
+criterion_group!(decision, benches);
+criterion_main!(decision);

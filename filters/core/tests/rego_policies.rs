@@ -1,0 +1,102 @@
+//! Runs the `*_test.rego` files under policies/ on the engine the authz module ships (regorus's
+//! VM with the same builtin families), so a policy the module cannot run fails here.
+
+use std::path::{Path, PathBuf};
+
+use svidgate_core::authz::testing::PolicyDir;
+
+fn policies_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies")
+}
+
+#[test]
+fn every_policy_directory_passes_its_rego_tests() {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(policies_root())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    assert!(!dirs.is_empty());
+    let mut failures = Vec::new();
+    for dir in dirs {
+        let outcomes = PolicyDir::load(&dir).unwrap().run_tests();
+        assert!(!outcomes.is_empty(), "{} has no test_* rules", dir.display());
+        for outcome in outcomes {
+            println!("{} {}", if outcome.failure.is_none() { "PASS" } else { "FAIL" }, outcome.rule);
+            if let Some(failure) = outcome.failure {
+                failures.push(format!("{}: {}: {failure}", dir.display(), outcome.rule));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A scratch policy directory, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str, files: &[(&str, &str)]) -> Self {
+        let dir = std::env::temp_dir().join(format!("svidgate-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (file, contents) in files {
+            let path = dir.join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, contents).unwrap();
+        }
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn reports_failing_test_and_test_using_a_builtin_the_module_lacks() {
+    let scratch = Scratch::new("failing", &[(
+        "p_test.rego",
+        "package p_test\nimport rego.v1\n\
+         test_passes if 1 == 1\n\
+         test_fails if 1 == 2\n\
+         test_uses_missing_builtin if io.jwt.decode(\"x\")\n",
+    )]);
+    let outcomes = PolicyDir::load(&scratch.0).unwrap().run_tests();
+    let rules: Vec<(&str, bool)> = outcomes.iter().map(|o| (o.rule.as_str(), o.failure.is_none())).collect();
+    assert_eq!(
+        rules,
+        vec![
+            ("data.p_test.test_passes", true),
+            ("data.p_test.test_fails", false),
+            ("data.p_test.test_uses_missing_builtin", false),
+        ]
+    );
+    assert!(outcomes[2].failure.as_deref().unwrap().contains("io.jwt.decode"));
+}
+
+#[test]
+fn reports_policy_rule_the_module_cannot_compile() {
+    let scratch = Scratch::new("uncompilable", &[
+        ("p.rego", "package p\nimport rego.v1\ndefault allow := false\nallow if io.jwt.decode(input.token)\n"),
+        ("p_test.rego", "package p_test\nimport rego.v1\ntest_default_denies if not data.p.allow\n"),
+    ]);
+    let dir = PolicyDir::load(&scratch.0).unwrap();
+    assert_eq!(dir.policy_rules(), vec!["data.p.allow"]);
+    let outcomes = dir.run_tests();
+    assert_eq!(outcomes[0].rule, "data.p.allow (compiles for the module)");
+    assert!(outcomes[0].failure.as_deref().unwrap().contains("io.jwt.decode"), "{outcomes:?}");
+}
+
+#[test]
+fn loads_data_json_at_the_path_of_its_directory() {
+    let scratch = Scratch::new("data", &[
+        ("data.json", r#"{"root": 1}"#),
+        ("allowed_callers/data.json", r#"{"generate": ["a"]}"#),
+        ("p_test.rego", "package p_test\nimport rego.v1\ntest_data if { data.root == 1; data.allowed_callers.generate == [\"a\"] }\n"),
+    ]);
+    let dir = PolicyDir::load(&scratch.0).unwrap();
+    assert_eq!(dir.data, serde_json::json!({"root": 1, "allowed_callers": {"generate": ["a"]}}));
+    assert_eq!(dir.run_tests()[0].failure, None);
+}

@@ -1,6 +1,8 @@
 //! The core decision path, natively: the seed policy on regorus's VM, input building with and
 //! without the header map, and peer certificate parsing against the per-digest cache.
 
+#![allow(clippy::unwrap_used, reason = "benchmark set-up: a failure must stop the run loudly")]
+
 use std::hint::black_box;
 use std::time::SystemTime;
 

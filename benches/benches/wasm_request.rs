@@ -2,6 +2,8 @@
 //! (instructions executed, a machine-independent measure) per request. Build the modules first:
 //! `cargo xtask bench` does.
 
+#![allow(clippy::unwrap_used, reason = "benchmark set-up: a failure must stop the run loudly")]
+
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -47,10 +49,10 @@ fn request(plugin: &mut Plugin) -> u64 {
 
 fn benches(c: &mut Criterion) {
     let identity_config = serde_json::json!({"trust_domains": ["ai.internal"], "require_peer": true});
-    let mut authz_config = identity_config.clone();
-    authz_config["policy"] = serde_json::json!({
-        "rego": SEED_POLICY,
-        "data": serde_json::from_str::<serde_json::Value>(SEED_DATA).unwrap(),
+    let authz_config = serde_json::json!({
+        "trust_domains": ["ai.internal"],
+        "require_peer": true,
+        "policy": {"rego": SEED_POLICY, "data": serde_json::from_str::<serde_json::Value>(SEED_DATA).unwrap()},
     });
     let mut group = c.benchmark_group("wasm_request");
     for (kind, config) in [(ModuleKind::Identity, &identity_config), (ModuleKind::Authz, &authz_config)] {

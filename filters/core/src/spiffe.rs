@@ -170,6 +170,22 @@ impl FromStr for SpiffeId {
     }
 }
 
+/// The invariants the fuzz target (fuzz/fuzz_targets/spiffe_id.rs) checks on any input: a parsed
+/// ID reassembles from its parts, is valid UTF-8 ASCII within the limits, and parses again to
+/// itself; a rejected input never panics. Panics when an invariant breaks.
+#[doc(hidden)]
+#[allow(clippy::panic, reason = "a broken invariant must stop the fuzzer")]
+pub fn check_round_trip(input: &str) {
+    let Ok(id) = SpiffeId::parse(input) else { return };
+    let rebuilt = format!("{SCHEME}{}{}", id.trust_domain(), id.path());
+    if rebuilt != input || !input.is_ascii() || input.len() > MAX_ID_LEN {
+        panic!("{input:?} parsed into {id:?}");
+    }
+    if SpiffeId::parse(id.as_str()).as_ref() != Ok(&id) || TrustDomain::parse(id.trust_domain()).is_err() {
+        panic!("{input:?} does not parse back to itself");
+    }
+}
+
 fn validate_trust_domain(name: &str) -> Result<(), SpiffeIdError> {
     if name.is_empty() {
         return Err(SpiffeIdError::MissingTrustDomain);
@@ -269,6 +285,28 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(SpiffeId::parse(input).as_ref(), Err(expected), "{input:?}");
         }
+    }
+
+    /// A deterministic slice of what the fuzz target explores: every string of up to three
+    /// characters from an alphabet of separators and edge characters, after several prefixes.
+    #[test]
+    fn round_trip_invariants_hold_on_small_inputs() {
+        let alphabet = ['a', 'Z', '0', '.', '-', '_', '/', ':', '@', '?', '#', '%', ' ', 'é'];
+        let mut suffixes = vec![String::new()];
+        for _ in 0..3 {
+            let longer: Vec<String> =
+                suffixes.iter().flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}"))).collect();
+            suffixes.extend(longer);
+        }
+        let mut accepted = 0;
+        for prefix in ["", "spiffe://", "spiffe://td", "spiffe://td/", "spiffe://td/a/"] {
+            for suffix in &suffixes {
+                let input = format!("{prefix}{suffix}");
+                check_round_trip(&input);
+                accepted += usize::from(SpiffeId::parse(&input).is_ok());
+            }
+        }
+        assert!(accepted > 100, "only {accepted} inputs parsed");
     }
 
     #[test]

@@ -36,15 +36,15 @@ fn every_policy_directory_passes_its_rego_tests() {
 struct Scratch(PathBuf);
 
 impl Scratch {
-    fn new(name: &str, files: &[(&str, &str)]) -> Self {
+    fn new(name: &str, files: &[(&str, &str)]) -> std::io::Result<Self> {
         let dir = std::env::temp_dir().join(format!("svidgate-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         for (file, contents) in files {
             let path = dir.join(file);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, contents).unwrap();
+            std::fs::create_dir_all(path.parent().unwrap_or(&dir))?;
+            std::fs::write(path, contents)?;
         }
-        Self(dir)
+        Ok(Self(dir))
     }
 }
 
@@ -62,7 +62,7 @@ fn reports_failing_test_and_test_using_a_builtin_the_module_lacks() {
          test_passes if 1 == 1\n\
          test_fails if 1 == 2\n\
          test_uses_missing_builtin if io.jwt.decode(\"x\")\n",
-    )]);
+    )]).unwrap();
     let outcomes = PolicyDir::load(&scratch.0).unwrap().run_tests();
     let rules: Vec<(&str, bool)> = outcomes.iter().map(|o| (o.rule.as_str(), o.failure.is_none())).collect();
     assert_eq!(
@@ -81,7 +81,7 @@ fn reports_policy_rule_the_module_cannot_compile() {
     let scratch = Scratch::new("uncompilable", &[
         ("p.rego", "package p\nimport rego.v1\ndefault allow := false\nallow if io.jwt.decode(input.token)\n"),
         ("p_test.rego", "package p_test\nimport rego.v1\ntest_default_denies if not data.p.allow\n"),
-    ]);
+    ]).unwrap();
     let dir = PolicyDir::load(&scratch.0).unwrap();
     assert_eq!(dir.policy_rules(), vec!["data.p.allow"]);
     let outcomes = dir.run_tests();
@@ -95,7 +95,7 @@ fn loads_data_json_at_the_path_of_its_directory() {
         ("data.json", r#"{"root": 1}"#),
         ("allowed_callers/data.json", r#"{"generate": ["a"]}"#),
         ("p_test.rego", "package p_test\nimport rego.v1\ntest_data if { data.root == 1; data.allowed_callers.generate == [\"a\"] }\n"),
-    ]);
+    ]).unwrap();
     let dir = PolicyDir::load(&scratch.0).unwrap();
     assert_eq!(dir.data, serde_json::json!({"root": 1, "allowed_callers": {"generate": ["a"]}}));
     assert_eq!(dir.run_tests()[0].failure, None);

@@ -7,6 +7,7 @@
 //! shows some reference that could reach them; the scan over-approximates, never under.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use regorus::Value;
 use regorus::unstable::{Lexer, Source, TokenKind};
@@ -106,6 +107,33 @@ impl InputPlan {
     }
 }
 
+/// Declares [`KEYS`]: every object key of the input, allocated once instead of per request.
+macro_rules! keys {
+    ($($field:ident = $name:literal),* $(,)?) => {
+        /// The input's object keys as ready-made regorus strings (cloning one is a reference count).
+        struct Keys { $($field: Value),* }
+        static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys { $($field: Value::from($name)),* });
+    };
+}
+
+keys! {
+    address = "address", attributes = "attributes", caller = "caller", destination = "destination",
+    encoding = "encoding", ext_authz = "ext_authz", forwarded = "forwarded", headers = "headers",
+    host = "host", http = "http", id = "id", method = "method", not_after = "not_after",
+    not_before = "not_before", parsed_path = "parsed_path", parsed_query = "parsed_query",
+    path = "path", peer = "peer", peer_error = "peer_error", port_value = "portValue",
+    principal = "principal", protocol = "protocol", query = "query", request = "request",
+    scheme = "scheme", socket_address = "socketAddress", source = "source",
+    source_principal = "source_principal", spiffe_id = "spiffe_id", svidgate = "svidgate",
+    truncated_body = "truncated_body", trust_domain = "trust_domain",
+    ttl_remaining_s = "ttl_remaining_s", version = "version",
+}
+
+/// `{"encoding": "protojson", "ext_authz": "v3"}`, the same for every request.
+static VERSION: LazyLock<Value> = LazyLock::new(|| {
+    object(vec![(&KEYS.encoding, "protojson".into()), (&KEYS.ext_authz, "v3".into())])
+});
+
 /// Builds the input document for one request.
 pub fn build_input(plan: &InputPlan, facts: &RequestFacts<'_>, identity: &IdentityOutcome) -> Value {
     let headers = facts.headers;
@@ -117,60 +145,60 @@ pub fn build_input(plan: &InputPlan, facts: &RequestFacts<'_>, identity: &Identi
     let principal = facts.peer.ok().map(|p| Value::from(p.spiffe_id.as_str()));
 
     let mut http = vec![
-        ("id", opt_str(headers.get("x-request-id"))),
-        ("method", opt_str(headers.get(":method"))),
-        ("path", Value::from(path)),
-        ("host", opt_str(headers.get(":authority"))),
-        ("scheme", opt_str(headers.get(":scheme"))),
+        (&KEYS.id, opt_str(headers.get("x-request-id"))),
+        (&KEYS.method, opt_str(headers.get(":method"))),
+        (&KEYS.path, Value::from(path)),
+        (&KEYS.host, opt_str(headers.get(":authority"))),
+        (&KEYS.scheme, opt_str(headers.get(":scheme"))),
     ];
     if let Some(q) = query {
-        http.push(("query", Value::from(q)));
+        http.push((&KEYS.query, Value::from(q)));
     }
     if plan.protocol {
-        http.push(("protocol", opt_str(facts.protocol)));
+        http.push((&KEYS.protocol, opt_str(facts.protocol)));
     }
     if plan.headers {
-        http.push(("headers", header_map(headers.headers())));
+        http.push((&KEYS.headers, header_map(headers.headers())));
     }
 
     let mut source = Vec::new();
     if let Some(principal) = &principal {
-        source.push(("principal", principal.clone()));
+        source.push((&KEYS.principal, principal.clone()));
     }
     if plan.source_address {
-        source.push(("address", socket_address(facts.source_address)));
+        source.push((&KEYS.address, socket_address(facts.source_address)));
     }
     let mut destination = Vec::new();
     if plan.destination_principal {
-        destination.push(("principal", opt_str(facts.destination_principal)));
+        destination.push((&KEYS.principal, opt_str(facts.destination_principal)));
     }
     if plan.destination_address {
-        destination.push(("address", socket_address(facts.destination_address)));
+        destination.push((&KEYS.address, socket_address(facts.destination_address)));
     }
 
     let mut root = vec![
         (
-            "attributes",
+            &KEYS.attributes,
             object(vec![
-                ("source", object(source)),
-                ("destination", object(destination)),
-                ("request", object(vec![("http", object(http))])),
+                (&KEYS.source, object(source)),
+                (&KEYS.destination, object(destination)),
+                (&KEYS.request, object(vec![(&KEYS.http, object(http))])),
             ]),
         ),
-        ("truncated_body", Value::from(false)),
-        ("version", object(vec![("encoding", "protojson".into()), ("ext_authz", "v3".into())])),
+        (&KEYS.truncated_body, Value::from(false)),
+        (&KEYS.version, VERSION.clone()),
     ];
     if let Some(principal) = principal {
-        root.push(("source_principal", principal));
+        root.push((&KEYS.source_principal, principal));
     }
     if plan.parsed_path {
-        root.push(("parsed_path", parsed_path(path_only)));
+        root.push((&KEYS.parsed_path, parsed_path(path_only)));
     }
     if plan.parsed_query {
-        root.push(("parsed_query", parsed_query(query.unwrap_or_default())));
+        root.push((&KEYS.parsed_query, parsed_query(query.unwrap_or_default())));
     }
     if plan.svidgate {
-        root.push(("svidgate", svidgate(facts.peer, identity)));
+        root.push((&KEYS.svidgate, svidgate(facts.peer, identity)));
     }
     object(root)
 }
@@ -214,22 +242,22 @@ fn svidgate(peer: Result<&PeerIdentity, &PeerError>, identity: &IdentityOutcome)
     let mut fields = Vec::new();
     match peer {
         Ok(p) => fields.push((
-            "peer",
+            &KEYS.peer,
             object(vec![
-                ("spiffe_id", p.spiffe_id.as_str().into()),
-                ("trust_domain", p.spiffe_id.trust_domain().into()),
-                ("path", p.spiffe_id.path().into()),
-                ("not_before", Value::from(p.not_before)),
-                ("not_after", Value::from(p.not_after)),
-                ("ttl_remaining_s", Value::from(p.ttl_remaining_s)),
+                (&KEYS.spiffe_id, p.spiffe_id.as_str().into()),
+                (&KEYS.trust_domain, p.spiffe_id.trust_domain().into()),
+                (&KEYS.path, p.spiffe_id.path().into()),
+                (&KEYS.not_before, Value::from(p.not_before)),
+                (&KEYS.not_after, Value::from(p.not_after)),
+                (&KEYS.ttl_remaining_s, Value::from(p.ttl_remaining_s)),
             ]),
         )),
-        Err(e) => fields.push(("peer_error", Value::from(e.to_string()))),
+        Err(e) => fields.push((&KEYS.peer_error, Value::from(e.to_string()))),
     }
     if let Some(caller) = &identity.upstream_identity {
-        fields.push(("caller", caller.as_str().into()));
+        fields.push((&KEYS.caller, caller.as_str().into()));
     }
-    fields.push(("forwarded", Value::from(identity.forwarded)));
+    fields.push((&KEYS.forwarded, Value::from(identity.forwarded)));
     object(fields)
 }
 
@@ -254,11 +282,11 @@ fn socket_address(address: Option<&str>) -> Value {
         Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => (host, port.parse::<u64>().ok()),
         _ => (address, None),
     };
-    let mut fields = vec![("address", Value::from(host.trim_start_matches('[').trim_end_matches(']')))];
+    let mut fields = vec![(&KEYS.address, Value::from(host.trim_start_matches('[').trim_end_matches(']')))];
     if let Some(port) = port {
-        fields.push(("portValue", Value::from(port)));
+        fields.push((&KEYS.port_value, Value::from(port)));
     }
-    object(vec![("socketAddress", object(fields))])
+    object(vec![(&KEYS.socket_address, object(fields))])
 }
 
 /// As OPA: the path without query, split on "/", percent-decoded.
@@ -314,6 +342,6 @@ fn opt_str(value: Option<&str>) -> Value {
     value.map_or_else(|| Value::from(""), Value::from)
 }
 
-fn object(fields: Vec<(&str, Value)>) -> Value {
-    Value::from(fields.into_iter().map(|(k, v)| (Value::from(k), v)).collect::<BTreeMap<_, _>>())
+fn object(fields: Vec<(&Value, Value)>) -> Value {
+    Value::from(fields.into_iter().map(|(k, v)| (k.clone(), v)).collect::<BTreeMap<_, _>>())
 }

@@ -176,8 +176,15 @@ impl Authorizer {
     }
 }
 
+/// The decision the module takes for a policy result, before the identity header is added: for
+/// tools that evaluate policies outside the proxy (`svidgate eval`, `svidgate replay`).
+pub fn decision_for_result(result: &regorus::Value, identity: &IdentityConfig, error_status: u16) -> Decision {
+    let no_identity = IdentityOutcome { upstream_identity: None, forwarded: false, spoof_attempt: false, deny: None };
+    result::interpret(result, identity, &no_identity, error_status)
+}
+
 /// Accepts `envoy/authz/allow` (OPA Envoy plugin `path`), `envoy.authz.allow` and `data.envoy.authz.allow`.
-fn normalize_entrypoint(entrypoint: &str) -> String {
+pub fn normalize_entrypoint(entrypoint: &str) -> String {
     let dotted = entrypoint.trim_matches('/').replace('/', ".");
     if dotted == "data" || dotted.starts_with("data.") {
         dotted

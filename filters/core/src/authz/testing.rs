@@ -110,8 +110,39 @@ impl PolicyDir {
                 Some(TestOutcome { rule: format!("{rule} (compiles for the module)"), failure: Some(failure.to_string()) })
             })
             .collect();
-        outcomes.extend(self.test_rules().into_iter().map(|rule| self.run_test(rule)));
+        match self.engine() {
+            Ok(mut engine) => outcomes.extend(self.run_tests_on(&mut engine)),
+            Err(e) => outcomes.push(TestOutcome { rule: "data (loading the policies)".to_owned(), failure: Some(e) }),
+        }
         outcomes
+    }
+
+    /// An interpreter loaded with every module and the data, for running rules (and, with
+    /// regorus's `coverage` feature, collecting coverage across them).
+    pub fn engine(&self) -> Result<Engine, String> {
+        let mut engine = Engine::new();
+        for (name, source) in &self.modules {
+            engine.add_policy(name.clone(), source.clone()).map_err(|e| e.to_string())?;
+        }
+        let data = Value::from_json_str(&self.data.to_string()).map_err(|e| e.to_string())?;
+        engine.add_data(data).map_err(|e| e.to_string())?;
+        Ok(engine)
+    }
+
+    /// Runs every test rule on `engine`; a rule passes when it evaluates to `true`.
+    pub fn run_tests_on(&self, engine: &mut Engine) -> Vec<TestOutcome> {
+        self.test_rules()
+            .into_iter()
+            .map(|rule| {
+                let failure = match engine.eval_rule(rule.clone()) {
+                    Ok(Value::Bool(true)) => None,
+                    Ok(Value::Undefined) => Some("undefined (a condition is false)".to_owned()),
+                    Ok(other) => Some(format!("evaluated to {other}")),
+                    Err(e) => Some(format!("error: {e}")),
+                };
+                TestOutcome { rule, failure }
+            })
+            .collect()
     }
 
     fn rules(&self, keep: impl Fn(&str, &str) -> bool) -> Vec<String> {
@@ -136,25 +167,6 @@ impl PolicyDir {
             eval_timeout: Duration::from_secs(5),
             max_instructions: DEFAULT_MAX_INSTRUCTIONS,
         }
-    }
-
-    fn run_test(&self, rule: String) -> TestOutcome {
-        let failure = match self.interpret(&rule) {
-            Ok(Value::Bool(true)) => None,
-            Ok(Value::Undefined) => Some("undefined (a condition is false)".to_owned()),
-            Ok(other) => Some(format!("evaluated to {other}")),
-            Err(e) => Some(e),
-        };
-        TestOutcome { rule, failure }
-    }
-
-    fn interpret(&self, rule: &str) -> Result<Value, String> {
-        let mut engine = Engine::new();
-        for (name, source) in &self.modules {
-            engine.add_policy(name.clone(), source.clone()).map_err(|e| e.to_string())?;
-        }
-        engine.add_data(Value::from_json_str(&self.data.to_string()).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-        engine.eval_rule(rule.to_owned()).map_err(|e| format!("error: {e}"))
     }
 }
 

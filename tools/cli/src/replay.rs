@@ -1,0 +1,49 @@
+//! `svidgate replay`: re-evaluates recorded decisions (OPA decision-log JSON lines: `path`,
+//! `input`, `result`, `decision_id`) against a new policy, and reports each one whose outcome
+//! would change, so a policy change can be checked against real traffic before it ships.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use regorus::Value;
+use svidgate_core::authz::{DEFAULT_ENTRYPOINT, normalize_entrypoint};
+
+use crate::{Args, Evaluator, describe, load_policies, read, to_json};
+
+pub(crate) fn replay(args: &Args) -> Result<ExitCode> {
+    let log = args.positional(0, "LOG.jsonl")?;
+    let policy = args.option(&["--policy", "-p"]).context("--policy DIR is required")?;
+    let dir = load_policies(Path::new(policy))?;
+    let mut evaluators: Vec<(String, Evaluator)> = Vec::new();
+    let (mut total, mut changed) = (0usize, 0usize);
+    for (number, line) in read(log)?.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let record: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("{log}:{}: not json", number + 1))?;
+        let entrypoint =
+            normalize_entrypoint(record.get("path").and_then(|p| p.as_str()).unwrap_or(DEFAULT_ENTRYPOINT));
+        if !evaluators.iter().any(|(e, _)| *e == entrypoint) {
+            evaluators.push((entrypoint.clone(), Evaluator::new(&dir, &entrypoint)?));
+        }
+        let Some((_, evaluator)) = evaluators.iter().find(|(e, _)| *e == entrypoint) else { continue };
+        let input = record.get("input").cloned().unwrap_or(serde_json::Value::Null);
+        let recorded = record.get("result").map_or(Value::Undefined, |r| Value::from(r.clone()));
+        let replayed = evaluator.evaluate(Value::from(input))?;
+        total += 1;
+        let (before, after) = (describe(&evaluator.decision(&recorded)), describe(&evaluator.decision(&replayed)));
+        if before != after || to_json(&recorded)? != to_json(&replayed)? {
+            changed += 1;
+            let id = record.get("decision_id").and_then(|d| d.as_str()).unwrap_or("-");
+            println!(
+                "CHANGED {id} (line {}): {} -> {}; result {} -> {}",
+                number + 1,
+                before.trim_start_matches("decision: "),
+                after.trim_start_matches("decision: "),
+                to_json(&recorded)?,
+                to_json(&replayed)?
+            );
+        }
+    }
+    println!("{total} decisions replayed, {changed} would change");
+    Ok(if changed > 0 && args.switch("--fail-on-change") { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}

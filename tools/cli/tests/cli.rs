@@ -1,0 +1,140 @@
+//! The `svidgate` binary as a user runs it.
+
+#![allow(clippy::unwrap_used, reason = "test helpers: a failed set-up fails the test")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const ORCHESTRATOR: &str = "spiffe://ai.internal/ns/agents/sa/orchestrator";
+const ROGUE: &str = "spiffe://ai.internal/ns/sandbox/sa/rogue-agent";
+
+fn svidgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_svidgate")).args(args).output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn seed() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/seed").to_string_lossy().into_owned()
+}
+
+/// A scratch directory, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("svidgate-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn file(&self, name: &str, contents: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, contents).unwrap();
+        path.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn generate(principal: &str) -> String {
+    serde_json::json!({"attributes": {
+        "source": {"principal": principal},
+        "request": {"http": {"method": "POST", "path": "/v1/generate"}},
+    }})
+    .to_string()
+}
+
+#[test]
+fn test_passes_seed_policy_with_coverage() {
+    let out = svidgate(&["test", &seed(), "--coverage"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("PASS data.envoy.authz_test.test_allows_orchestrator_to_generate"), "{text}");
+    assert!(text.contains("coverage authz.rego: 100.0%"), "{text}");
+    assert!(text.ends_with("7 passed, 0 failed\n"), "{text}");
+}
+
+#[test]
+fn test_fails_on_a_failing_rule() {
+    let scratch = Scratch::new("failing");
+    scratch.file("p_test.rego", "package p_test\nimport rego.v1\ntest_ok if true\ntest_broken if 1 == 2\n");
+    let out = svidgate(&["test", &scratch.0.to_string_lossy()]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAIL data.p_test.test_broken"), "{text}");
+    assert!(text.ends_with("1 passed, 1 failed\n"), "{text}");
+}
+
+#[test]
+fn eval_prints_result_and_the_module_decision() {
+    let scratch = Scratch::new("eval");
+    let allowed = scratch.file("orchestrator.json", &generate(ORCHESTRATOR));
+    let denied = scratch.file("rogue.json", &generate(ROGUE));
+    let out = svidgate(&["eval", "--policy", &seed(), "--input", &allowed]);
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("\"allowed\": true") && stdout(&out).ends_with("decision: allow\n"), "{}", stdout(&out));
+    let out = svidgate(&["eval", "--policy", &seed(), "--input", &denied]);
+    assert!(stdout(&out).ends_with("decision: deny 403 (svidgate_policy_denied)\n"), "{}", stdout(&out));
+}
+
+#[test]
+fn eval_refuses_a_policy_the_module_cannot_run() {
+    let scratch = Scratch::new("eval-bad");
+    let policy = scratch.file("p.rego", "package envoy.authz\nimport rego.v1\nallow if io.jwt.decode(input.token)\n");
+    let input = scratch.file("in.json", "{}");
+    let out = svidgate(&["eval", "--policy", &policy, "--input", &input]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("io.jwt.decode"));
+}
+
+#[test]
+fn bundle_build_is_reproducible_and_leaves_tests_out() {
+    let scratch = Scratch::new("bundle");
+    let first = scratch.0.join("a.tar.gz").to_string_lossy().into_owned();
+    let second = scratch.0.join("b.tar.gz").to_string_lossy().into_owned();
+    for out in [&first, &second] {
+        let result = svidgate(&["bundle", "build", &seed(), "-o", out, "--revision", "r7", "--root", "envoy/authz"]);
+        assert!(result.status.success(), "{}", stdout(&result));
+    }
+    assert_eq!(std::fs::read(&first).unwrap(), std::fs::read(&second).unwrap());
+    let listing = Command::new("tar").args(["tzf", &first]).output().unwrap();
+    assert_eq!(stdout(&listing), ".manifest\nauthz.rego\ndata.json\n");
+    let manifest = Command::new("tar").args(["xzOf", &first, ".manifest"]).output().unwrap();
+    assert_eq!(stdout(&manifest), r#"{"revision":"r7","roots":["envoy/authz"]}"#);
+}
+
+#[test]
+fn replay_reports_decisions_a_new_policy_changes() {
+    let scratch = Scratch::new("replay");
+    let record = |id: &str, principal: &str, allowed: bool| {
+        let input: serde_json::Value = serde_json::from_str(&generate(principal)).unwrap();
+        serde_json::json!({"decision_id": id, "path": "envoy/authz/allow", "input": input, "result": {"allowed": allowed}})
+            .to_string()
+    };
+    let log = scratch.file("decisions.jsonl", &format!("{}\n{}\n", record("d-1", ORCHESTRATOR, true), record("d-2", ROGUE, false)));
+    // The new policy: the rogue agent is now an allowed caller.
+    scratch.file("policy/authz.rego", &std::fs::read_to_string(Path::new(&seed()).join("authz.rego")).unwrap());
+    scratch.file("policy/data.json", &serde_json::json!({"allowed_callers": {"generate": [ORCHESTRATOR, ROGUE]}}).to_string());
+    let policy = scratch.0.join("policy").to_string_lossy().into_owned();
+
+    let out = svidgate(&["replay", &log, "--policy", &policy]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("CHANGED d-2 (line 2): deny 403 (svidgate_policy_denied) -> allow"), "{text}");
+    assert!(!text.contains("d-1"), "{text}");
+    assert!(text.ends_with("2 decisions replayed, 1 would change\n"), "{text}");
+
+    let unchanged = svidgate(&["replay", &log, "--policy", &seed(), "--fail-on-change"]);
+    assert!(unchanged.status.success(), "{}", stdout(&unchanged));
+    let gated = svidgate(&["replay", &log, "--policy", &policy, "--fail-on-change"]);
+    assert_eq!(gated.status.code(), Some(1));
+}

@@ -60,6 +60,7 @@ fn benches(c: &mut Criterion) {
         destination_address: Some("10.0.0.5:8443"),
         destination_principal: Some("spiffe://ai.internal/ns/inference/sa/model-server"),
         protocol: Some("HTTP/2"),
+        now: std::time::SystemTime::now(),
     };
     assert!(authorizer.decide(&facts(&peer)).decision.is_allow());
     assert!(!authorizer.decide(&facts(&rogue_peer)).decision.is_allow());

@@ -14,6 +14,9 @@ use svidgate_core::metrics::{Counter, DECISION_LATENCY_US};
 use svidgate_core::peer::PeerCache;
 use svidgate_proxy::{GIT_SHA, Metrics, PEER_CACHE_CAPACITY, property_string};
 
+#[cfg(feature = "test-crash-trigger")]
+mod crash;
+
 /// The module's entry point, called by the proxy when the VM starts.
 mod entry {
     #![allow(missing_docs)]
@@ -89,6 +92,7 @@ impl Context for AuthzStream {}
 
 impl HttpContext for AuthzStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        #[cfg(feature = "test-crash-trigger")] crash::on_request_headers();
         let id = self.context_id;
         let Some(plugin) = &self.plugin else {
             // Envoy does not start streams for a refused configuration; if one comes, it is denied.
@@ -120,11 +124,18 @@ impl HttpContext for AuthzStream {
             destination_address: destination_address.as_deref(),
             destination_principal: destination_principal.as_deref(),
             protocol: protocol.as_deref(),
+            now: svidgate_proxy::now(),
         };
         let verdict = authorizer.decide(&facts);
         plugin.metrics.record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
-        plugin.metrics.count(&Counter::authz_events(&verdict.identity, &verdict.decision));
+        plugin.metrics.count(&verdict.events());
         svidgate_proxy::log_decision(id, &verdict.decision, verdict.identity.upstream_identity.as_deref());
+        if let Some(reason) = &verdict.would_deny {
+            info!("#{id} dry run: the policy would deny ({}): {reason}", reason.code());
+        }
+        if let Some(record) = &verdict.decision_log {
+            info!("{record}");
+        }
         if let Decision::Allow { response_headers, .. } = &verdict.decision {
             self.response_headers.clone_from(response_headers);
         }

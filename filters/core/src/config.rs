@@ -20,6 +20,9 @@ pub const DEFAULT_DENY_STATUS: u16 = 403;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// The `policy.decision_logs` block is invalid.
+    #[error("policy.decision_logs: {0}")]
+    InvalidDecisionLogs(String),
     /// A duration field does not parse.
     #[error("{field}: {value:?} is not a duration (use e.g. \"500ms\", \"15m\", \"1h\")")]
     InvalidDuration {

@@ -13,6 +13,8 @@ pub enum Counter {
     AuthzDenied,
     /// Requests denied because something failed (evaluation error, limit, malformed result).
     AuthzErrors,
+    /// Dry-run: requests the policy would have denied, let through.
+    AuthzDryRunDenied,
     /// Evaluations stopped by their time or instruction budget (also counted in errors).
     AuthzEvaluationLimit,
     /// Requests the identity step denied (`require_peer`, invalid forwarded identity).
@@ -30,7 +32,7 @@ impl Counter {
     /// Counters of the identity module.
     pub const IDENTITY: [Self; 3] = [Self::IdentitySpoofAttempts, Self::IdentityInjected, Self::IdentityDenied];
     /// Counters of the authz module.
-    pub const AUTHZ: [Self; 7] = [
+    pub const AUTHZ: [Self; 8] = [
         Self::IdentitySpoofAttempts,
         Self::IdentityInjected,
         Self::IdentityDenied,
@@ -38,6 +40,7 @@ impl Counter {
         Self::AuthzDenied,
         Self::AuthzErrors,
         Self::AuthzEvaluationLimit,
+        Self::AuthzDryRunDenied,
     ];
 
     /// The stat name.
@@ -46,6 +49,7 @@ impl Counter {
             Self::AuthzAllowed => "svidgate.authz.allowed",
             Self::AuthzDenied => "svidgate.authz.denied",
             Self::AuthzErrors => "svidgate.authz.errors",
+            Self::AuthzDryRunDenied => "svidgate.authz.dry_run_denied",
             Self::AuthzEvaluationLimit => "svidgate.authz.evaluation_limit",
             Self::IdentityDenied => "svidgate.identity.denied",
             Self::IdentityInjected => "svidgate.identity.injected",

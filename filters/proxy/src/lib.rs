@@ -45,9 +45,14 @@ pub fn strip_request_headers(config: &IdentityConfig) -> Result<StrippedHeaders,
     Ok(stripped)
 }
 
+/// The proxy's clock.
+pub fn now() -> SystemTime {
+    hostcalls::get_current_time().unwrap_or_else(|_| SystemTime::now())
+}
+
 /// The validated peer of this request's connection, parsed once per certificate.
 pub fn peer_identity(rules: &SvidRules, cache: &RefCell<PeerCache>) -> Result<PeerIdentity, PeerError> {
-    let now = hostcalls::get_current_time().unwrap_or_else(|_| SystemTime::now());
+    let now = now();
     let digest = property_string(&["connection", "sha256_peer_certificate_digest"]);
     let certificate = || PeerCertificate {
         pem: property(&["connection", "peer_certificate"]),

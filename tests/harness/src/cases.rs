@@ -467,9 +467,10 @@ fn run_native(kind: ModuleKind, config: &Json, peer: Option<&MintedPeer>, header
                 destination_address: Some(DESTINATION_ADDRESS),
                 destination_principal: Some(svidgate_testpki::MODEL_SERVER.spiffe_id),
                 protocol: Some(PROTOCOL),
+                now,
             };
             let verdict = authorizer.decide(&facts);
-            let events = Counter::authz_events(&verdict.identity, &verdict.decision);
+            let events = verdict.events();
             (verdict.decision, stripped, events)
         }
     };

@@ -128,3 +128,35 @@ fn logs_decisions_without_header_values() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn writes_masked_opa_decision_logs_to_the_proxy_log() -> Result<()> {
+    let config = r#"{"trust_domains": ["ai.internal"],
+        "policy": {"rego": "package envoy.authz\nimport rego.v1\ndefault allow := false\nallow if input.attributes.request.http.headers[\"x-tenant\"] == \"research\"",
+                   "decision_logs": {"console": true, "sample_allowed": 0, "labels": {"cluster": "eu-1"}}}}"#;
+    let mut plugin = start(ModuleKind::Authz, config)?;
+    present(&mut plugin, &TrustDomainCa::new(TRUST_DOMAIN)?.svid(ORCHESTRATOR)?, ORCHESTRATOR);
+    let records = |plugin: &mut Plugin| -> Vec<serde_json::Value> {
+        plugin.take_logs().iter().filter_map(|l| serde_json::from_str(&l.message).ok()).collect()
+    };
+    records(&mut plugin);
+
+    // Allowed decisions are sampled out (sample_allowed 0); denials are always logged.
+    let (allowed, _) = get(&mut plugin, &[("x-tenant", "research"), ("x-request-id", "req-allowed")])?;
+    ensure!(allowed && records(&mut plugin).is_empty());
+    let (allowed, _) = get(&mut plugin, &[("x-request-id", "req-denied"), ("authorization", "Bearer top-secret-token")])?;
+    ensure!(!allowed);
+    let logged = records(&mut plugin);
+    let [record] = logged.as_slice() else { anyhow::bail!("expected one record, got {logged:?}") };
+    ensure!(record["decision_id"] == "req-denied", "{record}");
+    ensure!(record["path"] == "envoy/authz/allow");
+    ensure!(record["result"] == false);
+    ensure!(record["labels"]["cluster"] == "eu-1");
+    ensure!(record["svidgate"] == serde_json::json!({"decision": "deny", "status": 403, "reason": "svidgate_policy_denied"}));
+    ensure!(record["input"]["attributes"]["source"]["principal"] == ORCHESTRATOR.spiffe_id);
+    ensure!(record["input"]["attributes"]["request"]["http"]["headers"].get("authorization").is_none());
+    ensure!(record["erased"] == serde_json::json!(["/input/attributes/request/http/headers/authorization"]));
+    ensure!(!record.to_string().contains("top-secret-token"));
+    ensure!(record["metrics"]["timer_rego_query_eval_ns"].as_u64().is_some_and(|ns| ns > 0));
+    Ok(())
+}

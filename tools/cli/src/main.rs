@@ -166,6 +166,8 @@ impl Evaluator {
             error_status: 403,
             eval_timeout: svidgate_core::authz::DEFAULT_EVAL_TIMEOUT,
             max_instructions: svidgate_core::authz::DEFAULT_MAX_INSTRUCTIONS,
+            dry_run: false,
+            decision_logs: None,
         };
         let policy = svidgate_core::authz::Policy::compile(&config)?;
         let identity = IdentityConfig::parse(br#"{"mode": "perimeter"}"#)?;

@@ -30,6 +30,8 @@ pub struct RequestFacts<'a> {
     pub destination_principal: Option<&'a str>,
     /// Envoy's `request.protocol` (`HTTP/1.1`, `HTTP/2`), if the plan asks for it.
     pub protocol: Option<&'a str>,
+    /// The proxy clock (decision-log timestamps).
+    pub now: std::time::SystemTime,
 }
 
 /// The optional parts of the input a policy can read.

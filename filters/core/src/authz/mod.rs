@@ -4,19 +4,23 @@
 //! runs the identity step, builds only the input the policy reads, evaluates, and turns the
 //! result into a [`Decision`]. Every failure on that path is a denial.
 
+pub mod decision_log;
 mod input;
 mod policy;
 mod result;
 pub mod testing;
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
 use crate::config::{ConfigError, IdentityConfig, RawConfig, error_status, invalid_duration, parse_duration};
 use crate::decision::{Decision, DenyReason};
 use crate::identity::IdentityOutcome;
+use crate::metrics::Counter;
+use decision_log::{DecisionLogConfig, DecisionRecord, RawDecisionLogs};
 
 pub use input::{InputPlan, RequestFacts, build_input};
 pub use policy::{EvalError, Policy};
@@ -52,6 +56,10 @@ pub struct PolicyConfig {
     pub eval_timeout: Duration,
     /// Instruction budget of one evaluation.
     pub max_instructions: usize,
+    /// Evaluate and log, but let policy denials through (for rolling out a policy).
+    pub dry_run: bool,
+    /// Decision logs, if enabled.
+    pub decision_logs: Option<DecisionLogConfig>,
 }
 
 /// The outcome of [`Authorizer::decide`]: the decision and what led to it, for metrics and logs.
@@ -63,6 +71,10 @@ pub struct Verdict {
     pub identity: IdentityOutcome,
     /// Whether the policy was evaluated (false when the identity step denied first).
     pub evaluated: bool,
+    /// In dry-run mode, the denial the policy would have made.
+    pub would_deny: Option<DenyReason>,
+    /// The decision-log record (one JSON line), when decision logs are on and this decision is sampled.
+    pub decision_log: Option<String>,
 }
 
 /// A compiled policy with its configuration, shared by every request of a plugin.
@@ -71,6 +83,12 @@ pub struct Authorizer {
     identity: IdentityConfig,
     policy: Policy,
     error_status: u16,
+    dry_run: bool,
+    decision_logs: Option<DecisionLogConfig>,
+    /// The entrypoint as OPA's decision-log `path`.
+    path: String,
+    /// Numbers decisions of requests without an `x-request-id`.
+    decisions: Cell<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +100,9 @@ struct RawPolicy {
     error_status: Option<u16>,
     eval_timeout: Option<String>,
     max_instructions: Option<usize>,
+    #[serde(default)]
+    dry_run: bool,
+    decision_logs: Option<RawDecisionLogs>,
 }
 
 /// One module as a string, or several as a map from file name to source.
@@ -128,6 +149,8 @@ impl TryFrom<RawPolicy> for PolicyConfig {
             error_status: error_status("policy.error_status", raw.error_status)?,
             eval_timeout,
             max_instructions: raw.max_instructions.unwrap_or(DEFAULT_MAX_INSTRUCTIONS),
+            dry_run: raw.dry_run,
+            decision_logs: raw.decision_logs.map(DecisionLogConfig::try_from).transpose()?,
         })
     }
 }
@@ -136,7 +159,16 @@ impl Authorizer {
     /// Compiles the policy; refuses it if it does not compile for its entrypoint.
     pub fn new(config: AuthzConfig) -> Result<Self, ConfigError> {
         let policy = Policy::compile(&config.policy)?;
-        Ok(Self { identity: config.identity, policy, error_status: config.policy.error_status })
+        let path = config.policy.entrypoint.trim_start_matches("data.").replace('.', "/");
+        Ok(Self {
+            identity: config.identity,
+            policy,
+            error_status: config.policy.error_status,
+            dry_run: config.policy.dry_run,
+            decision_logs: config.policy.decision_logs,
+            path,
+            decisions: Cell::new(0),
+        })
     }
 
     /// The identity behaviour.
@@ -159,20 +191,85 @@ impl Authorizer {
         let identity = self.identity.resolve(facts.peer, facts.headers);
         if let Some(reason) = &identity.deny {
             let decision = Decision::deny(self.identity.deny_status, reason.clone());
-            return Verdict { decision, identity, evaluated: false };
+            return Verdict { decision, identity, evaluated: false, would_deny: None, decision_log: None };
         }
         let input = build_input(self.input_plan(), facts, &identity);
-        let decision = match self.policy.evaluate(input) {
-            Ok(value) => result::interpret(&value, &self.identity, &identity, self.error_status),
+        // Cloning a regorus value is a reference count; only decision logs need the input after evaluation.
+        let logged_input = self.decision_logs.as_ref().map(|_| input.clone());
+        let started = Instant::now();
+        let evaluated = self.policy.evaluate(input);
+        let eval_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let (mut decision, result) = match evaluated {
+            Ok(value) => (result::interpret(&value, &self.identity, &identity, self.error_status), value),
             Err(error) => {
                 let reason = match error {
                     EvalError::Limit(message) => DenyReason::EvaluationLimit(message),
                     EvalError::Failed(message) => DenyReason::EvaluationError(message),
                 };
-                Decision::deny(self.error_status, reason)
+                (Decision::deny(self.error_status, reason), regorus::Value::Undefined)
             }
         };
-        Verdict { decision, identity, evaluated: true }
+        let mut would_deny = None;
+        if self.dry_run
+            && let Decision::Deny { reason, .. } = &decision
+        {
+            would_deny = Some(reason.clone());
+            let request_edits = identity.identity_edit(&self.identity).into_iter().collect();
+            decision = Decision::Allow { request_edits, response_headers: Vec::new() };
+        }
+        let decision_log = match (&self.decision_logs, logged_input) {
+            (Some(logs), Some(input)) => {
+                let id = self.decision_id(facts);
+                let sampled = !decision.is_allow() || would_deny.is_some() || logs.samples(&id);
+                sampled.then(|| {
+                    logs.record(&DecisionRecord {
+                        decision_id: &id,
+                        path: &self.path,
+                        input: &input,
+                        result: &result,
+                        timestamp: facts.now,
+                        eval_ns,
+                        outcome: outcome(&decision, would_deny.as_ref()),
+                    })
+                })
+            }
+            _ => None,
+        };
+        Verdict { decision, identity, evaluated: true, would_deny, decision_log }
+    }
+
+    /// The request's `x-request-id` (Envoy sets one on every request), else a local number.
+    fn decision_id(&self, facts: &RequestFacts<'_>) -> String {
+        match facts.headers.get("x-request-id").filter(|id| !id.is_empty()) {
+            Some(id) => id.to_owned(),
+            None => {
+                let n = self.decisions.get().wrapping_add(1);
+                self.decisions.set(n);
+                format!("svidgate-{n}")
+            }
+        }
+    }
+}
+
+impl Verdict {
+    /// The counters this decision moves.
+    pub fn events(&self) -> Vec<Counter> {
+        let mut events = Counter::authz_events(&self.identity, &self.decision);
+        if self.would_deny.is_some() {
+            events.push(Counter::AuthzDryRunDenied);
+        }
+        events
+    }
+}
+
+/// What svidgate did, for the decision log's `svidgate` field.
+fn outcome(decision: &Decision, would_deny: Option<&DenyReason>) -> serde_json::Value {
+    match (decision, would_deny) {
+        (_, Some(reason)) => serde_json::json!({"decision": "allow", "dry_run": true, "would_deny": reason.code()}),
+        (Decision::Allow { .. }, None) => serde_json::json!({"decision": "allow"}),
+        (Decision::Deny { status, reason, .. }, None) => {
+            serde_json::json!({"decision": "deny", "status": status, "reason": reason.code()})
+        }
     }
 }
 

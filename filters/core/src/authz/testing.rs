@@ -166,6 +166,8 @@ impl PolicyDir {
             error_status: 403,
             eval_timeout: Duration::from_secs(5),
             max_instructions: DEFAULT_MAX_INSTRUCTIONS,
+            dry_run: false,
+            decision_logs: None,
         }
     }
 }

@@ -41,6 +41,7 @@ fn input_for(plan: &InputPlan, headers: &StrippedHeaders, peer: Result<&PeerIden
         destination_address: Some("[fd00::5]:8443"),
         destination_principal: Some("spiffe://ai.internal/ns/inference/sa/model-server"),
         protocol: Some("HTTP/2"),
+        now: std::time::SystemTime::now(),
     };
     let identity = identity_config().resolve(peer, headers);
     serde_json::from_str(&build_input(plan, &facts, &identity).to_json_str().unwrap()).unwrap()
@@ -187,6 +188,8 @@ fn policy_evaluates_to_undefined_when_no_rule_matches() {
         error_status: 403,
         eval_timeout: DEFAULT_EVAL_TIMEOUT,
         max_instructions: DEFAULT_MAX_INSTRUCTIONS,
+        dry_run: false,
+        decision_logs: None,
     };
     let policy = Policy::compile(&config).unwrap();
     assert_eq!(policy.evaluate(Value::from_json_str(r#"{"x": 2}"#).unwrap()), Ok(Value::Undefined));

@@ -15,6 +15,10 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::spiffe::{SpiffeId, SpiffeIdError, TrustDomain};
 
+/// Issuers backdate notBefore against clock skew (SPIRE by 10 s), so a "1h" SVID spans a little
+/// more than an hour; `max_svid_ttl` allows this much on top of the configured lifetime.
+pub const NOT_BEFORE_BACKDATE_ALLOWANCE_S: u64 = 60;
+
 /// Why a connection has no validated peer identity.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -179,7 +183,8 @@ impl SvidRules {
         let not_after = cert.validity().not_after.timestamp();
         if let Some(max) = self.max_svid_ttl {
             let lifetime_s = not_after.saturating_sub(not_before);
-            if u64::try_from(lifetime_s).map_or(true, |l| l > max.as_secs()) {
+            let allowed_s = max.as_secs().saturating_add(NOT_BEFORE_BACKDATE_ALLOWANCE_S);
+            if u64::try_from(lifetime_s).map_or(true, |l| l > allowed_s) {
                 return Err(PeerError::TtlTooLong { lifetime_s, max_s: max.as_secs() });
             }
         }

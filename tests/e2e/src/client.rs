@@ -1,0 +1,238 @@
+//! A small HTTP client: HTTP/1.1 or HTTP/2 over TLS (with or without a client SVID) with rustls
+//! and its `ring` provider, and plain HTTP/1.1 for sidecar outbound listeners and Envoy's admin API.
+//!
+//! One connection per request, so each request shows the handshake outcome on its own.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request as HttpRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::pki::{CertFiles, SERVER_NAME};
+
+/// How long one request may take, handshake included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Which HTTP version to speak (negotiated with ALPN on TLS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Http {
+    /// HTTP/1.1; header names go out Title-Cased.
+    H1,
+    /// HTTP/2.
+    H2,
+}
+
+/// A request to send.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// Method, e.g. `POST`.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Extra headers, in order; a name may repeat.
+    pub headers: Vec<(String, String)>,
+    /// The body (empty for none).
+    pub body: String,
+}
+
+/// A response as received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// The headers, lower-case names, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body, as text.
+    pub body: String,
+}
+
+/// A TLS client for one trust bundle and, optionally, one client certificate.
+#[derive(Clone)]
+pub struct TlsClient {
+    h1: TlsConnector,
+    h2: TlsConnector,
+}
+
+impl Request {
+    /// A request without headers or body.
+    pub fn new(method: &str, path: &str) -> Self {
+        Self { method: method.to_owned(), path: path.to_owned(), headers: Vec::new(), body: String::new() }
+    }
+
+    /// Adds a header (after any of the same name).
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+}
+
+impl Response {
+    /// Every value of a header, by lower-case name.
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> Result<serde_json::Value> {
+        serde_json::from_str(&self.body).with_context(|| format!("response body is not json: {:?}", self.body))
+    }
+}
+
+impl TlsClient {
+    /// Trusts `bundle` and presents `identity` (if any) as the client certificate.
+    pub fn new(bundle: &Path, identity: Option<&CertFiles>) -> Result<Self> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(bundle).with_context(|| format!("reading {}", bundle.display()))? {
+            roots.add(cert?)?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let connector = |alpn: &[u8]| -> Result<TlsConnector> {
+            let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots.clone());
+            let mut config = match identity {
+                Some(files) => {
+                    let chain = CertificateDer::pem_file_iter(&files.cert)?.collect::<Result<Vec<_>, _>>()?;
+                    let key = PrivateKeyDer::from_pem_file(&files.key)?;
+                    builder.with_client_auth_cert(chain, key)?
+                }
+                None => builder.with_no_client_auth(),
+            };
+            config.alpn_protocols = vec![alpn.to_vec()];
+            Ok(TlsConnector::from(Arc::new(config)))
+        };
+        Ok(Self { h1: connector(b"http/1.1")?, h2: connector(b"h2")? })
+    }
+
+    /// Sends one request to `127.0.0.1:port` on a new connection.
+    pub async fn send(&self, port: u16, http: Http, request: &Request) -> Result<Response> {
+        tokio::time::timeout(REQUEST_TIMEOUT, self.send_inner(port, http, request))
+            .await
+            .with_context(|| format!("{} {} timed out", request.method, request.path))?
+    }
+
+    /// Completes a TLS handshake (ALPN h2) and waits for the server's first bytes: an HTTP/2
+    /// server speaks first (SETTINGS), so `Ok` means the server accepted this client. With TLS 1.3
+    /// a server rejects a client certificate after the client's side of the handshake is done,
+    /// so the alert only shows on this first read; `Err` carries it.
+    pub async fn handshake(&self, port: u16) -> Result<()> {
+        tokio::time::timeout(REQUEST_TIMEOUT, async {
+            let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+            let mut tls = self.h2.connect(ServerName::try_from(SERVER_NAME)?, tcp).await.context("tls handshake")?;
+            let mut first = [0u8; 1];
+            let read = tls.read(&mut first).await.context("first read after the handshake")?;
+            ensure!(read == 1, "the server closed the connection without a tls alert");
+            Ok(())
+        })
+        .await
+        .context("handshake timed out")?
+    }
+
+    async fn send_inner(&self, port: u16, http: Http, request: &Request) -> Result<Response> {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.with_context(|| format!("connecting to port {port}"))?;
+        let connector = match http {
+            Http::H1 => &self.h1,
+            Http::H2 => &self.h2,
+        };
+        let name = ServerName::try_from(SERVER_NAME)?;
+        let tls = connector.connect(name, tcp).await.context("tls handshake")?;
+        let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        let io = TokioIo::new(tls);
+        match http {
+            Http::H1 => {
+                ensure!(alpn.as_deref() == Some(b"http/1.1".as_slice()), "server did not agree to http/1.1 ({alpn:?})");
+                let (mut sender, connection) =
+                    hyper::client::conn::http1::Builder::new().title_case_headers(true).handshake(io).await?;
+                let connection = tokio::spawn(connection);
+                let response = sender.send_request(build(request, &format!("localhost:{port}"), None)?).await;
+                collect(with_connection_error(response, connection, "http/1.1").await?).await
+            }
+            Http::H2 => {
+                ensure!(alpn.as_deref() == Some(b"h2".as_slice()), "server did not agree to h2 ({alpn:?})");
+                let (mut sender, connection) =
+                    hyper::client::conn::http2::Builder::new(TokioExecutor::new()).handshake(io).await?;
+                let connection = tokio::spawn(connection);
+                let uri = format!("https://localhost:{port}");
+                let response = sender.send_request(build(request, &format!("localhost:{port}"), Some(&uri))?).await;
+                collect(with_connection_error(response, connection, "http/2").await?).await
+            }
+        }
+    }
+}
+
+/// Sends one plain HTTP/1.1 request to `127.0.0.1:port` (a sidecar's outbound listener, an app,
+/// or Envoy's admin API).
+pub async fn plain(port: u16, request: &Request) -> Result<Response> {
+    tokio::time::timeout(REQUEST_TIMEOUT, async {
+        let tcp =
+            TcpStream::connect(("127.0.0.1", port)).await.with_context(|| format!("connecting to port {port}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+        tokio::spawn(connection);
+        let response = sender.send_request(build(request, &format!("127.0.0.1:{port}"), None)?).await?;
+        collect(response).await
+    })
+    .await
+    .with_context(|| format!("{} {} timed out", request.method, request.path))?
+}
+
+/// The full error chain of a failed request, one line, for assertions and tables.
+pub fn error_chain(error: &anyhow::Error) -> String {
+    format!("{error:#}")
+}
+
+/// A failed exchange says little ("connection closed"); the connection task holds the cause,
+/// such as the TLS alert a server sends after a TLS 1.3 handshake when it rejects the client
+/// certificate.
+async fn with_connection_error<T>(
+    result: hyper::Result<T>,
+    connection: tokio::task::JoinHandle<hyper::Result<()>>,
+    version: &str,
+) -> Result<T> {
+    match result {
+        Ok(value) => Ok(value),
+        Err(error) => {
+            let error = anyhow::Error::from(error).context(format!("{version} exchange"));
+            match tokio::time::timeout(Duration::from_secs(2), connection).await {
+                Ok(Ok(Err(cause))) => Err(error.context(format!("connection failed: {:#}", anyhow::Error::from(cause)))),
+                _ => Err(error),
+            }
+        }
+    }
+}
+
+fn build(request: &Request, authority: &str, absolute: Option<&str>) -> Result<HttpRequest<Full<Bytes>>> {
+    let uri = match absolute {
+        Some(base) => format!("{base}{}", request.path),
+        None => request.path.clone(),
+    };
+    let mut builder = HttpRequest::builder().method(request.method.as_str()).uri(uri);
+    if absolute.is_none() {
+        builder = builder.header("host", authority);
+    }
+    for (name, value) in &request.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    Ok(builder.body(Full::new(Bytes::from(request.body.clone())))?)
+}
+
+async fn collect(response: hyper::Response<hyper::body::Incoming>) -> Result<Response> {
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let body = response.into_body().collect().await.context("reading the response body")?.to_bytes();
+    let body = String::from_utf8(body.to_vec()).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    Ok(Response { status, headers, body })
+}

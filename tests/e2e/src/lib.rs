@@ -1,0 +1,18 @@
+//! svidgate in real Envoy: processes, certificates, configurations and an mTLS client, shared by
+//! the end-to-end tests (`tests/`) and the demo driver (`svidgate-demo`).
+//!
+//! - [`paths`]: where the modules, Envoy and the config templates are.
+//! - [`pki`]: the demo trust domain minted into files, standing in for SPIRE.
+//! - [`process`]: child processes killed on drop, their logs printed when a test panics.
+//! - [`envoy`]: templates filled by code, Envoy started and watched through its admin API.
+//! - [`upstream`]: the small app behind each sidecar, reporting the identity it received.
+//! - [`client`]: HTTP/1.1 and HTTP/2 over (m)TLS with rustls, and plain HTTP.
+//! - [`topology`]: the seed's architecture: gateway, orchestrator, model server, vector store, tool runtime.
+
+pub mod client;
+pub mod envoy;
+pub mod paths;
+pub mod pki;
+pub mod process;
+pub mod topology;
+pub mod upstream;

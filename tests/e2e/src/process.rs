@@ -1,0 +1,96 @@
+//! Child processes that cannot outlive their owner: killed and reaped on drop, even when a test
+//! panics, with their log printed in that case so a failure shows what Envoy said.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, Result};
+
+/// How many log lines a failure report shows.
+const LOG_TAIL_LINES: usize = 80;
+
+/// A running child process with its output in files.
+pub struct Process {
+    name: String,
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Process {
+    /// Starts `command` with stdout and stderr written to `<dir>/<name>.out` and `<dir>/<name>.log`.
+    pub fn spawn(name: &str, mut command: Command, dir: &Path) -> Result<Self> {
+        let stdout = dir.join(format!("{name}.out"));
+        let stderr = dir.join(format!("{name}.log"));
+        let out = File::create(&stdout).with_context(|| format!("creating {}", stdout.display()))?;
+        let err = File::create(&stderr).with_context(|| format!("creating {}", stderr.display()))?;
+        command.stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = command.spawn().with_context(|| format!("starting {name}: {command:?}"))?;
+        Ok(Self { name: name.to_owned(), child, stdout, stderr })
+    }
+
+    /// The process name given at spawn.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The OS process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The file stdout goes to.
+    pub fn stdout_path(&self) -> &Path {
+        &self.stdout
+    }
+
+    /// The file stderr goes to.
+    pub fn stderr_path(&self) -> &Path {
+        &self.stderr
+    }
+
+    /// Whether the process is still running; `Err` carries its exit status and log if not.
+    pub fn check_running(&mut self) -> Result<()> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => anyhow::bail!("{} exited ({status}); its log:\n{}", self.name, self.log_tail()),
+            Err(e) => Err(e).with_context(|| format!("waiting for {}", self.name)),
+        }
+    }
+
+    /// The last lines of stderr (and stdout), for error messages.
+    pub fn log_tail(&self) -> String {
+        let mut out = String::new();
+        for path in [&self.stderr, &self.stdout] {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if text.is_empty() {
+                continue;
+            }
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines.get(lines.len().saturating_sub(LOG_TAIL_LINES)..).unwrap_or_default();
+            out.push_str(&format!("--- {} ({} lines, last {}) ---\n", path.display(), lines.len(), tail.len()));
+            for line in tail {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// Stops the process now (SIGKILL) and reaps it.
+    pub fn stop(&mut self) {
+        // Errors mean the process is already gone.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("=== {} (pid {}) failed test: log follows ===\n{}", self.name, self.child.id(), self.log_tail());
+        }
+        self.stop();
+    }
+}

@@ -155,7 +155,7 @@ fn render_manifests(mut flags: Flags) -> Result<()> {
     let out = flags.path("--out").unwrap_or_else(|| workspace_root().join("target/k8s"));
     flags.finish()?;
     let vars = read_pins(&pins_path)?.variables(&registry)?;
-    for template in yaml_files(&input)? {
+    for template in svidgate_oci::render::manifest_files(&input)? {
         let relative = template.strip_prefix(&input).unwrap_or(&template);
         let text = std::fs::read_to_string(&template).with_context(|| format!("reading {}", template.display()))?;
         let filled = render::render(&text, &vars).with_context(|| format!("rendering {}", template.display()))?;
@@ -243,22 +243,6 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_owned()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-            let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-                found.push(path);
-            }
-        }
-    }
-    found.sort();
-    Ok(found)
-}
 
 fn default_modules_dir() -> PathBuf {
     std::env::var_os("SVIDGATE_WASM_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target/modules"))

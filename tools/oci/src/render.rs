@@ -7,6 +7,7 @@
 //! clear of the `{{ .PodMeta.Namespace }}` Go templates SPIRE's `ClusterSPIFFEID` carries.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -113,6 +114,24 @@ pub fn render(template: &str, vars: &BTreeMap<String, String>) -> Result<String,
     Ok(out)
 }
 
+/// Every `*.yaml` / `*.yml` file under `dir`, recursively, sorted: the deployment manifests.
+pub fn manifest_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,3 +200,4 @@ mod tests {
         assert_eq!(serde_json::from_str::<Pins>(&json).unwrap(), pins());
     }
 }
+

@@ -76,19 +76,7 @@ fn k8s_dir() -> PathBuf {
 
 /// Every document of every `*.yaml` under `dir`.
 fn documents(dir: &Path) -> Result<Vec<Doc>> {
-    let mut files = Vec::new();
-    let mut pending = vec![dir.to_owned()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-            let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|e| e == "yaml") {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
+    let files = svidgate_oci::render::manifest_files(dir)?;
     let mut docs = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file)?;

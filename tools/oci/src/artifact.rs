@@ -360,18 +360,19 @@ fn json(what: &'static str, value: &impl Serialize) -> Result<Vec<u8>, ArtifactE
     serde_json::to_vec(value).map_err(|source| ArtifactError::Json { what, source })
 }
 
+/// The artifact the unit tests of this crate package: a header-only module, fixed provenance.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
 
     /// The smallest valid module: header only.
-    const EMPTY_MODULE: [u8; 8] = WASM_HEADER;
+    pub(crate) const EMPTY_MODULE: [u8; 8] = WASM_HEADER;
 
-    fn module() -> Module {
+    pub(crate) fn module() -> Module {
         Module { name: "svidgate-test".into(), file_name: "svidgate_test.wasm".into(), bytes: EMPTY_MODULE.to_vec() }
     }
 
-    fn provenance() -> Provenance {
+    pub(crate) fn provenance() -> Provenance {
         Provenance {
             version: "0.1.0".into(),
             revision: "0123456789ab".into(),
@@ -379,6 +380,16 @@ mod tests {
             created: OffsetDateTime::UNIX_EPOCH,
         }
     }
+
+    pub(crate) fn artifact(kind: Kind) -> Artifact {
+        Artifact::build(&module(), kind, &provenance()).unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{EMPTY_MODULE, module, provenance};
+    use super::*;
 
     fn manifest(artifact: &Artifact) -> serde_json::Value {
         serde_json::from_slice(&artifact.manifest).unwrap()

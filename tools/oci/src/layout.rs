@@ -192,25 +192,9 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, LayoutError
 
 #[cfg(test)]
 mod tests {
-    use time::OffsetDateTime;
-
     use super::*;
-    use crate::artifact::{KINDS, Kind, Module, Provenance};
-
-    fn artifact(kind: Kind) -> Artifact {
-        let module = Module {
-            name: "svidgate-test".into(),
-            file_name: "svidgate_test.wasm".into(),
-            bytes: vec![0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
-        };
-        let provenance = Provenance {
-            version: "0.1.0".into(),
-            revision: "0123456789ab".into(),
-            source: "https://github.com/svidgate/svidgate".into(),
-            created: OffsetDateTime::UNIX_EPOCH,
-        };
-        Artifact::build(&module, kind, &provenance).unwrap()
-    }
+    use crate::artifact::fixtures::artifact;
+    use crate::artifact::{KINDS, Kind};
 
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("svidgate-oci-layout-{name}-{}", std::process::id()));

@@ -1,24 +1,10 @@
 use std::io::Write as _;
 
 use serde_json::json;
-use time::OffsetDateTime;
 
 use super::*;
-use crate::artifact::{Artifact, IMAGE_CONFIG_MEDIA_TYPE, KINDS, Kind, MANIFEST_MEDIA_TYPE, Module, Provenance};
-
-const MODULE: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
-
-fn artifact(kind: Kind) -> Artifact {
-    let module =
-        Module { name: "svidgate-test".into(), file_name: "svidgate_test.wasm".into(), bytes: MODULE.to_vec() };
-    let provenance = Provenance {
-        version: "0.1.0".into(),
-        revision: "0123456789ab".into(),
-        source: "https://github.com/svidgate/svidgate".into(),
-        created: OffsetDateTime::UNIX_EPOCH,
-    };
-    Artifact::build(&module, kind, &provenance).unwrap()
-}
+use crate::artifact::fixtures::{EMPTY_MODULE, artifact};
+use crate::artifact::{Artifact, IMAGE_CONFIG_MEDIA_TYPE, KINDS, Kind, MANIFEST_MEDIA_TYPE};
 
 /// A hand-made image: a manifest over `layers` (media type, content), with an empty config.
 struct Image {
@@ -70,7 +56,7 @@ fn istio_accepts_the_compat_image_we_build() {
     let compat = artifact(Kind::Compat);
     let found = istio_module(&compat.manifest, |d| compat.blob(d)).unwrap();
     assert_eq!(found.variant, IstioVariant::Compat);
-    assert_eq!(found.wasm, MODULE);
+    assert_eq!(found.wasm, EMPTY_MODULE);
 }
 
 #[test]
@@ -83,7 +69,7 @@ fn istio_refuses_the_cncf_artifact_we_build() {
 #[test]
 fn the_cncf_artifact_we_build_follows_its_spec() {
     let wasm = artifact(Kind::Wasm);
-    assert_eq!(cncf_module(&wasm.manifest, |d| wasm.blob(d)).unwrap(), MODULE);
+    assert_eq!(cncf_module(&wasm.manifest, |d| wasm.blob(d)).unwrap(), EMPTY_MODULE);
 }
 
 #[test]
@@ -94,14 +80,14 @@ fn the_compat_image_is_not_a_cncf_artifact() {
 
 #[test]
 fn istio_accepts_plugin_wasm_under_a_directory() {
-    let layer = tar_gz(&[("etc/", b""), ("./filters/plugin.wasm", &MODULE)]);
+    let layer = tar_gz(&[("etc/", b""), ("./filters/plugin.wasm", &EMPTY_MODULE)]);
     let found = istio(&image(None, &[(TAR_GZIP_LAYER_MEDIA_TYPE, layer)])).unwrap();
-    assert_eq!(found.wasm, MODULE);
+    assert_eq!(found.wasm, EMPTY_MODULE);
 }
 
 #[test]
 fn istio_accepts_a_docker_compat_image() {
-    let layer = tar_gz(&[("plugin.wasm", &MODULE)]);
+    let layer = tar_gz(&[("plugin.wasm", &EMPTY_MODULE)]);
     let found = istio(&image(Some(DOCKER_MANIFEST_MEDIA_TYPE), &[(DOCKER_LAYER_MEDIA_TYPE, layer)])).unwrap();
     assert_eq!(found.variant, IstioVariant::Compat);
 }
@@ -112,23 +98,23 @@ fn istio_accepts_the_two_layer_oci_variant() {
         Some(MANIFEST_MEDIA_TYPE),
         &[
             ("application/vnd.module.wasm.runtime.config.v1+json", b"{}".to_vec()),
-            (SOLO_WASM_LAYER_MEDIA_TYPE, MODULE.to_vec()),
+            (SOLO_WASM_LAYER_MEDIA_TYPE, EMPTY_MODULE.to_vec()),
         ],
     );
     let found = istio(&image).unwrap();
-    assert_eq!((found.variant, found.wasm.as_slice()), (IstioVariant::Oci, MODULE.as_slice()));
+    assert_eq!((found.variant, found.wasm.as_slice()), (IstioVariant::Oci, EMPTY_MODULE.as_slice()));
 }
 
 #[test]
 fn istio_refuses_a_compat_image_with_two_tar_layers() {
-    let layer = tar_gz(&[("plugin.wasm", &MODULE)]);
+    let layer = tar_gz(&[("plugin.wasm", &EMPTY_MODULE)]);
     let image = image(None, &[(TAR_GZIP_LAYER_MEDIA_TYPE, layer.clone()), (TAR_GZIP_LAYER_MEDIA_TYPE, layer)]);
     assert!(matches!(istio(&image), Err(GateError::Istio { .. })));
 }
 
 #[test]
 fn istio_refuses_a_layer_without_plugin_wasm() {
-    let layer = tar_gz(&[("svidgate_authz.wasm", &MODULE)]);
+    let layer = tar_gz(&[("svidgate_authz.wasm", &EMPTY_MODULE)]);
     let err = istio(&image(None, &[(TAR_GZIP_LAYER_MEDIA_TYPE, layer)])).unwrap_err();
     assert!(err.to_string().contains("plugin.wasm is not in its layer"), "{err}");
 }
@@ -139,7 +125,7 @@ fn istio_refuses_an_uncompressed_tar_layer() {
     let mut header = tar::Header::new_gnu();
     header.set_size(8);
     header.set_cksum();
-    builder.append_data(&mut header, "plugin.wasm", MODULE.as_slice()).unwrap();
+    builder.append_data(&mut header, "plugin.wasm", EMPTY_MODULE.as_slice()).unwrap();
     let layer = builder.into_inner().unwrap();
     assert!(istio(&image(None, &[("application/vnd.oci.image.layer.v1.tar", layer)])).is_err());
 }
@@ -189,6 +175,6 @@ fn reads_the_provenance_annotations() {
 
 #[test]
 fn refuses_a_manifest_without_provenance() {
-    let bare = image(None, &[(TAR_GZIP_LAYER_MEDIA_TYPE, tar_gz(&[("plugin.wasm", &MODULE)]))]);
+    let bare = image(None, &[(TAR_GZIP_LAYER_MEDIA_TYPE, tar_gz(&[("plugin.wasm", &EMPTY_MODULE)]))]);
     assert!(matches!(provenance(&bare.manifest), Err(GateError::MissingAnnotation(annotations::SOURCE))));
 }

@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::time::SystemTime;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use svidgate_core::authz::{AuthzConfig, Authorizer, InputPlan, RequestFacts, build_input};
+use svidgate_core::authz::{Authorizer, AuthzConfig, InputPlan, RequestFacts, build_input};
 use svidgate_core::identity::StrippedHeaders;
 use svidgate_core::peer::{PeerCache, PeerCertificate};
 use svidgate_testpki::{ORCHESTRATOR, ROGUE, TRUST_DOMAIN, TrustDomainCa};
@@ -51,7 +51,8 @@ fn benches(c: &mut Criterion) {
     let rules = &authorizer.identity().svid;
     let headers = request_headers(&authorizer);
     let now = SystemTime::now();
-    let peer = rules.inspect(orchestrator.cert_pem.as_bytes(), Some(ORCHESTRATOR.spiffe_id)).unwrap().check_time(now).unwrap();
+    let peer =
+        rules.inspect(orchestrator.cert_pem.as_bytes(), Some(ORCHESTRATOR.spiffe_id)).unwrap().check_time(now).unwrap();
     let rogue_peer = rules.inspect(rogue.cert_pem.as_bytes(), Some(ROGUE.spiffe_id)).unwrap().check_time(now).unwrap();
     let facts = |peer| RequestFacts {
         headers: &headers,
@@ -74,7 +75,7 @@ fn benches(c: &mut Criterion) {
     let identity = authorizer.identity().resolve(Ok(&peer), &headers);
     let mut group = c.benchmark_group("build_input");
     group.bench_function("seed_plan", |b| {
-        b.iter(|| black_box(build_input(authorizer.input_plan(), black_box(&facts(&peer)), &identity)))
+        b.iter(|| black_box(build_input(&authorizer.input_plan(), black_box(&facts(&peer)), &identity)))
     });
     group.bench_function("everything", |b| {
         b.iter(|| black_box(build_input(&InputPlan::ALL, black_box(&facts(&peer)), &identity)))

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail, ensure};
 const TARGET: &str = "wasm32-wasip1";
 const PROFILE: &str = "wasm-release";
 const MODULES: [(&str, &str, u64); 2] =
-    [("svidgate-identity", "svidgate_identity.wasm", 400_000), ("svidgate-authz", "svidgate_authz.wasm", 1_500_000)];
+    [("svidgate-identity", "svidgate_identity.wasm", 400_000), ("svidgate-authz", "svidgate_authz.wasm", 1_600_000)];
 
 /// wasm-opt 108 (Debian) needs the features rustc's wasm32-wasip1 output uses spelled out.
 const WASM_OPT_FLAGS: [&str; 5] = [
@@ -69,7 +69,8 @@ fn main() -> Result<()> {
 }
 
 /// Installs the Rust target the modules are built for (RUSTUP_AUTO_INSTALL=0 machines need this)
-/// and binaryen's wasm-opt, which shrinks the modules (V8 compiles about 1 MB a second at load).
+/// and binaryen's wasm-opt, which shrinks the modules (V8 compiles about 1 MB a second at load),
+/// and nginx, which the e2e tests serve bundles from.
 fn setup() -> Result<()> {
     let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
     if !installed.lines().any(|l| l.trim() == TARGET) {
@@ -78,8 +79,21 @@ fn setup() -> Result<()> {
     if Command::new("wasm-opt").arg("--version").output().is_err() {
         println!("wasm-opt is missing: installing Debian's binaryen");
         run(Command::new("apt-get").args(["update", "-qq"]))?;
-        run(Command::new("apt-get").args(["install", "-y", "-qq", "binaryen"]).env("DEBIAN_FRONTEND", "noninteractive"))
-            .context("cannot install binaryen (wasm-opt); install it and run again")?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "binaryen"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+        .context("cannot install binaryen (wasm-opt); install it and run again")?;
+    }
+    // The e2e tests serve policy bundles from a real nginx (tests/e2e/src/nginx.rs).
+    // Debian puts it in /usr/sbin, which is not on every user's PATH.
+    let has_nginx = ["nginx", "/usr/sbin/nginx"].iter().any(|bin| Command::new(bin).arg("-v").output().is_ok());
+    if !has_nginx {
+        println!("nginx is missing: installing Debian's nginx-light");
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "nginx-light"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+        .context("cannot install nginx-light (nginx); install it and run again")?;
     }
     Ok(())
 }
@@ -100,7 +114,8 @@ fn build() -> Result<PathBuf> {
     for (_, file, budget) in MODULES {
         let (input, output) = (built.join(file), out.join(file));
         run(Command::new("wasm-opt").args(WASM_OPT_FLAGS).arg(&input).arg("-o").arg(&output))?;
-        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).with_context(|| format!("{} is missing", p.display()));
+        let size =
+            |p: &Path| std::fs::metadata(p).map(|m| m.len()).with_context(|| format!("{} is missing", p.display()));
         let (raw, optimized) = (size(&input)?, size(&output)?);
         let verdict = if optimized <= budget { "within" } else { "OVER" };
         println!(
@@ -134,8 +149,8 @@ fn envoy() -> Result<PathBuf> {
             }
         },
     };
-    let version = output(Command::new(&bin).arg("--version"))
-        .with_context(|| format!("running {} --version", bin.display()))?;
+    let version =
+        output(Command::new(&bin).arg("--version")).with_context(|| format!("running {} --version", bin.display()))?;
     let version = version.trim();
     println!("{}: {version}", bin.display());
     if !version.contains(&format!("/{ENVOY_VERSION}/")) {

@@ -31,6 +31,14 @@ pub enum ConfigError {
         /// The offending value.
         value: String,
     },
+    /// A service block (`policy.bundle`, `policy.decision_logs.service`) is invalid.
+    #[error("{field}: {message}")]
+    InvalidService {
+        /// The block.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A trusted forwarder is not a valid SPIFFE ID.
     #[error("trusted_forwarders: {value:?} is not a spiffe id: {source}")]
     InvalidForwarder {
@@ -70,7 +78,7 @@ pub enum ConfigError {
     #[error("trusted_forwarders: {0:?} is not in any of trust_domains")]
     ForwarderOutsideTrustDomains(String),
     /// The authz module was given no policy.
-    #[error("policy is required by the authz module")]
+    #[error("policy with rego or a bundle is required by the authz module")]
     MissingPolicy,
     /// Sidecar mode needs at least one trust domain to validate peers against.
     #[error("trust_domains must list at least one trust domain in sidecar mode")]
@@ -185,8 +193,7 @@ impl TryFrom<&RawConfig> for IdentityConfig {
             .iter()
             .flatten()
             .map(|td| {
-                TrustDomain::parse(td)
-                    .map_err(|source| ConfigError::InvalidTrustDomain { value: td.clone(), source })
+                TrustDomain::parse(td).map_err(|source| ConfigError::InvalidTrustDomain { value: td.clone(), source })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let trusted_forwarders = raw
@@ -208,7 +215,9 @@ impl TryFrom<&RawConfig> for IdentityConfig {
             Mode::Perimeter if !trusted_forwarders.is_empty() => {
                 return Err(ConfigError::NotInPerimeterMode("trusted_forwarders"));
             }
-            Mode::Sidecar if trust_domains.is_empty() => return Err(ConfigError::MissingTrustDomains),
+            Mode::Sidecar if trust_domains.is_empty() => {
+                return Err(ConfigError::MissingTrustDomains);
+            }
             _ => {}
         }
         let max_svid_ttl = raw
@@ -256,8 +265,7 @@ pub(crate) fn invalid_duration(field: &'static str, value: &str) -> ConfigError 
 
 /// Lower-cases `name` if it is a valid, non-pseudo HTTP header name (RFC 9110 token).
 pub fn header_name(name: &str) -> Option<String> {
-    let valid = !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     valid.then(|| name.to_ascii_lowercase())
 }
 
@@ -281,8 +289,8 @@ mod tests {
 
     #[test]
     fn perimeter_needs_no_trust_domain() {
-        let cfg = parse(r#"{"mode": "perimeter", "identity_headers": ["X-Forwarded-SPIFFE-ID", "x-spiffe-id"]}"#)
-            .unwrap();
+        let cfg =
+            parse(r#"{"mode": "perimeter", "identity_headers": ["X-Forwarded-SPIFFE-ID", "x-spiffe-id"]}"#).unwrap();
         assert_eq!(cfg.headers, vec!["x-forwarded-spiffe-id", "x-spiffe-id"]);
     }
 
@@ -305,8 +313,14 @@ mod tests {
             ),
             (r#"{"trust_domains": ["ai.internal"], "identity_headers": ["x y"]}"#, "\"x y\" is not a valid header"),
             (r#"{"trust_domains": ["ai.internal"], "identity_headers": [":path"]}"#, "\":path\" is not a valid header"),
-            (r#"{"trust_domains": ["ai.internal"], "max_svid_ttl": "1 hour"}"#, "max_svid_ttl: \"1 hour\" is not a duration"),
-            (r#"{"trust_domains": ["ai.internal"], "deny_status": 200}"#, "deny_status: 200 is not an http error status"),
+            (
+                r#"{"trust_domains": ["ai.internal"], "max_svid_ttl": "1 hour"}"#,
+                "max_svid_ttl: \"1 hour\" is not a duration",
+            ),
+            (
+                r#"{"trust_domains": ["ai.internal"], "deny_status": 200}"#,
+                "deny_status: 200 is not an http error status",
+            ),
             (r#"{"trust_domains": ["ai.internal"], "policy": {}}"#, "load svidgate_authz.wasm"),
         ];
         for (json, expected) in cases {

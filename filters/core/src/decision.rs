@@ -65,6 +65,12 @@ pub enum DenyReason {
     /// The policy tried to set or remove an identity header.
     #[error("policy result edits identity header {0:?}")]
     PolicyEditsIdentityHeader(String),
+    /// `policy.bundle` is configured with no bootstrap policy, and no bundle is active yet.
+    #[error("no policy is active yet: waiting for the first bundle")]
+    PolicyNotReady,
+    /// The active policy is older than `policy.max_policy_age` (the bundle service is not reached).
+    #[error("policy is stale: {0}")]
+    PolicyStale(String),
     /// The policy has no value for this input (undefined means deny).
     #[error("policy decision is undefined")]
     PolicyUndefined,
@@ -80,6 +86,8 @@ impl DenyReason {
                 | Self::HostFailure(_)
                 | Self::InvalidResult(_)
                 | Self::PolicyEditsIdentityHeader(_)
+                | Self::PolicyNotReady
+                | Self::PolicyStale(_)
         )
     }
 
@@ -94,6 +102,8 @@ impl DenyReason {
             Self::NoPeerIdentity(_) => "svidgate_no_peer_identity",
             Self::PolicyDenied => "svidgate_policy_denied",
             Self::PolicyEditsIdentityHeader(_) => "svidgate_policy_edits_identity_header",
+            Self::PolicyNotReady => "svidgate_policy_not_ready",
+            Self::PolicyStale(_) => "svidgate_policy_stale",
             Self::PolicyUndefined => "svidgate_policy_undefined",
         }
     }
@@ -103,6 +113,15 @@ impl Decision {
     /// Whether the request goes upstream.
     pub fn is_allow(&self) -> bool {
         matches!(self, Self::Allow { .. })
+    }
+
+    /// Adds a header to what the client receives: the response of an allowed request, or the local reply.
+    pub fn add_response_header(&mut self, name: &str, value: &str) {
+        let header = (name.to_owned(), value.to_owned());
+        match self {
+            Self::Allow { response_headers, .. } => response_headers.push(header),
+            Self::Deny { headers, .. } => headers.push(header),
+        }
     }
 
     /// A denial with the generic body svidgate sends for its own (non-policy) denials.

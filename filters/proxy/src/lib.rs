@@ -102,11 +102,15 @@ pub fn add_response_headers(context_id: u32, headers: &[(String, String)]) {
 /// Logs a decision at debug level: the reason, never the header map.
 pub fn log_decision(context_id: u32, decision: &Decision, upstream_identity: Option<&str>) {
     match decision {
-        Decision::Allow { .. } => debug!("#{context_id} allow: upstream identity {}", upstream_identity.unwrap_or("none")),
+        Decision::Allow { .. } => {
+            debug!("#{context_id} allow: upstream identity {}", upstream_identity.unwrap_or("none"))
+        }
         Decision::Deny { status, reason, .. } if reason.is_error() => {
             warn!("#{context_id} deny {status} ({}): {reason}", reason.code());
         }
-        Decision::Deny { status, reason, .. } => debug!("#{context_id} deny {status} ({}): {reason}", reason.code()),
+        Decision::Deny { status, reason, .. } => {
+            debug!("#{context_id} deny {status} ({}): {reason}", reason.code())
+        }
     }
 }
 
@@ -139,15 +143,42 @@ impl Metrics {
     /// Increments each counter in `events` by one.
     pub fn count(&self, events: &[Counter]) {
         for event in events {
-            if let Some((_, id)) = self.counters.iter().find(|(c, _)| c == event) {
-                let _ = hostcalls::increment_metric(*id, 1);
-            }
+            self.add(*event, 1);
+        }
+    }
+
+    /// Increments one counter by `n`.
+    pub fn add(&self, counter: Counter, n: u64) {
+        if let Some((_, id)) = self.counters.iter().find(|(c, _)| *c == counter) {
+            let _ = hostcalls::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 
     /// Records one value in the histogram.
     pub fn record(&self, value: u64) {
         if let Some(id) = self.histogram {
+            let _ = hostcalls::record_metric(id, value);
+        }
+    }
+}
+
+/// A gauge, defined once; a gauge the host refuses is logged and does nothing.
+#[derive(Debug)]
+pub struct Gauge(Option<u32>);
+
+impl Gauge {
+    /// Defines the gauge `name`.
+    pub fn define(name: &str) -> Self {
+        Self(
+            hostcalls::define_metric(MetricType::Gauge, name)
+                .map_err(|status| warn!("cannot define gauge {name}: {status:?}"))
+                .ok(),
+        )
+    }
+
+    /// Sets its value.
+    pub fn set(&self, value: u64) {
+        if let Some(id) = self.0 {
             let _ = hostcalls::record_metric(id, value);
         }
     }

@@ -6,11 +6,15 @@
 //! - [`process`]: child processes killed on drop, their logs printed when a test panics.
 //! - [`envoy`]: templates filled by code, Envoy started and watched through its admin API.
 //! - [`upstream`]: the small app behind each sidecar, reporting the identity it received.
+//! - [`nginx`]: a real nginx serving bundles from a directory, with ETags and 304s; stopped and restarted at will.
+//! - [`logsink`]: a decision-log collector taking OPA-style gzip JSON uploads, failing on demand.
 //! - [`client`]: HTTP/1.1 and HTTP/2 over (m)TLS with rustls, and plain HTTP.
 //! - [`topology`]: the seed's architecture: gateway, orchestrator, model server, vector store, tool runtime.
 
 pub mod client;
 pub mod envoy;
+pub mod logsink;
+pub mod nginx;
 pub mod paths;
 pub mod pki;
 pub mod process;

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, ensure};
 use svidgate_core::metrics::{Counter, DECISION_LATENCY_US};
 use svidgate_harness::cases::ModuleKind;
-use svidgate_harness::host::{Action, LogLevel, Plugin, PluginOptions};
+use svidgate_harness::host::{Action, HttpCall, LogLevel, Plugin, PluginOptions};
 use svidgate_testpki::{GATEWAY, Issued, ORCHESTRATOR, TRUST_DOMAIN, TrustDomainCa, Workload};
 
 const IDENTITY_CONFIG: &str = r#"{"trust_domains": ["ai.internal"], "require_peer": true}"#;
@@ -158,5 +158,185 @@ fn writes_masked_opa_decision_logs_to_the_proxy_log() -> Result<()> {
     ensure!(record["erased"] == serde_json::json!(["/input/attributes/request/http/headers/authorization"]));
     ensure!(!record.to_string().contains("top-secret-token"));
     ensure!(record["metrics"]["timer_rego_query_eval_ns"].as_u64().is_some_and(|ns| ns > 0));
+    Ok(())
+}
+
+/// The seed's rule with the callers in `data`, as an OPA bundle `svidgate bundle build` would write.
+fn bundle(revision: &str, callers: &[&str], rego: &str) -> Result<Vec<u8>> {
+    let manifest = serde_json::json!({"revision": revision, "roots": ["envoy/authz", "svidgate"]});
+    svidgate_cli::write_bundle(&[
+        (".manifest".into(), manifest.to_string().into_bytes()),
+        ("envoy/authz/policy.rego".into(), rego.as_bytes().to_vec()),
+        ("svidgate/data.json".into(), serde_json::json!({"allowed_callers": callers}).to_string().into_bytes()),
+    ])
+}
+
+const CALLER_LIST: &str = "package envoy.authz\nimport rego.v1\ndefault allow := false\n\
+    allow if input.attributes.source.principal in data.svidgate.allowed_callers\n";
+const BUNDLE_CONFIG: &str = r#"{"trust_domains": ["ai.internal"], "require_peer": true,
+    "policy": {"rego": "package envoy.authz\ndefault allow := false",
+               "bundle": {"cluster": "bundles", "resource": "/svidgate.tar.gz", "min_delay": "10s", "max_delay": "10s"},
+               "max_policy_age": "60s"}}"#;
+
+/// Ticks once and returns the one HTTP call the module dispatched.
+fn next_call(plugin: &mut Plugin) -> Result<HttpCall> {
+    plugin.tick()?;
+    let calls = plugin.take_http_calls();
+    let [call] = calls.as_slice() else { anyhow::bail!("expected one call, got {calls:?}") };
+    Ok(call.clone())
+}
+
+fn header<'a>(call: &'a HttpCall, name: &str) -> Option<&'a str> {
+    call.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn polls_bundles_swaps_the_policy_and_keeps_the_last_good_one() -> Result<()> {
+    let mut plugin = start(ModuleKind::Authz, BUNDLE_CONFIG)?;
+    ensure!(plugin.tick_period() == Some(std::time::Duration::from_secs(1)));
+    present(&mut plugin, &TrustDomainCa::new(TRUST_DOMAIN)?.svid(ORCHESTRATOR)?, ORCHESTRATOR);
+    ensure!(!get(&mut plugin, &[])?.0, "the bootstrap policy denies everyone");
+    let count = |plugin: &Plugin, c: Counter| plugin.counter(c.name()).unwrap_or(0);
+
+    let first = next_call(&mut plugin)?;
+    ensure!(first.cluster == "bundles" && header(&first, ":path") == Some("/svidgate.tar.gz"), "{first:?}");
+    ensure!(header(&first, ":method") == Some("GET") && header(&first, "if-none-match").is_none());
+    plugin.respond_http_call(first.token, &[(":status", "200"), ("etag", "\"v1\"")], &bundle("r1", &[ORCHESTRATOR.spiffe_id], CALLER_LIST)?)?;
+    ensure!(count(&plugin, Counter::BundleActivated) == 1, "{:?}", plugin.logs());
+    ensure!(plugin.gauge("svidgate.authz.bundle.revision.r1") == Some(1));
+    ensure!(get(&mut plugin, &[])?.0, "the bundle lets the orchestrator in");
+
+    plugin.tick()?;
+    ensure!(plugin.http_calls().is_empty(), "polled again before min_delay");
+    plugin.advance_time(std::time::Duration::from_secs(10));
+    let second = next_call(&mut plugin)?;
+    ensure!(header(&second, "if-none-match") == Some("\"v1\""), "{second:?}");
+    plugin.respond_http_call(second.token, &[(":status", "304"), ("etag", "\"v1\"")], &[])?;
+    ensure!(count(&plugin, Counter::BundleNotModified) == 1);
+
+    // Bad bundles are refused one by one; the policy of r1 keeps deciding.
+    let bad: [(&str, Vec<u8>); 3] = [
+        ("corrupt archive", b"\x1f\x8b\x08\0garbage".to_vec()),
+        ("unknown builtin", bundle("r2", &[], "package envoy.authz\nimport rego.v1\nallow if crypto.nope(input)\n")?),
+        ("wrong roots", bundle("r3", &[], "package admin\nimport rego.v1\nallow := true\n")?),
+    ];
+    for (n, (what, body)) in bad.iter().enumerate() {
+        plugin.advance_time(std::time::Duration::from_secs(10));
+        let call = next_call(&mut plugin)?;
+        ensure!(header(&call, "if-none-match") == Some("\"v1\""), "{what}: only the active bundle's etag is sent");
+        plugin.respond_http_call(call.token, &[(":status", "200"), ("etag", "\"bad\"")], body)?;
+        ensure!(count(&plugin, Counter::BundleRejected) == n as u64 + 1, "{what}: {:?}", plugin.logs());
+        ensure!(get(&mut plugin, &[])?.0, "{what}: the last good policy no longer decides");
+    }
+    let rejections = plugin.logs().iter().filter(|l| l.level == LogLevel::Error && l.message.contains("rejected bundle")).count();
+    ensure!(rejections == 3, "{:?}", plugin.logs());
+
+    // The service goes away: a reset, then Envoy's 503s. The policy ages past max_policy_age.
+    let age = |plugin: &Plugin| plugin.gauge(svidgate_core::metrics::POLICY_AGE_SECONDS);
+    plugin.advance_time(std::time::Duration::from_secs(10));
+    let reset = next_call(&mut plugin)?;
+    plugin.fail_http_call(reset.token)?;
+    for _ in 0..2 {
+        plugin.advance_time(std::time::Duration::from_secs(10));
+        let down = next_call(&mut plugin)?;
+        plugin.respond_http_call(down.token, &[(":status", "503")], b"upstream connect error")?;
+    }
+    ensure!(count(&plugin, Counter::BundleFetchFailed) == 3);
+    ensure!(age(&plugin) == Some(60), "confirmed at 10 s, now 70 s: {:?}", age(&plugin));
+    ensure!(get(&mut plugin, &[])?.0, "60 s old is still within max_policy_age");
+    plugin.advance_time(std::time::Duration::from_secs(1));
+    let mut stream = plugin.stream();
+    stream.request_headers(&[(":method", "GET"), (":path", "/"), (":authority", "model-server")], true)?;
+    let reply = stream.local_reply().context("a stale policy must deny")?.clone();
+    stream.finish()?;
+    ensure!(reply.status == 403 && count(&plugin, Counter::AuthzErrorPolicyStale) == 1, "{reply:?}");
+
+    // The service is back: one 304 confirms r1 and requests pass again.
+    plugin.advance_time(std::time::Duration::from_secs(9));
+    let back = next_call(&mut plugin)?;
+    plugin.respond_http_call(back.token, &[(":status", "304")], &[])?;
+    ensure!(get(&mut plugin, &[])?.0);
+    plugin.tick()?;
+    ensure!(age(&plugin) == Some(0), "{:?}", age(&plugin));
+
+    // A new revision drops the orchestrator; the old revision's gauge goes to 0.
+    plugin.advance_time(std::time::Duration::from_secs(10));
+    let update = next_call(&mut plugin)?;
+    plugin.respond_http_call(update.token, &[(":status", "200"), ("etag", "\"v2\"")], &bundle("r4", &[], CALLER_LIST)?)?;
+    ensure!(!get(&mut plugin, &[])?.0, "r4 denies the orchestrator");
+    ensure!(plugin.gauge("svidgate.authz.bundle.revision.r1") == Some(0) && plugin.gauge("svidgate.authz.bundle.revision.r4") == Some(1));
+    Ok(())
+}
+
+#[test]
+fn without_a_bootstrap_policy_requests_are_denied_until_the_first_bundle() -> Result<()> {
+    let config = r#"{"trust_domains": ["ai.internal"], "policy": {"bundle": {"cluster": "bundles"}}}"#;
+    let mut plugin = start(ModuleKind::Authz, config)?;
+    present(&mut plugin, &TrustDomainCa::new(TRUST_DOMAIN)?.svid(ORCHESTRATOR)?, ORCHESTRATOR);
+    ensure!(!get(&mut plugin, &[])?.0);
+    ensure!(plugin.counter(Counter::AuthzErrorPolicyNotReady.name()) == Some(1));
+    let call = next_call(&mut plugin)?;
+    ensure!(header(&call, ":path") == Some("/bundles/bundle.tar.gz"), "OPA's default resource name");
+    plugin.respond_http_call(call.token, &[(":status", "200")], &bundle("r1", &[ORCHESTRATOR.spiffe_id], CALLER_LIST)?)?;
+    ensure!(get(&mut plugin, &[])?.0);
+    Ok(())
+}
+
+#[test]
+fn an_unknown_cluster_counts_as_a_failed_fetch() -> Result<()> {
+    let mut plugin = svidgate_harness::cases::ModuleKind::Authz.module()?.start(PluginOptions {
+        plugin_config: BUNDLE_CONFIG.as_bytes().to_vec(),
+        clusters: Some(vec!["other".into()]),
+        ..PluginOptions::default()
+    })?;
+    plugin.tick()?;
+    ensure!(plugin.http_calls().is_empty());
+    ensure!(plugin.counter(Counter::BundleFetchFailed.name()) == Some(1), "{:?}", plugin.logs());
+    Ok(())
+}
+
+#[test]
+fn uploads_decision_logs_in_gzip_batches_and_retries_failed_ones() -> Result<()> {
+    let config = r#"{"trust_domains": ["ai.internal"], "policy": {"rego": "package envoy.authz\ndefault allow := true",
+        "decision_logs": {"service": {"cluster": "siem", "resource": "/v1/logs", "min_delay": "5s", "max_delay": "5s"},
+                          "decision_id_header": "x-svidgate-decision-id"}}}"#;
+    let mut plugin = start(ModuleKind::Authz, config)?;
+    present(&mut plugin, &TrustDomainCa::new(TRUST_DOMAIN)?.svid(ORCHESTRATOR)?, ORCHESTRATOR);
+    for n in 0..3 {
+        let request_id = format!("req-{n}");
+        let mut stream = plugin.stream();
+        stream.request_headers(
+            &[(":method", "GET"), (":path", "/"), ("x-request-id", &request_id), ("authorization", "Bearer secret")],
+            true,
+        )?;
+        ensure!(stream.filter_state("svidgate_decision_id") == Some(request_id.as_bytes()));
+        stream.response_headers(&[(":status", "200")], true)?;
+        ensure!(stream.response_header_map().contains(&("x-svidgate-decision-id".into(), request_id.clone())));
+        stream.finish()?;
+    }
+    ensure!(!plugin.logs().iter().any(|l| l.message.starts_with('{')), "console is off");
+    plugin.tick()?;
+    ensure!(plugin.http_calls().is_empty(), "uploaded before min_delay");
+    plugin.advance_time(std::time::Duration::from_secs(5));
+    let upload = next_call(&mut plugin)?;
+    ensure!(upload.cluster == "siem" && header(&upload, ":method") == Some("POST") && header(&upload, ":path") == Some("/v1/logs"));
+    ensure!(header(&upload, "content-encoding") == Some("gzip") && header(&upload, "content-type") == Some("application/json"));
+    let mut json = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(upload.body.as_slice()), &mut json)?;
+    let records: Vec<serde_json::Value> = serde_json::from_str(&json)?;
+    let ids: Vec<&str> = records.iter().filter_map(|r| r["decision_id"].as_str()).collect();
+    ensure!(ids == ["req-0", "req-1", "req-2"], "{json}");
+    ensure!(!json.contains("Bearer secret"), "authorization is masked by default");
+    plugin.respond_http_call(upload.token, &[(":status", "500")], &[])?;
+    ensure!(plugin.counter(Counter::DecisionLogsUploadFailed.name()) == Some(1));
+
+    plugin.advance_time(std::time::Duration::from_secs(5));
+    let retry = next_call(&mut plugin)?;
+    let mut again = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(retry.body.as_slice()), &mut again)?;
+    ensure!(again == json, "the failed batch is sent again, unchanged");
+    plugin.respond_http_call(retry.token, &[(":status", "204")], &[])?;
+    ensure!(plugin.counter(Counter::DecisionLogsUploaded.name()) == Some(3));
+    ensure!(plugin.counter(Counter::DecisionLogsDropped.name()) == Some(0));
     Ok(())
 }

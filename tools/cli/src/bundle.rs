@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use flate2::Compression;
-use flate2::write::GzEncoder;
+use svidgate_cli::write_bundle;
 use svidgate_core::authz::testing::PolicyDir;
 
 use crate::Args;
@@ -35,17 +34,7 @@ pub(crate) fn build(args: &Args) -> Result<ExitCode> {
     if entries.len() == 1 {
         bail!("{} holds no policy module or data file", root.display());
     }
-    entries.sort();
-    let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::best()));
-    for (path, bytes) in &entries {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(u64::try_from(bytes.len())?);
-        header.set_mode(0o644);
-        header.set_mtime(0);
-        header.set_cksum();
-        tar.append_data(&mut header, path.trim_start_matches('/'), bytes.as_slice())?;
-    }
-    let gzip = tar.into_inner()?.finish()?;
+    let gzip = write_bundle(&entries)?;
     std::fs::write(output, &gzip).with_context(|| format!("cannot write {output}"))?;
     println!("wrote {output}: {} files, {} bytes", entries.len(), gzip.len());
     Ok(ExitCode::SUCCESS)

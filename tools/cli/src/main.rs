@@ -159,16 +159,7 @@ pub(crate) struct Evaluator {
 impl Evaluator {
     pub(crate) fn new(dir: &PolicyDir, entrypoint: &str) -> Result<Self> {
         let modules = dir.modules.iter().filter(|(name, _)| !name.ends_with("_test.rego")).cloned().collect();
-        let config = PolicyConfig {
-            modules,
-            data: dir.data.clone(),
-            entrypoint: entrypoint.to_owned(),
-            error_status: 403,
-            eval_timeout: svidgate_core::authz::DEFAULT_EVAL_TIMEOUT,
-            max_instructions: svidgate_core::authz::DEFAULT_MAX_INSTRUCTIONS,
-            dry_run: false,
-            decision_logs: None,
-        };
+        let config = PolicyConfig::inline(modules, dir.data.clone(), entrypoint);
         let policy = svidgate_core::authz::Policy::compile(&config)?;
         let identity = IdentityConfig::parse(br#"{"mode": "perimeter"}"#)?;
         Ok(Self { policy, identity })
@@ -187,7 +178,9 @@ impl Evaluator {
 pub(crate) fn describe(decision: &Decision) -> String {
     match decision {
         Decision::Allow { .. } => "decision: allow".to_owned(),
-        Decision::Deny { status, reason, .. } => format!("decision: deny {status} ({})", reason.code()),
+        Decision::Deny { status, reason, .. } => {
+            format!("decision: deny {status} ({})", reason.code())
+        }
     }
 }
 

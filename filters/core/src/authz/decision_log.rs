@@ -7,7 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use crate::config::ConfigError;
+use super::service::{LogServiceConfig, RawService};
+use crate::config::{ConfigError, header_name};
 
 /// Input paths masked unless configured otherwise: credentials must not reach the SIEM.
 pub const DEFAULT_MASK: [&str; 2] =
@@ -24,6 +25,10 @@ pub struct DecisionLogConfig {
     pub sample_allowed: f64,
     /// Labels added to every record, beside `id`, `type` and `version`.
     pub labels: BTreeMap<String, String>,
+    /// Upload records to an OPA-compatible decision-log receiver, as OPA's `decision_logs.service`.
+    pub service: Option<LogServiceConfig>,
+    /// Send the decision id to the client in this response header.
+    pub decision_id_header: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -35,6 +40,8 @@ pub(crate) struct RawDecisionLogs {
     sample_allowed: Option<f64>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    service: Option<RawService>,
+    decision_id_header: Option<String>,
 }
 
 impl TryFrom<RawDecisionLogs> for DecisionLogConfig {
@@ -49,7 +56,17 @@ impl TryFrom<RawDecisionLogs> for DecisionLogConfig {
         if !(0.0..=1.0).contains(&sample_allowed) {
             return Err(ConfigError::InvalidDecisionLogs(format!("sample_allowed {sample_allowed} is not in 0..1")));
         }
-        Ok(Self { console: raw.console, mask, sample_allowed, labels: raw.labels })
+        let decision_id_header = match raw.decision_id_header {
+            Some(name) => Some(header_name(&name).ok_or_else(|| {
+                ConfigError::InvalidDecisionLogs(format!("decision_id_header {name:?} is not a header name"))
+            })?),
+            None => None,
+        };
+        let service = raw.service.as_ref().map(RawService::logs).transpose()?;
+        if !raw.console && service.is_none() && decision_id_header.is_none() {
+            return Err(ConfigError::InvalidDecisionLogs("enable console, service or decision_id_header".into()));
+        }
+        Ok(Self { console: raw.console, mask, sample_allowed, labels: raw.labels, service, decision_id_header })
     }
 }
 
@@ -68,6 +85,8 @@ pub struct DecisionRecord<'a> {
     pub timestamp: SystemTime,
     /// Evaluation time.
     pub eval_ns: u64,
+    /// The bundle (name, revision) the policy came from, if bundles are configured.
+    pub bundle: Option<(&'a str, &'a str)>,
     /// What svidgate did: `allow` or `deny`, the status, the reason code, and dry-run.
     pub outcome: Json,
 }
@@ -79,7 +98,9 @@ impl DecisionLogConfig {
             return true;
         }
         // FNV-1a: the same request id is in or out of the sample on every proxy.
-        let hash = decision_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let hash = decision_id
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
         (hash % 10_000) as f64 / 10_000.0 < self.sample_allowed
     }
 
@@ -98,10 +119,13 @@ impl DecisionLogConfig {
             "metrics": {"timer_rego_query_eval_ns": record.eval_ns},
             "svidgate": record.outcome,
         });
-        if *record.result != regorus::Value::Undefined
-            && let Some(object) = entry.as_object_mut()
-        {
-            object.insert("result".into(), to_json(record.result));
+        if let Some(object) = entry.as_object_mut() {
+            if *record.result != regorus::Value::Undefined {
+                object.insert("result".into(), to_json(record.result));
+            }
+            if let Some((name, revision)) = record.bundle {
+                object.insert("bundles".into(), json!({ name: {"revision": revision} }));
+            }
         }
         let erased: Vec<&str> = self.mask.iter().filter(|p| erase(&mut entry, p)).map(String::as_str).collect();
         if !erased.is_empty()
@@ -119,7 +143,9 @@ fn to_json(value: &regorus::Value) -> Json {
 
 /// Removes the value at a JSON pointer; true if there was one.
 fn erase(entry: &mut Json, pointer: &str) -> bool {
-    let Some((parent, key)) = pointer.rsplit_once('/') else { return false };
+    let Some((parent, key)) = pointer.rsplit_once('/') else {
+        return false;
+    };
     let key = key.replace("~1", "/").replace("~0", "~");
     entry.pointer_mut(parent).and_then(Json::as_object_mut).is_some_and(|o| o.remove(&key).is_some())
 }
@@ -181,6 +207,7 @@ mod tests {
             result: &result,
             timestamp: UNIX_EPOCH,
             eval_ns: 4200,
+            bundle: Some(("svidgate", "r7")),
             outcome: json!({"decision": "allow"}),
         });
         assert!(!line.contains('\n') && !line.contains("secret"), "{line}");
@@ -194,20 +221,26 @@ mod tests {
         assert_eq!(record["input"]["attributes"]["request"]["http"]["headers"], json!({"x-tenant": "a"}));
         assert_eq!(record["erased"], json!(["/input/attributes/request/http/headers/authorization"]));
         assert_eq!(record["timestamp"], "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(record["bundles"], json!({"svidgate": {"revision": "r7"}}));
     }
 
     #[test]
     fn samples_allowed_decisions_deterministically() {
-        let cfg = config(r#"{"sample_allowed": 0.25}"#).unwrap();
+        let cfg = config(r#"{"console": true, "sample_allowed": 0.25}"#).unwrap();
         let kept = (0..4000).filter(|i| cfg.samples(&format!("req-{i}"))).count();
         assert!((800..1200).contains(&kept), "{kept}");
         assert_eq!(cfg.samples("req-7"), cfg.samples("req-7"));
-        assert!(config("{}").unwrap().samples("any"));
+        assert!(config(r#"{"console": true}"#).unwrap().samples("any"));
     }
 
     #[test]
     fn refuses_bad_masks_and_rates() {
-        assert!(config(r#"{"mask": ["input/x"]}"#).is_err());
-        assert!(config(r#"{"sample_allowed": 1.5}"#).is_err());
+        assert!(config(r#"{"console": true, "mask": ["input/x"]}"#).is_err());
+        assert!(config(r#"{"console": true, "sample_allowed": 1.5}"#).is_err());
+        assert!(config(r#"{"console": true, "decision_id_header": "bad header"}"#).is_err());
+        assert!(config(r#"{"mask": []}"#).is_err(), "logs that go nowhere");
+        let shipped = config(r#"{"service": {"cluster": "siem"}, "decision_id_header": "X-Decision-Id"}"#).unwrap();
+        assert_eq!(shipped.decision_id_header.as_deref(), Some("x-decision-id"));
+        assert_eq!(shipped.service.unwrap().service.resource, "/logs");
     }
 }

@@ -3,12 +3,13 @@
 use std::cell::RefCell;
 use std::num::NonZeroU32;
 
+use regorus::languages::rego::compiler::Compiler;
 use regorus::rvm::RegoVM;
 use regorus::rvm::vm::VmError;
-use regorus::languages::rego::compiler::Compiler;
 use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::{Engine, Value};
 
+use super::bundle::{Bundle, BundleError};
 use super::{InputPlan, PolicyConfig};
 use crate::config::ConfigError;
 
@@ -44,35 +45,49 @@ impl Policy {
     /// Parses and compiles `config`'s modules for its entrypoint. Syntax errors, unknown
     /// builtins, conflicts and a missing entrypoint are all refused here, not per request.
     pub fn compile(config: &PolicyConfig) -> Result<Self, ConfigError> {
-        let fail = |message: String| ConfigError::PolicyCompile {
+        Self::build(config, &config.modules, &config.data, |_| Ok(())).map_err(|error| ConfigError::PolicyCompile {
             entrypoint: config.entrypoint.clone(),
-            message,
-        };
+            message: match error {
+                BundleError::Compile(message) => message,
+                other => other.to_string(),
+            },
+        })
+    }
+
+    /// Compiles a bundle's modules and data with `config`'s entrypoint and limits; every package
+    /// must lie under the bundle's roots.
+    pub fn compile_bundle(config: &PolicyConfig, bundle: &Bundle) -> Result<Self, BundleError> {
+        Self::build(config, &bundle.modules, &bundle.data, |package| bundle.check_package(package))
+    }
+
+    fn build(
+        config: &PolicyConfig,
+        modules: &[(String, String)],
+        data: &serde_json::Value,
+        check_package: impl Fn(&str) -> Result<(), BundleError>,
+    ) -> Result<Self, BundleError> {
+        let fail = |e: &dyn std::fmt::Display| BundleError::Compile(e.to_string());
         let mut engine = Engine::new();
-        for (name, source) in &config.modules {
-            engine.add_policy(name.clone(), source.clone()).map_err(|e| fail(e.to_string()))?;
+        for (name, source) in modules {
+            let package = engine.add_policy(name.clone(), source.clone()).map_err(|e| fail(&e))?;
+            check_package(&package)?;
         }
-        let data = Value::from_json_str(&config.data.to_string()).map_err(|e| fail(e.to_string()))?;
+        let data = Value::from_json_str(&data.to_string()).map_err(|e| fail(&e))?;
         let entrypoint: regorus::Rc<str> = config.entrypoint.as_str().into();
-        let compiled = engine.compile_with_entrypoint(&entrypoint).map_err(|e| fail(e.to_string()))?;
-        let program = Compiler::compile_from_policy(&compiled, &[config.entrypoint.as_str()])
-            .map_err(|e| fail(e.to_string()))?;
+        let compiled = engine.compile_with_entrypoint(&entrypoint).map_err(|e| fail(&e))?;
+        let program = Compiler::compile_from_policy(&compiled, &[config.entrypoint.as_str()]).map_err(|e| fail(&e))?;
         if program.get_entry_point(&config.entrypoint).is_none() {
-            return Err(fail("entrypoint is not defined by any module".to_owned()));
+            return Err(fail(&"entrypoint is not defined by any module"));
         }
         let mut vm = RegoVM::new();
         vm.load_program(program);
-        vm.set_data(data).map_err(|e| fail(e.to_string()))?;
+        vm.set_data(data).map_err(|e| fail(&e))?;
         vm.set_max_instructions(config.max_instructions);
         vm.set_execution_timer_config(Some(ExecutionTimerConfig {
             limit: config.eval_timeout,
             check_interval: TIMER_CHECK_INTERVAL,
         }));
-        Ok(Self {
-            vm: RefCell::new(vm),
-            entrypoint: config.entrypoint.clone(),
-            plan: InputPlan::for_modules(&config.modules),
-        })
+        Ok(Self { vm: RefCell::new(vm), entrypoint: config.entrypoint.clone(), plan: InputPlan::for_modules(modules) })
     }
 
     /// Which optional parts of the input the policy can read.
@@ -87,10 +102,7 @@ impl Policy {
 
     /// Evaluates the entrypoint for `input`; `Value::Undefined` when the rule has no value.
     pub fn evaluate(&self, input: Value) -> Result<Value, EvalError> {
-        let mut vm = self
-            .vm
-            .try_borrow_mut()
-            .map_err(|_| EvalError::Failed("re-entrant evaluation".to_owned()))?;
+        let mut vm = self.vm.try_borrow_mut().map_err(|_| EvalError::Failed("re-entrant evaluation".to_owned()))?;
         vm.set_input(input);
         vm.execute_entry_point_by_name(&self.entrypoint).map_err(|error| match error {
             VmError::InstructionLimitExceeded { .. }

@@ -7,10 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use regorus::{Engine, Value};
 use regorus::unstable::{Lexer, Source, TokenKind};
+use regorus::{Engine, Value};
 
-use super::{DEFAULT_MAX_INSTRUCTIONS, Policy, PolicyConfig};
+use super::{Policy, PolicyConfig};
 
 /// The outcome of one test rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,7 +64,8 @@ impl PolicyDir {
         for path in files {
             let relative = path.strip_prefix(root).unwrap_or(&path);
             let name = relative.to_string_lossy().into_owned();
-            let read = |p: &Path| std::fs::read_to_string(p).map_err(|source| LoadError::Io { path: p.to_owned(), source });
+            let read =
+                |p: &Path| std::fs::read_to_string(p).map_err(|source| LoadError::Io { path: p.to_owned(), source });
             if name.ends_with(".rego") {
                 dir.modules.push((name, read(&path)?));
             } else if relative.file_name().is_some_and(|f| f == "data.json") {
@@ -107,7 +108,10 @@ impl PolicyDir {
             .into_iter()
             .filter_map(|rule| {
                 let failure = Policy::compile(&self.config(&policy_modules, &rule)).err()?;
-                Some(TestOutcome { rule: format!("{rule} (compiles for the module)"), failure: Some(failure.to_string()) })
+                Some(TestOutcome {
+                    rule: format!("{rule} (compiles for the module)"),
+                    failure: Some(failure.to_string()),
+                })
             })
             .collect();
         match self.engine() {
@@ -159,22 +163,19 @@ impl PolicyDir {
     }
 
     fn config(&self, modules: &[(String, String)], entrypoint: &str) -> PolicyConfig {
+        // Tests may run long: a slow CI machine must not fail them on the request-path budget.
         PolicyConfig {
-            modules: modules.to_vec(),
-            data: self.data.clone(),
-            entrypoint: entrypoint.to_owned(),
-            error_status: 403,
             eval_timeout: Duration::from_secs(5),
-            max_instructions: DEFAULT_MAX_INSTRUCTIONS,
-            dry_run: false,
-            decision_logs: None,
+            ..PolicyConfig::inline(modules.to_vec(), self.data.clone(), entrypoint)
         }
     }
 }
 
 /// Finds `package a.b` and the rules defined at the start of a line (functions excluded).
 fn top_level_rules(name: &str, source: &str) -> Vec<String> {
-    let Ok(source) = Source::from_contents(name.to_owned(), source.to_owned()) else { return Vec::new() };
+    let Ok(source) = Source::from_contents(name.to_owned(), source.to_owned()) else {
+        return Vec::new();
+    };
     let mut lexer = Lexer::new(&source);
     let mut tokens = Vec::new();
     while let Ok(token) = lexer.next_token() {
@@ -199,7 +200,9 @@ fn top_level_rules(name: &str, source: &str) -> Vec<String> {
                     package.push_str(part);
                     i += 1;
                     match (tokens.get(i), tokens.get(i + 1)) {
-                        (Some((TokenKind::Symbol, dot, _)), Some((TokenKind::Ident, _, c))) if dot == "." && *c != 1 => {
+                        (Some((TokenKind::Symbol, dot, _)), Some((TokenKind::Ident, _, c)))
+                            if dot == "." && *c != 1 =>
+                        {
                             package.push('.');
                             i += 1;
                         }
@@ -210,7 +213,9 @@ fn top_level_rules(name: &str, source: &str) -> Vec<String> {
             "import" => {}
             _ => {
                 let rule = if text == "default" {
-                    let Some((TokenKind::Ident, rule, _)) = tokens.get(i) else { continue };
+                    let Some((TokenKind::Ident, rule, _)) = tokens.get(i) else {
+                        continue;
+                    };
                     rule
                 } else {
                     text

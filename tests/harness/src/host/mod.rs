@@ -27,11 +27,21 @@
 //! - stream contexts are created lazily, on request headers; `finish` runs `proxy_on_log`, then
 //!   `proxy_on_done` and `proxy_on_delete`, Envoy's order;
 //! - a trap crashes the VM: the stream gets Envoy's fail-closed local reply (503,
-//!   `wasm_fail_stream`) and every later call fails with "vm crashed".
+//!   `wasm_fail_stream`) and every later call fails with "vm crashed";
+//! - HTTP callouts: `proxy_http_call` is refused with BadArgument, as Envoy refuses it, for a
+//!   timeout above `i32::MAX` ms, an unknown cluster (see [`PluginOptions::clusters`]; the empty
+//!   name never exists) or headers without `:method`, `:path` or `:authority`. An accepted call
+//!   waits in [`Plugin::http_calls`] until the test answers it with [`Plugin::respond_http_call`]
+//!   or [`Plugin::fail_http_call`]; either runs `proxy_on_http_call_response` on the root context,
+//!   where Envoy runs it whichever context dispatched the call. The response headers and body
+//!   are readable only during that callback.
 //!
-//! Not modelled: bodies, trailers, HTTP/gRPC callouts (`proxy_http_call` fails with
-//! InternalFailure), shared queues, and the re-entry of a local reply into the filter's own
-//! `proxy_on_response_headers` (call `response_headers` yourself to test that path).
+//! Not modelled: bodies, trailers (callouts neither send nor receive them), gRPC callouts,
+//! `proxy_get_status` (Envoy reports "reset" there while a failed callout is reported), shared
+//! queues, and the re-entry of a local reply into the filter's own `proxy_on_response_headers`
+//! (call `response_headers` yourself to test that path). HTTP callout tokens count 1, 2, 3, ...
+//! per plugin, where Envoy counts 4, 8, 12, ... per VM (the low two bits tag the callout kind);
+//! tests should use the token of the [`HttpCall`] rather than assume either.
 
 mod abi;
 mod memory;
@@ -39,7 +49,7 @@ mod state;
 mod wasi;
 
 use anyhow::{Context as _, Result, anyhow};
-use state::{HostState, MetricKind, MetricValue, ROOT_CONTEXT_ID, StreamState};
+use state::{CalloutResponse, HeaderMap, HostState, MetricKind, MetricValue, ROOT_CONTEXT_ID, StreamState};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 use wasmtime::{Engine, Instance, InstancePre, Linker, Store, TypedFunc, WasmParams, WasmResults};
@@ -63,27 +73,17 @@ impl Module {
         let mut config = wasmtime::Config::new();
         config.consume_fuel(true);
         let engine = Engine::new(&config).map_err(wasm_error)?;
-        let module = wasmtime::Module::new(&engine, bytes)
-            .map_err(wasm_error)
-            .context("compiling the module")?;
+        let module = wasmtime::Module::new(&engine, bytes).map_err(wasm_error).context("compiling the module")?;
         // Envoy refuses modules that do not declare the ABI version they were built for.
-        if !module
-            .exports()
-            .any(|export| export.name() == ABI_VERSION_EXPORT)
-        {
+        if !module.exports().any(|export| export.name() == ABI_VERSION_EXPORT) {
             return Err(anyhow!("the module does not export `{ABI_VERSION_EXPORT}`"));
         }
         let mut linker = Linker::new(&engine);
         abi::add_to_linker(&mut linker).map_err(wasm_error)?;
         wasi::add_to_linker(&mut linker).map_err(wasm_error)?;
         // Imports this host lacks trap when called, naming the import, instead of failing to link.
-        linker
-            .define_unknown_imports_as_traps(&module)
-            .map_err(wasm_error)?;
-        let pre = linker
-            .instantiate_pre(&module)
-            .map_err(wasm_error)
-            .context("linking the module")?;
+        linker.define_unknown_imports_as_traps(&module).map_err(wasm_error)?;
+        let pre = linker.instantiate_pre(&module).map_err(wasm_error).context("linking the module")?;
         Ok(Module { engine, pre })
     }
 
@@ -93,19 +93,10 @@ impl Module {
     pub fn start(&self, options: PluginOptions) -> Result<Plugin> {
         let mut store = Store::new(&self.engine, HostState::new(&options));
         store.set_fuel(INITIAL_FUEL).map_err(wasm_error)?;
-        let instance = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(wasm_error)
-            .context("instantiating the module")?;
+        let instance = self.pre.instantiate(&mut store).map_err(wasm_error).context("instantiating the module")?;
         let guest = Guest::resolve(&mut store, &instance)?;
-        let mut plugin = Plugin {
-            store,
-            guest,
-            configured: false,
-            crashed: None,
-            next_context_id: ROOT_CONTEXT_ID + 1,
-        };
+        let mut plugin =
+            Plugin { store, guest, configured: false, crashed: None, next_context_id: ROOT_CONTEXT_ID + 1 };
         plugin.boot(&options)?;
         Ok(plugin)
     }
@@ -122,6 +113,8 @@ pub struct PluginOptions {
     pub now: Option<SystemTime>,
     /// Envoy's log level: lower log lines are dropped; `Trace` if `None`.
     pub log_level: Option<LogLevel>,
+    /// The upstream clusters `proxy_http_call` may name; any non-empty name if `None`.
+    pub clusters: Option<Vec<String>>,
 }
 
 /// A running plugin: one VM instance with its root context, and the host state around it.
@@ -142,10 +135,7 @@ impl Plugin {
 
     /// Sets a property (raw bytes, as Envoy serializes them) for `proxy_get_property`.
     pub fn set_property(&mut self, path: &[&str], value: impl Into<Vec<u8>>) {
-        self.store
-            .data_mut()
-            .properties
-            .insert(property_key(path), value.into());
+        self.store.data_mut().properties.insert(property_key(path), value.into());
     }
 
     /// Removes a property: `proxy_get_property` then reports NotFound.
@@ -180,14 +170,40 @@ impl Plugin {
         self.store.data().tick_period
     }
 
+    /// The HTTP callouts the module dispatched that the test has neither taken nor answered.
+    pub fn http_calls(&self) -> &[HttpCall] {
+        &self.store.data().callouts.dispatched
+    }
+
+    /// Removes and returns the dispatched callouts; they stay outstanding until answered.
+    pub fn take_http_calls(&mut self) -> Vec<HttpCall> {
+        std::mem::take(&mut self.store.data_mut().callouts.dispatched)
+    }
+
+    /// Answers callout `token` with a response (`:status` included in `headers` by the test):
+    /// calls `proxy_on_http_call_response(root, token, headers, body size, 0)`.
+    ///
+    /// Envoy also reports timeouts and connection failures this way, as responses of its router:
+    /// 504 `upstream request timeout`, 503 `no healthy upstream`, or 503 `upstream connect error
+    /// or disconnect/reset before headers. ...`.
+    pub fn respond_http_call(&mut self, token: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<()> {
+        let response = CalloutResponse { headers: HeaderMap::from_pairs(headers.iter().copied()), body: body.to_vec() };
+        self.deliver_http_call(token, Some(response))
+    }
+
+    /// Fails callout `token` as Envoy does when the request is reset: calls
+    /// `proxy_on_http_call_response(root, token, 0, 0, 0)` with no response at all, so reading
+    /// the header pairs gives none, reading the body gives NotFound and reading one header gives
+    /// BadArgument (the Rust SDK panics on that, in Envoy too).
+    pub fn fail_http_call(&mut self, token: u32) -> Result<()> {
+        self.deliver_http_call(token, None)
+    }
+
     /// Opens a new HTTP stream; its context is created on its first callback, as in Envoy.
     pub fn stream(&mut self) -> Stream<'_> {
         let id = self.next_context_id;
         self.next_context_id = self.next_context_id.wrapping_add(1);
-        self.store
-            .data_mut()
-            .streams
-            .insert(id, StreamState::default());
+        self.store.data_mut().streams.insert(id, StreamState::default());
         Stream { plugin: self, id }
     }
 
@@ -203,12 +219,7 @@ impl Plugin {
 
     /// The value of the counter called `name`, if the module defined it.
     pub fn counter(&self, name: &str) -> Option<u64> {
-        match self
-            .store
-            .data()
-            .metrics
-            .by_name(MetricKind::Counter, name)?
-        {
+        match self.store.data().metrics.by_name(MetricKind::Counter, name)? {
             MetricValue::Counter(value) => Some(*value),
             _ => None,
         }
@@ -224,12 +235,7 @@ impl Plugin {
 
     /// Every value recorded in the histogram called `name`, if the module defined it.
     pub fn histogram(&self, name: &str) -> Option<&[u64]> {
-        match self
-            .store
-            .data()
-            .metrics
-            .by_name(MetricKind::Histogram, name)?
-        {
+        match self.store.data().metrics.by_name(MetricKind::Histogram, name)? {
             MetricValue::Histogram(values) => Some(values),
             _ => None,
         }
@@ -237,18 +243,36 @@ impl Plugin {
 
     /// The names of every metric the module defined, in definition order.
     pub fn metric_names(&self) -> Vec<String> {
-        self.store
-            .data()
-            .metrics
-            .all()
-            .iter()
-            .map(|metric| metric.name.clone())
-            .collect()
+        self.store.data().metrics.all().iter().map(|metric| metric.name.clone()).collect()
     }
 
     /// Fuel the module burned since it was instantiated, `_initialize` included.
     pub fn fuel_consumed_total(&self) -> u64 {
         INITIAL_FUEL.saturating_sub(self.store.get_fuel().unwrap_or(INITIAL_FUEL))
+    }
+
+    /// Runs `proxy_on_http_call_response` for an outstanding callout; `None` reports a failure.
+    fn deliver_http_call(&mut self, token: u32, response: Option<CalloutResponse>) -> Result<()> {
+        let callouts = &mut self.store.data_mut().callouts;
+        if !callouts.finish(token) {
+            return Err(anyhow!("no outstanding HTTP call with token {token}"));
+        }
+        let (headers, body) = response.as_ref().map_or((0, 0), |response| {
+            let count = u32::try_from(response.headers.entries().len()).unwrap_or(u32::MAX);
+            (count, buffer_len(&response.body))
+        });
+        callouts.response = response;
+        let on_response = self.guest.on_http_call_response.clone();
+        let result = self.call(
+            ROOT_CONTEXT_ID,
+            "proxy_on_http_call_response",
+            on_response,
+            (ROOT_CONTEXT_ID, token, headers, body, 0),
+        );
+        // Envoy drops the response once the callback returns, or traps.
+        self.store.data_mut().callouts.response = None;
+        result?;
+        Ok(())
     }
 
     /// Initializes the instance and the root context, and configures the plugin.
@@ -257,12 +281,7 @@ impl Plugin {
         self.call(0, "_initialize", initialize, ())?;
         self.call(0, "_start", start, ())?;
         let create = self.guest.on_context_create.clone();
-        self.call(
-            ROOT_CONTEXT_ID,
-            "proxy_on_context_create",
-            create,
-            (ROOT_CONTEXT_ID, 0),
-        )?;
+        self.call(ROOT_CONTEXT_ID, "proxy_on_context_create", create, (ROOT_CONTEXT_ID, 0))?;
         // Envoy shows the plugin configuration only while the root context starts and configures.
         self.store.data_mut().plugin_config_visible = true;
         let configured = self.configure(options);
@@ -275,23 +294,13 @@ impl Plugin {
     fn configure(&mut self, options: &PluginOptions) -> Result<bool> {
         let on_vm_start = self.guest.on_vm_start.clone();
         let size = buffer_len(&options.vm_config);
-        let started = self.call(
-            ROOT_CONTEXT_ID,
-            "proxy_on_vm_start",
-            on_vm_start,
-            (ROOT_CONTEXT_ID, size),
-        )?;
+        let started = self.call(ROOT_CONTEXT_ID, "proxy_on_vm_start", on_vm_start, (ROOT_CONTEXT_ID, size))?;
         if started == Some(0) {
             return Ok(false);
         }
         let on_configure = self.guest.on_configure.clone();
         let size = buffer_len(&options.plugin_config);
-        let configured = self.call(
-            ROOT_CONTEXT_ID,
-            "proxy_on_configure",
-            on_configure,
-            (ROOT_CONTEXT_ID, size),
-        )?;
+        let configured = self.call(ROOT_CONTEXT_ID, "proxy_on_configure", on_configure, (ROOT_CONTEXT_ID, size))?;
         Ok(configured != Some(0))
     }
 
@@ -332,15 +341,9 @@ impl Plugin {
                 let error = wasm_error(error);
                 // The SDK's panic hook logs the panic message at Critical just before the trap.
                 let logged = state.logs.get(logs_before..).unwrap_or_default();
-                let last_words = logged
-                    .iter()
-                    .rev()
-                    .find(|entry| entry.level >= LogLevel::Error);
+                let last_words = logged.iter().rev().find(|entry| entry.level >= LogLevel::Error);
                 let summary = match last_words {
-                    Some(entry) => format!(
-                        "{name}({context}) trapped after logging {:?}",
-                        entry.message
-                    ),
+                    Some(entry) => format!("{name}({context}) trapped after logging {:?}", entry.message),
                     None => format!("{name}({context}) trapped"),
                 };
                 self.crashed = Some(format!("{summary}: {}", error.root_cause()));
@@ -404,22 +407,12 @@ impl Plugin {
         }
         self.ensure_created(id)?;
         let (name, function) = match direction {
-            Direction::Request => (
-                "proxy_on_request_headers",
-                self.guest.on_request_headers.clone(),
-            ),
-            Direction::Response => (
-                "proxy_on_response_headers",
-                self.guest.on_response_headers.clone(),
-            ),
+            Direction::Request => ("proxy_on_request_headers", self.guest.on_request_headers.clone()),
+            Direction::Response => ("proxy_on_response_headers", self.guest.on_response_headers.clone()),
         };
         let raw = self.stream_call(id, name, function, (id, count, u32::from(end_of_stream)))?;
         // 0 is Continue; anything else stops iteration (the SDK only returns 1, Pause).
-        let action = if raw.unwrap_or(0) == 0 {
-            Action::Continue
-        } else {
-            Action::Pause
-        };
+        let action = if raw.unwrap_or(0) == 0 { Action::Continue } else { Action::Pause };
         if action == Action::Continue {
             let stream = self.stream_state_mut(id)?;
             match direction {
@@ -451,11 +444,7 @@ impl Plugin {
     }
 
     fn stream_state_mut(&mut self, id: u32) -> Result<&mut StreamState> {
-        self.store
-            .data_mut()
-            .streams
-            .get_mut(&id)
-            .ok_or_else(|| anyhow!("no stream with context id {id}"))
+        self.store.data_mut().streams.get_mut(&id).ok_or_else(|| anyhow!("no stream with context id {id}"))
     }
 }
 
@@ -472,49 +461,39 @@ impl Stream<'_> {
     }
 
     /// Sets the request header map (Envoy semantics: names lower-cased, order kept, repeats kept) and calls proxy_on_request_headers(id, n, end_of_stream).
-    pub fn request_headers(
-        &mut self,
-        headers: &[(&str, &str)],
-        end_of_stream: bool,
-    ) -> Result<Action> {
-        self.plugin
-            .on_headers(self.id, Direction::Request, headers, end_of_stream)
+    pub fn request_headers(&mut self, headers: &[(&str, &str)], end_of_stream: bool) -> Result<Action> {
+        self.plugin.on_headers(self.id, Direction::Request, headers, end_of_stream)
     }
 
     /// Sets the response header map and calls proxy_on_response_headers(id, n, end_of_stream).
-    pub fn response_headers(
-        &mut self,
-        headers: &[(&str, &str)],
-        end_of_stream: bool,
-    ) -> Result<Action> {
-        self.plugin
-            .on_headers(self.id, Direction::Response, headers, end_of_stream)
+    pub fn response_headers(&mut self, headers: &[(&str, &str)], end_of_stream: bool) -> Result<Action> {
+        self.plugin.on_headers(self.id, Direction::Response, headers, end_of_stream)
     }
 
     /// The request headers as modified by the module: what the upstream would receive.
     pub fn request_header_map(&self) -> &[(String, String)] {
-        self.state()
-            .map(|stream| stream.request.headers.entries())
-            .unwrap_or_default()
+        self.state().map(|stream| stream.request.headers.entries()).unwrap_or_default()
     }
 
     /// Every request header value for `name` (case-insensitive), in order.
     pub fn request_header_values(&self, name: &str) -> Vec<&str> {
-        self.state()
-            .map(|stream| stream.request.headers.values(name).collect())
-            .unwrap_or_default()
+        self.state().map(|stream| stream.request.headers.values(name).collect()).unwrap_or_default()
     }
 
     /// The response headers as modified by the module: what the downstream would receive.
     pub fn response_header_map(&self) -> &[(String, String)] {
-        self.state()
-            .map(|stream| stream.response.headers.entries())
-            .unwrap_or_default()
+        self.state().map(|stream| stream.response.headers.entries()).unwrap_or_default()
     }
 
     /// The local reply the module sent on this stream, if any (the first one: Envoy sends only it).
     pub fn local_reply(&self) -> Option<&LocalReply> {
         self.state()?.local_reply.as_ref()
+    }
+
+    /// A value the module set with `proxy_set_property(name)`: Envoy's filter state
+    /// `wasm.<name>`, which access logs read as `%FILTER_STATE(wasm.<name>:PLAIN)%`.
+    pub fn filter_state(&self, name: &str) -> Option<&[u8]> {
+        self.state()?.filter_state.get(name.as_bytes()).map(Vec::as_slice)
     }
 
     /// Fuel burned by the last callback on this stream.
@@ -539,6 +518,22 @@ pub enum Action {
     Continue,
     /// Stop iteration until the module resumes the stream.
     Pause,
+}
+
+/// An HTTP callout the module dispatched with `proxy_http_call`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpCall {
+    /// The token `proxy_http_call` returned, which the response callback carries.
+    pub token: u32,
+    /// The upstream cluster the call is for.
+    pub cluster: String,
+    /// The request headers as the module sent them, pseudo-headers included (Envoy lower-cases
+    /// the names and adds `content-length` for a body; neither happens here).
+    pub headers: Vec<(String, String)>,
+    /// The request body.
+    pub body: Vec<u8>,
+    /// The request timeout; zero means none (Envoy then applies no timeout).
+    pub timeout: Duration,
 }
 
 /// A local reply sent with `proxy_send_local_response`.
@@ -585,16 +580,9 @@ pub enum LogLevel {
 impl LogLevel {
     /// The level for a proxy-wasm log level number, if valid.
     fn from_raw(raw: u32) -> Option<Self> {
-        [
-            Self::Trace,
-            Self::Debug,
-            Self::Info,
-            Self::Warn,
-            Self::Error,
-            Self::Critical,
-        ]
-        .into_iter()
-        .find(|level| *level as u32 == raw)
+        [Self::Trace, Self::Debug, Self::Info, Self::Warn, Self::Error, Self::Critical]
+            .into_iter()
+            .find(|level| *level as u32 == raw)
     }
 }
 
@@ -611,6 +599,9 @@ enum Direction {
     Response,
 }
 
+/// `proxy_on_http_call_response(root context, token, headers, body size, trailers)`.
+type OnHttpCallResponse = TypedFunc<(u32, u32, u32, u32, u32), ()>;
+
 /// The module's exported callbacks; each is optional, and a missing one is skipped (as in Envoy).
 struct Guest {
     initialize: Option<TypedFunc<(), ()>>,
@@ -619,6 +610,7 @@ struct Guest {
     on_vm_start: Option<TypedFunc<(u32, u32), u32>>,
     on_configure: Option<TypedFunc<(u32, u32), u32>>,
     on_tick: Option<TypedFunc<u32, ()>>,
+    on_http_call_response: Option<OnHttpCallResponse>,
     on_request_headers: Option<TypedFunc<(u32, u32, u32), u32>>,
     on_response_headers: Option<TypedFunc<(u32, u32, u32), u32>>,
     on_log: Option<TypedFunc<u32, ()>>,
@@ -635,6 +627,7 @@ impl Guest {
             on_vm_start: export(store, instance, "proxy_on_vm_start")?,
             on_configure: export(store, instance, "proxy_on_configure")?,
             on_tick: export(store, instance, "proxy_on_tick")?,
+            on_http_call_response: export(store, instance, "proxy_on_http_call_response")?,
             on_request_headers: export(store, instance, "proxy_on_request_headers")?,
             on_response_headers: export(store, instance, "proxy_on_response_headers")?,
             on_log: export(store, instance, "proxy_on_log")?,
@@ -645,11 +638,7 @@ impl Guest {
 }
 
 /// The exported function `name` with the signature the ABI gives it, if exported.
-fn export<P, R>(
-    store: &mut Store<HostState>,
-    instance: &Instance,
-    name: &str,
-) -> Result<Option<TypedFunc<P, R>>>
+fn export<P, R>(store: &mut Store<HostState>, instance: &Instance, name: &str) -> Result<Option<TypedFunc<P, R>>>
 where
     P: WasmParams,
     R: WasmResults,
@@ -660,9 +649,7 @@ where
     let typed = function
         .typed::<P, R>(&*store)
         .map_err(wasm_error)
-        .with_context(|| {
-            format!("export `{name}` does not have the proxy-wasm ABI 0.2.1 signature")
-        })?;
+        .with_context(|| format!("export `{name}` does not have the proxy-wasm ABI 0.2.1 signature"))?;
     Ok(Some(typed))
 }
 

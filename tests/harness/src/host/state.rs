@@ -3,8 +3,8 @@
 //! Everything lives in [`HostState`], the `Store` data of one [`super::Plugin`], so two plugins
 //! never share anything and tests can run in parallel.
 
-use super::{LocalReply, LogEntry, LogLevel, PluginOptions};
-use std::collections::{BTreeMap, HashMap};
+use super::{HttpCall, LocalReply, LogEntry, LogLevel, PluginOptions};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The context id of the plugin's root context; stream contexts get ids from 2 on.
@@ -43,6 +43,7 @@ pub(crate) struct HostState {
     /// with `proxy_set_effective_context` (0 outside callbacks).
     pub(crate) effective_context: u32,
     pub(crate) random: XorShift,
+    pub(crate) callouts: Callouts,
 }
 
 impl HostState {
@@ -63,6 +64,7 @@ impl HostState {
             streams: HashMap::new(),
             effective_context: 0,
             random: XorShift::new(),
+            callouts: Callouts::new(options.clusters.clone()),
         }
     }
 
@@ -75,11 +77,7 @@ impl HostState {
 
     /// Appends guest output on stdout (`fd` 1) or stderr (`fd` 2), logging each complete line.
     pub(crate) fn write_stdio(&mut self, fd: u32, bytes: &[u8]) {
-        let (index, level) = if fd == 1 {
-            (0, LogLevel::Info)
-        } else {
-            (1, LogLevel::Error)
-        };
+        let (index, level) = if fd == 1 { (0, LogLevel::Info) } else { (1, LogLevel::Error) };
         let Some(pending) = self.stdio.get_mut(index) else {
             return;
         };
@@ -98,11 +96,7 @@ impl HostState {
     /// last words of a guest that traps are not lost.
     pub(crate) fn flush_stdio(&mut self) {
         for (index, level) in [(0, LogLevel::Info), (1, LogLevel::Error)] {
-            let pending = self
-                .stdio
-                .get_mut(index)
-                .map(std::mem::take)
-                .unwrap_or_default();
+            let pending = self.stdio.get_mut(index).map(std::mem::take).unwrap_or_default();
             if !pending.is_empty() {
                 self.log(level, text(&pending));
             }
@@ -127,9 +121,7 @@ impl HostState {
     /// A property as the effective context sees it: its own filter state first, then the
     /// properties the test set.
     pub(crate) fn property(&self, path: &[u8]) -> Option<&[u8]> {
-        let own = self
-            .effective_stream()
-            .and_then(|stream| stream.filter_state.get(path));
+        let own = self.effective_stream().and_then(|stream| stream.filter_state.get(path));
         own.or_else(|| self.properties.get(path)).map(Vec::as_slice)
     }
 
@@ -138,6 +130,10 @@ impl HostState {
     /// `Err` for an unknown map type; `Ok(None)` when the map is not available right now.
     pub(crate) fn readable_map(&self, map_type: u32) -> Result<Option<&HeaderMap>, Status> {
         let kind = MapType::from_raw(map_type)?;
+        if kind == MapType::HttpCallResponseHeaders {
+            // Envoy reads the root context's callout response, whichever context is effective.
+            return Ok(self.callouts.response.as_ref().map(|response| &response.headers));
+        }
         let Some(stream) = self.effective_stream() else {
             return Ok(None);
         };
@@ -147,7 +143,7 @@ impl HostState {
             MapType::ResponseHeaders if stream.log_phase => stream.response.received(),
             MapType::RequestHeaders => stream.request.available(),
             MapType::ResponseHeaders => stream.response.available(),
-            // Trailers, gRPC metadata and callout responses never exist in this host.
+            // Trailers, gRPC metadata and callout trailers never exist in this host.
             _ => None,
         })
     }
@@ -163,17 +159,12 @@ impl HostState {
             MapType::ResponseHeaders => &mut stream.response,
             _ => return Err(Status::BadArgument),
         };
-        if phase.available {
-            Ok(&mut phase.headers)
-        } else {
-            Err(Status::BadArgument)
-        }
+        if phase.available { Ok(&mut phase.headers) } else { Err(Status::BadArgument) }
     }
 
     /// Whether reads of a missing map answer NotFound (access log phase) rather than BadArgument.
     pub(crate) fn in_log_phase(&self) -> bool {
-        self.effective_stream()
-            .is_some_and(|stream| stream.log_phase)
+        self.effective_stream().is_some_and(|stream| stream.log_phase)
     }
 }
 
@@ -182,7 +173,8 @@ impl HostState {
 enum MapType {
     RequestHeaders,
     ResponseHeaders,
-    /// Trailers, gRPC metadata and HTTP callout response maps.
+    HttpCallResponseHeaders,
+    /// Trailers, gRPC metadata and HTTP callout response trailers.
     Other,
 }
 
@@ -191,10 +183,89 @@ impl MapType {
         match raw {
             0 => Ok(Self::RequestHeaders),
             2 => Ok(Self::ResponseHeaders),
-            1 | 3..=7 => Ok(Self::Other),
+            6 => Ok(Self::HttpCallResponseHeaders),
+            1 | 3..=5 | 7 => Ok(Self::Other),
             _ => Err(Status::BadArgument),
         }
     }
+}
+
+/// The plugin's HTTP callouts: what Envoy's root context keeps for `proxy_http_call`.
+///
+/// `proxy_http_call` always dispatches on the root context (proxy-wasm-cpp-host), so the
+/// response callback is `proxy_on_http_call_response(root, ...)` whichever context sent the call.
+pub(crate) struct Callouts {
+    /// The clusters that exist; any non-empty name does if `None`.
+    clusters: Option<Vec<String>>,
+    /// Calls dispatched and neither taken by the test nor answered yet.
+    pub(crate) dispatched: Vec<HttpCall>,
+    /// Tokens of the calls not answered yet, whether the test took them or not.
+    outstanding: BTreeSet<u32>,
+    next_token: u32,
+    /// The response whose `proxy_on_http_call_response` runs now. `None` outside that callback
+    /// and while a failed call is reported: Envoy then has no response message at all.
+    pub(crate) response: Option<CalloutResponse>,
+}
+
+impl Callouts {
+    fn new(clusters: Option<Vec<String>>) -> Self {
+        Self { clusters, dispatched: Vec::new(), outstanding: BTreeSet::new(), next_token: 1, response: None }
+    }
+
+    /// Accepts or refuses a call with the checks of Envoy's `Context::httpCall`, in its order;
+    /// returns the new call's token.
+    pub(crate) fn dispatch(
+        &mut self,
+        cluster: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        timeout_ms: u32,
+    ) -> Result<u32, Status> {
+        // Envoy takes the timeout as an `int`: a larger value turns negative and is refused.
+        if i32::try_from(timeout_ms).is_err() {
+            return Err(Status::BadArgument);
+        }
+        // Envoy answers BadArgument when the cluster manager has no such cluster.
+        let exists = match &self.clusters {
+            Some(clusters) => clusters.contains(&cluster),
+            None => !cluster.is_empty(),
+        };
+        if !exists {
+            return Err(Status::BadArgument);
+        }
+        // Envoy builds a request header map (names lower-cased) and needs these three in it.
+        let map = HeaderMap::from_pairs(headers.iter().map(|(name, value)| (name.as_str(), value.as_str())));
+        if REQUIRED_CALLOUT_HEADERS.iter().any(|name| map.first(name).is_none()) {
+            return Err(Status::BadArgument);
+        }
+        let token = self.next_token;
+        // Envoy never hands out token 0, even when its counter wraps.
+        self.next_token = self.next_token.checked_add(1).unwrap_or(1);
+        self.outstanding.insert(token);
+        self.dispatched.push(HttpCall {
+            token,
+            cluster,
+            headers,
+            body,
+            timeout: Duration::from_millis(timeout_ms.into()),
+        });
+        Ok(token)
+    }
+
+    /// Ends the call `token` before its response is delivered; false if it was not outstanding.
+    pub(crate) fn finish(&mut self, token: u32) -> bool {
+        self.dispatched.retain(|call| call.token != token);
+        self.outstanding.remove(&token)
+    }
+}
+
+/// The pseudo-headers Envoy requires of a callout (`Path()`, `Method()` and `Host()`).
+const REQUIRED_CALLOUT_HEADERS: [&str; 3] = [":method", ":path", ":authority"];
+
+/// A callout response while `proxy_on_http_call_response` runs.
+pub(crate) struct CalloutResponse {
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Vec<u8>,
 }
 
 /// What the host knows about one HTTP stream context.
@@ -272,13 +343,8 @@ impl HeaderMap {
     /// Appends an entry; a pseudo-header goes after the last pseudo-header, as in Envoy's HeaderList.
     pub(crate) fn add(&mut self, name: &str, value: &str) {
         let name = name.to_ascii_lowercase();
-        let position = if name.starts_with(':') {
-            self.entries
-                .iter()
-                .position(|(key, _)| !key.starts_with(':'))
-        } else {
-            None
-        };
+        let position =
+            if name.starts_with(':') { self.entries.iter().position(|(key, _)| !key.starts_with(':')) } else { None };
         let entry = (name, value.to_string());
         match position {
             Some(index) => self.entries.insert(index, entry),
@@ -288,8 +354,7 @@ impl HeaderMap {
 
     /// Removes every entry named `name` (case-insensitive).
     pub(crate) fn remove(&mut self, name: &str) {
-        self.entries
-            .retain(|(key, _)| !key.eq_ignore_ascii_case(name));
+        self.entries.retain(|(key, _)| !key.eq_ignore_ascii_case(name));
     }
 
     /// Envoy's `setCopy`: removes every entry named `name`, then adds one.
@@ -308,19 +373,12 @@ impl HeaderMap {
     pub(crate) fn values<'s>(&'s self, name: &str) -> impl Iterator<Item = &'s str> + use<'s> {
         // Names are stored lower-cased: compare against a lower-cased copy the iterator owns.
         let name = name.to_ascii_lowercase();
-        self.entries
-            .iter()
-            .filter(move |(key, _)| *key == name)
-            .map(|(_, value)| value.as_str())
+        self.entries.iter().filter(move |(key, _)| *key == name).map(|(_, value)| value.as_str())
     }
 
     /// Replaces the whole map, as `proxy_set_header_map_pairs` does.
     pub(crate) fn set_pairs(&mut self, pairs: &[(String, String)]) {
-        *self = Self::from_pairs(
-            pairs
-                .iter()
-                .map(|(name, value)| (name.as_str(), value.as_str())),
-        );
+        *self = Self::from_pairs(pairs.iter().map(|(name, value)| (name.as_str(), value.as_str())));
     }
 }
 
@@ -378,20 +436,14 @@ pub(crate) struct Metrics {
 impl Metrics {
     /// Defines a metric, or returns the id of the one already defined with that kind and name.
     pub(crate) fn define(&mut self, kind: MetricKind, name: &str) -> u32 {
-        let existing = self
-            .metrics
-            .iter()
-            .position(|m| m.name == name && m.value.kind() == kind);
+        let existing = self.metrics.iter().position(|m| m.name == name && m.value.kind() == kind);
         let index = existing.unwrap_or_else(|| {
             let value = match kind {
                 MetricKind::Counter => MetricValue::Counter(0),
                 MetricKind::Gauge => MetricValue::Gauge(0),
                 MetricKind::Histogram => MetricValue::Histogram(Vec::new()),
             };
-            self.metrics.push(Metric {
-                name: name.to_string(),
-                value,
-            });
+            self.metrics.push(Metric { name: name.to_string(), value });
             self.metrics.len() - 1
         });
         // Tests never define 2^30 metrics; saturate rather than wrap if one ever did.
@@ -427,19 +479,14 @@ pub(crate) struct SharedData {
 
 impl Default for SharedData {
     fn default() -> Self {
-        Self {
-            entries: BTreeMap::new(),
-            next_cas: 1,
-        }
+        Self { entries: BTreeMap::new(), next_cas: 1 }
     }
 }
 
 impl SharedData {
     /// The value and cas token of `key`.
     pub(crate) fn get(&self, key: &[u8]) -> Option<(&[u8], u32)> {
-        self.entries
-            .get(key)
-            .map(|(value, cas)| (value.as_slice(), *cas))
+        self.entries.get(key).map(|(value, cas)| (value.as_slice(), *cas))
     }
 
     /// Stores `value` unless `cas` is nonzero and differs from the key's current token.
@@ -473,11 +520,7 @@ pub(crate) struct Clock {
 impl Clock {
     fn new(now: SystemTime) -> Self {
         // Any fixed nonzero origin will do: only differences of monotonic readings mean anything.
-        Self {
-            realtime: now,
-            monotonic: Duration::from_secs(1),
-            started: std::time::Instant::now(),
-        }
+        Self { realtime: now, monotonic: Duration::from_secs(1), started: std::time::Instant::now() }
     }
 
     /// The wall clock.
@@ -548,11 +591,7 @@ mod tests {
         let mut map = HeaderMap::from_pairs([("Host", "a"), (":path", "/"), ("X-A", "1")]);
         map.add(":Method", "GET");
         map.add("x-a", "2");
-        let names: Vec<_> = map
-            .entries()
-            .iter()
-            .map(|(name, _)| name.as_str())
-            .collect();
+        let names: Vec<_> = map.entries().iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, [":path", ":method", "host", "x-a", "x-a"]);
         assert_eq!(map.first("X-A"), Some("1"));
         map.replace("X-A", "3");
@@ -580,6 +619,29 @@ mod tests {
         assert_eq!(shared.set(b"k", b"2", cas + 1), Err(Status::CasMismatch));
         assert_eq!(shared.set(b"k", b"3", cas), Ok(()));
         assert_eq!(shared.get(b"k").map(|(value, _)| value), Some(&b"3"[..]));
+    }
+
+    #[test]
+    fn callouts_follow_envoys_checks_and_number_from_one() {
+        let headers = |names: &[&str]| -> Vec<(String, String)> {
+            names.iter().map(|name| (name.to_string(), "x".to_string())).collect()
+        };
+        let full = headers(&[":method", ":path", ":Authority"]);
+        let mut any = Callouts::new(None);
+        assert_eq!(any.dispatch("a".into(), full.clone(), vec![], 10), Ok(1));
+        assert_eq!(any.dispatch("b".into(), full.clone(), vec![], 0), Ok(2));
+        assert_eq!(any.dispatch(String::new(), full.clone(), vec![], 10), Err(Status::BadArgument));
+        let no_path = headers(&[":method", ":authority", "host"]);
+        assert_eq!(any.dispatch("a".into(), no_path, vec![], 10), Err(Status::BadArgument));
+        let negative = u32::try_from(i32::MAX).unwrap() + 1;
+        assert_eq!(any.dispatch("a".into(), full.clone(), vec![], negative), Err(Status::BadArgument));
+        assert!(any.finish(1));
+        assert!(!any.finish(1));
+        assert_eq!(any.dispatched.iter().map(|call| call.token).collect::<Vec<_>>(), [2]);
+
+        let mut listed = Callouts::new(Some(vec!["a".into()]));
+        assert_eq!(listed.dispatch("b".into(), full.clone(), vec![], 10), Err(Status::BadArgument));
+        assert_eq!(listed.dispatch("a".into(), full, vec![], 10), Ok(1));
     }
 
     #[test]

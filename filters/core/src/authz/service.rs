@@ -1,0 +1,475 @@
+//! Talking to OPA-style services through an Envoy cluster, host-free: the bundle poller and the
+//! decision-log uploader are state machines that say which HTTP call to make and digest the
+//! answer. The proxy glue only dispatches the calls and feeds responses back.
+
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+
+use super::bundle::{Bundle, BundleError};
+use super::gzip;
+use crate::config::{ConfigError, invalid_duration, parse_duration};
+
+/// Default bundle polling delays (OPA's are 60 s and 120 s).
+pub const BUNDLE_DELAYS: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(120));
+/// Default decision-log upload delays (OPA's are 300 s and 600 s; a SIEM wants them sooner).
+pub const LOG_DELAYS: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(10));
+/// Default size limit of an inflated bundle.
+pub const DEFAULT_MAX_BUNDLE_BYTES: usize = 16 << 20;
+/// Default bound of buffered decision logs, per worker.
+pub const DEFAULT_LOG_BUFFER_BYTES: usize = 4 << 20;
+/// Default size of one decision-log upload, before compression.
+pub const DEFAULT_LOG_UPLOAD_BYTES: usize = 256 << 10;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where an HTTP service is and how often to call it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// The Envoy cluster the calls go to.
+    pub cluster: String,
+    /// The request path (`resource` in OPA's configuration).
+    pub resource: String,
+    /// The `:authority` of the calls (the cluster name unless set).
+    pub authority: String,
+    /// Timeout of one call.
+    pub timeout: Duration,
+    /// Shortest delay between two calls.
+    pub min_delay: Duration,
+    /// Longest delay between two calls; each delay is drawn between the two, as OPA does.
+    pub max_delay: Duration,
+}
+
+/// The fields every service block shares, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawService {
+    cluster: String,
+    resource: Option<String>,
+    authority: Option<String>,
+    timeout: Option<String>,
+    min_delay: Option<String>,
+    max_delay: Option<String>,
+    /// Bundles: the inflated size limit. Logs: the buffer bound.
+    max_bytes: Option<usize>,
+    /// Logs: the size of one upload.
+    upload_bytes: Option<usize>,
+    /// Bundles: the name in decision logs' `bundles` (OPA's bundle name).
+    name: Option<String>,
+}
+
+impl RawService {
+    fn service(
+        &self,
+        field: &'static str,
+        default_resource: &str,
+        delays: (Duration, Duration),
+    ) -> Result<ServiceConfig, ConfigError> {
+        let bad = |message: String| ConfigError::InvalidService { field, message };
+        if self.cluster.is_empty() {
+            return Err(bad("cluster must name an Envoy cluster".into()));
+        }
+        let resource = self.resource.clone().unwrap_or_else(|| default_resource.to_owned());
+        if !resource.starts_with('/') {
+            return Err(bad(format!("resource {resource:?} must be a path starting with /")));
+        }
+        let duration = |name: &'static str, value: &Option<String>, default: Duration| match value {
+            None => Ok(default),
+            Some(v) => parse_duration(v).filter(|d| !d.is_zero()).ok_or_else(|| invalid_duration(name, v)),
+        };
+        let timeout = duration("timeout", &self.timeout, DEFAULT_TIMEOUT)?;
+        let min_delay = duration("min_delay", &self.min_delay, delays.0)?;
+        let max_delay = duration("max_delay", &self.max_delay, delays.1.max(min_delay))?;
+        if max_delay < min_delay {
+            return Err(bad(format!("max_delay {max_delay:?} is below min_delay {min_delay:?}")));
+        }
+        Ok(ServiceConfig {
+            authority: self.authority.clone().unwrap_or_else(|| self.cluster.clone()),
+            cluster: self.cluster.clone(),
+            resource,
+            timeout,
+            min_delay,
+            max_delay,
+        })
+    }
+
+    pub(crate) fn bundle(&self) -> Result<BundleConfig, ConfigError> {
+        if self.upload_bytes.is_some() {
+            return Err(ConfigError::InvalidService {
+                field: "policy.bundle",
+                message: "upload_bytes is a decision_logs option".into(),
+            });
+        }
+        Ok(BundleConfig {
+            service: self.service("policy.bundle", "/bundles/bundle.tar.gz", BUNDLE_DELAYS)?,
+            name: self.name.clone().unwrap_or_else(|| "svidgate".to_owned()),
+            max_bytes: self.max_bytes.unwrap_or(DEFAULT_MAX_BUNDLE_BYTES),
+        })
+    }
+
+    pub(crate) fn logs(&self) -> Result<LogServiceConfig, ConfigError> {
+        let field = "policy.decision_logs.service";
+        if self.name.is_some() {
+            return Err(ConfigError::InvalidService { field, message: "name is a bundle option".into() });
+        }
+        let config = LogServiceConfig {
+            service: self.service(field, "/logs", LOG_DELAYS)?,
+            buffer_bytes: self.max_bytes.unwrap_or(DEFAULT_LOG_BUFFER_BYTES),
+            upload_bytes: self.upload_bytes.unwrap_or(DEFAULT_LOG_UPLOAD_BYTES),
+        };
+        if config.upload_bytes == 0 || config.upload_bytes > config.buffer_bytes {
+            return Err(ConfigError::InvalidService {
+                field,
+                message: "upload_bytes must be between 1 and max_bytes".into(),
+            });
+        }
+        Ok(config)
+    }
+}
+
+/// `policy.bundle`: where the bundle is served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BundleConfig {
+    /// The bundle service.
+    pub service: ServiceConfig,
+    /// The bundle's name in decision logs (`bundles.<name>.revision`).
+    pub name: String,
+    /// Largest inflated bundle accepted.
+    pub max_bytes: usize,
+}
+
+/// `policy.decision_logs.service`: where decision logs are uploaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogServiceConfig {
+    /// The log receiver.
+    pub service: ServiceConfig,
+    /// Bound of the buffer; records beyond it are dropped and counted.
+    pub buffer_bytes: usize,
+    /// Size of one upload before compression; a full batch is sent without waiting for the delay.
+    pub upload_bytes: usize,
+}
+
+/// One HTTP call for the proxy to dispatch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpCall {
+    /// The Envoy cluster.
+    pub cluster: String,
+    /// Request headers, pseudo-headers first.
+    pub headers: Vec<(String, String)>,
+    /// Request body (empty for GET).
+    pub body: Vec<u8>,
+    /// Call timeout.
+    pub timeout: Duration,
+}
+
+/// What came back from a call; `None` status when the call failed (reset, timeout, no upstream).
+#[derive(Clone, Copy, Debug)]
+pub struct HttpResponse<'a> {
+    /// `:status`.
+    pub status: Option<u16>,
+    /// `etag`, if any.
+    pub etag: Option<&'a str>,
+    /// The body.
+    pub body: &'a [u8],
+}
+
+/// When the next call is due: a delay drawn between the service's bounds after each call.
+#[derive(Debug)]
+struct Schedule {
+    next: Option<SystemTime>,
+    seed: u64,
+}
+
+impl Schedule {
+    fn new(now: SystemTime) -> Self {
+        let nanos = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        Self { next: None, seed: (nanos as u64) | 1 }
+    }
+
+    fn due(&self, now: SystemTime) -> bool {
+        self.next.is_none_or(|next| now >= next)
+    }
+
+    fn after(&mut self, now: SystemTime, service: &ServiceConfig) {
+        // xorshift64: spreads the proxies' calls, nothing secret depends on it.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let spread = service.max_delay.saturating_sub(service.min_delay);
+        let jitter = spread.mul_f64((self.seed % 1_000) as f64 / 1_000.0);
+        self.next = Some(now + service.min_delay + jitter);
+    }
+}
+
+fn call(service: &ServiceConfig, method: &str, extra: Vec<(String, String)>, body: Vec<u8>) -> HttpCall {
+    let mut headers = vec![
+        (":method".to_owned(), method.to_owned()),
+        (":path".to_owned(), service.resource.clone()),
+        (":authority".to_owned(), service.authority.clone()),
+        ("user-agent".to_owned(), format!("svidgate/{}", crate::VERSION)),
+    ];
+    headers.extend(extra);
+    HttpCall { cluster: service.cluster.clone(), headers, body, timeout: service.timeout }
+}
+
+/// What one bundle poll came to.
+#[derive(Debug)]
+pub enum Fetched {
+    /// 304: the active bundle is still current.
+    NotModified,
+    /// 200 with a bundle that reads; compile it, then [`BundlePoller::activated`] if it compiles.
+    Bundle(Bundle),
+    /// The call failed or the service answered an error.
+    Failed(String),
+    /// The bundle does not read.
+    Rejected(BundleError),
+}
+
+/// Polls the bundle service with `If-None-Match`.
+#[derive(Debug)]
+pub struct BundlePoller {
+    config: BundleConfig,
+    schedule: Schedule,
+    in_flight: bool,
+    /// The ETag of the active bundle; a fetched one becomes active only once it compiled.
+    etag: Option<String>,
+    fetched_etag: Option<String>,
+}
+
+impl BundlePoller {
+    /// A poller whose first call is due at once.
+    pub fn new(config: BundleConfig, now: SystemTime) -> Self {
+        Self { config, schedule: Schedule::new(now), in_flight: false, etag: None, fetched_etag: None }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BundleConfig {
+        &self.config
+    }
+
+    /// The call to make now, if one is due and none is in flight.
+    pub fn poll(&mut self, now: SystemTime) -> Option<HttpCall> {
+        if self.in_flight || !self.schedule.due(now) {
+            return None;
+        }
+        self.in_flight = true;
+        let conditional = self.etag.iter().map(|etag| ("if-none-match".to_owned(), etag.clone())).collect();
+        Some(call(&self.config.service, "GET", conditional, Vec::new()))
+    }
+
+    /// Digests the answer to the call [`poll`](Self::poll) returned.
+    pub fn on_response(&mut self, now: SystemTime, response: HttpResponse<'_>) -> Fetched {
+        self.in_flight = false;
+        self.schedule.after(now, &self.config.service);
+        match response.status {
+            Some(304) if self.etag.is_some() => Fetched::NotModified,
+            Some(200) => {
+                self.fetched_etag = response.etag.map(str::to_owned);
+                match Bundle::from_tar_gz(response.body, self.config.max_bytes) {
+                    Ok(bundle) => Fetched::Bundle(bundle),
+                    Err(error) => Fetched::Rejected(error),
+                }
+            }
+            Some(status) => Fetched::Failed(format!("bundle service answered {status}")),
+            None => Fetched::Failed("no response (connection failure, reset or timeout)".to_owned()),
+        }
+    }
+
+    /// The bundle last fetched compiled and is active: later polls ask whether it changed.
+    pub fn activated(&mut self) {
+        self.etag = self.fetched_etag.take();
+    }
+}
+
+/// What one decision-log upload came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Uploaded {
+    /// The receiver took this many records.
+    Sent(usize),
+    /// The upload failed; its records went back to the buffer, less this many dropped.
+    Failed {
+        /// Records that no longer fit and were dropped.
+        dropped: usize,
+    },
+}
+
+/// A bounded buffer of decision-log records, uploaded in gzip-compressed JSON arrays (OPA's format).
+#[derive(Debug)]
+pub struct LogUploader {
+    config: LogServiceConfig,
+    schedule: Schedule,
+    buffer: VecDeque<String>,
+    buffered_bytes: usize,
+    in_flight: Vec<String>,
+}
+
+impl LogUploader {
+    /// An empty uploader; the first batch goes out after `min_delay`.
+    pub fn new(config: LogServiceConfig, now: SystemTime) -> Self {
+        let mut schedule = Schedule::new(now);
+        schedule.after(now, &config.service);
+        Self { config, schedule, buffer: VecDeque::new(), buffered_bytes: 0, in_flight: Vec::new() }
+    }
+
+    /// Buffers one record; false (dropped) when the buffer is full.
+    pub fn push(&mut self, record: String) -> bool {
+        if self.buffered_bytes + record.len() > self.config.buffer_bytes {
+            return false;
+        }
+        self.buffered_bytes += record.len();
+        self.buffer.push_back(record);
+        true
+    }
+
+    /// Records waiting, not counting an upload in flight.
+    pub fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// The upload to make now: when the delay is over, or a full batch is waiting.
+    pub fn poll(&mut self, now: SystemTime) -> Option<HttpCall> {
+        let full = self.buffered_bytes >= self.config.upload_bytes;
+        if !self.in_flight.is_empty() || self.buffer.is_empty() || !(full || self.schedule.due(now)) {
+            return None;
+        }
+        let mut size = 0;
+        while let Some(record) = self.buffer.front() {
+            if !self.in_flight.is_empty() && size + record.len() > self.config.upload_bytes {
+                break;
+            }
+            size += record.len();
+            self.in_flight.extend(self.buffer.pop_front());
+        }
+        self.buffered_bytes -= size;
+        let body = format!("[{}]", self.in_flight.join(","));
+        let headers = vec![
+            ("content-type".to_owned(), "application/json".to_owned()),
+            ("content-encoding".to_owned(), "gzip".to_owned()),
+        ];
+        Some(call(&self.config.service, "POST", headers, gzip::encode(body.as_bytes())))
+    }
+
+    /// Digests the answer to the upload [`poll`](Self::poll) returned.
+    pub fn on_response(&mut self, now: SystemTime, status: Option<u16>) -> Uploaded {
+        self.schedule.after(now, &self.config.service);
+        let batch = std::mem::take(&mut self.in_flight);
+        if status.is_some_and(|s| (200..300).contains(&s)) {
+            return Uploaded::Sent(batch.len());
+        }
+        // Back to the front, oldest first; what no longer fits is dropped (newest of the batch first).
+        let mut dropped = 0;
+        for record in batch.into_iter().rev() {
+            if self.buffered_bytes + record.len() > self.config.buffer_bytes {
+                dropped += 1;
+            } else {
+                self.buffered_bytes += record.len();
+                self.buffer.push_front(record);
+            }
+        }
+        Uploaded::Failed { dropped }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::bundle::tests::tar_gz;
+    use super::*;
+
+    fn raw(json: &str) -> RawService {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn header<'a>(call: &'a HttpCall, name: &str) -> Option<&'a str> {
+        call.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    const T0: SystemTime = SystemTime::UNIX_EPOCH;
+
+    #[test]
+    fn parses_service_blocks_with_opa_defaults() {
+        let bundle = raw(r#"{"cluster": "bundles"}"#).bundle().unwrap();
+        assert_eq!(bundle.service.resource, "/bundles/bundle.tar.gz");
+        assert_eq!(bundle.service.authority, "bundles");
+        assert_eq!((bundle.service.min_delay, bundle.service.max_delay), BUNDLE_DELAYS);
+        let logs =
+            raw(r#"{"cluster": "siem", "min_delay": "1s", "max_delay": "2s", "upload_bytes": 10, "max_bytes": 100}"#)
+                .logs()
+                .unwrap();
+        assert_eq!(logs.service.resource, "/logs");
+        assert_eq!((logs.buffer_bytes, logs.upload_bytes), (100, 10));
+        for bad in [
+            r#"{"cluster": ""}"#,
+            r#"{"cluster": "b", "resource": "x"}"#,
+            r#"{"cluster": "b", "min_delay": "10s", "max_delay": "5s"}"#,
+            r#"{"cluster": "b", "timeout": "soon"}"#,
+            r#"{"cluster": "b", "upload_bytes": 5}"#,
+        ] {
+            assert!(raw(bad).bundle().is_err(), "{bad}");
+        }
+        assert!(raw(r#"{"cluster": "b", "upload_bytes": 500, "max_bytes": 100}"#).logs().is_err());
+        assert!(serde_json::from_str::<RawService>(r#"{"cluster": "b", "polling": {}}"#).is_err());
+    }
+
+    #[test]
+    fn polls_with_etag_once_a_bundle_is_active_and_waits_between_polls() {
+        let config = raw(r#"{"cluster": "b", "resource": "/b.tar.gz", "min_delay": "10s", "max_delay": "20s"}"#)
+            .bundle()
+            .unwrap();
+        let mut poller = BundlePoller::new(config, T0);
+        let first = poller.poll(T0).unwrap();
+        assert_eq!(header(&first, ":path"), Some("/b.tar.gz"));
+        assert_eq!(header(&first, "if-none-match"), None);
+        assert!(poller.poll(T0).is_none(), "one call in flight at a time");
+        let body = tar_gz(&[("p.rego", "package envoy.authz\ndefault allow := false\n")]);
+        let fetched = poller.on_response(T0, HttpResponse { status: Some(200), etag: Some("\"v1\""), body: &body });
+        assert!(matches!(fetched, Fetched::Bundle(_)));
+        poller.activated();
+        assert!(poller.poll(T0 + Duration::from_secs(9)).is_none());
+        let second = poller.poll(T0 + Duration::from_secs(21)).unwrap();
+        assert_eq!(header(&second, "if-none-match"), Some("\"v1\""));
+        let at = T0 + Duration::from_secs(21);
+        assert!(matches!(
+            poller.on_response(at, HttpResponse { status: Some(304), etag: None, body: &[] }),
+            Fetched::NotModified
+        ));
+        let third = poller.poll(at + Duration::from_secs(21)).unwrap();
+        assert_eq!(header(&third, "if-none-match"), Some("\"v1\""));
+        let failed = poller.on_response(at, HttpResponse { status: None, etag: None, body: &[] });
+        assert!(matches!(failed, Fetched::Failed(_)));
+        let garbage = poller.on_response(at, HttpResponse { status: Some(200), etag: Some("\"v2\""), body: b"nope" });
+        assert!(matches!(garbage, Fetched::Rejected(BundleError::Gzip(_))));
+        // A rejected bundle's ETag is never sent: 304 must only ever confirm the active bundle.
+        let next = poller.poll(at + Duration::from_secs(21)).unwrap();
+        assert_eq!(header(&next, "if-none-match"), Some("\"v1\""));
+    }
+
+    #[test]
+    fn uploads_gzip_json_batches_and_keeps_failed_ones_within_the_bound() {
+        let config =
+            raw(r#"{"cluster": "siem", "min_delay": "5s", "max_delay": "5s", "upload_bytes": 20, "max_bytes": 40}"#)
+                .logs()
+                .unwrap();
+        let mut uploader = LogUploader::new(config, T0);
+        assert!(uploader.push(r#"{"n":1}"#.into()));
+        assert!(uploader.poll(T0).is_none(), "not due, batch not full");
+        assert!(uploader.push(r#"{"n":2}"#.into()));
+        assert!(uploader.push(r#"{"n":3}"#.into()));
+        let call = uploader.poll(T0).unwrap();
+        assert_eq!(header(&call, ":method"), Some("POST"));
+        assert_eq!(header(&call, "content-encoding"), Some("gzip"));
+        let body = gzip::decode(&call.body, 1 << 20).unwrap();
+        assert_eq!(String::from_utf8(body).unwrap(), r#"[{"n":1},{"n":2}]"#);
+        assert_eq!(uploader.buffered(), 1);
+        for n in 4..=7 {
+            uploader.push(format!(r#"{{"n":{n}}}"#));
+        }
+        assert_eq!(uploader.buffered(), 5, "40 bytes hold five records");
+        assert!(!uploader.push(r#"{"n":8}"#.into()), "full: dropped");
+        assert_eq!(uploader.on_response(T0, Some(503)), Uploaded::Failed { dropped: 2 });
+        assert_eq!(uploader.buffered(), 5);
+        let retry = uploader.poll(T0 + Duration::from_secs(5)).unwrap();
+        let body = String::from_utf8(gzip::decode(&retry.body, 1 << 20).unwrap()).unwrap();
+        assert_eq!(body, r#"[{"n":3},{"n":4}]"#);
+        assert_eq!(uploader.on_response(T0, Some(204)), Uploaded::Sent(2));
+    }
+}

@@ -56,11 +56,21 @@ fn render_demo(name: &str, run: &Path, pki: &MintedDomain, modules: &Modules) ->
         ("identity_wasm", path_str(&modules.identity)),
         ("authz_wasm", path_str(&modules.authz)),
         ("version", "1".to_owned()),
+        ("bundle_port", "9005".to_owned()),
+        ("logs_port", "9006".to_owned()),
     ];
     let mut vars = vars.to_vec();
     if name == "authz-ecds.yaml" {
         let plugin = plugin_configuration(&Policy::for_workload(MODEL_SERVER)?, &[]).to_string();
         vars.push(("plugin_configuration", envoy::yaml_string(&plugin)?));
+    }
+    if name == "sidecar-bundle.yaml" {
+        // The configuration README's "Bundles" section shows: bundle-only, stale after 10 minutes.
+        let plugin = serde_json::json!({"trust_domains": ["ai.internal"], "require_peer": true, "policy": {
+            "bundle": {"cluster": "bundle_service", "resource": "/bundles/svidgate.tar.gz"},
+            "max_policy_age": "10m",
+            "decision_logs": {"service": {"cluster": "decision_logs"}, "decision_id_header": "x-svidgate-decision-id"}}});
+        vars.push(("plugin_configuration", envoy::yaml_string(&plugin.to_string())?));
     }
     render(&template(name)?, &vars)
 }
@@ -159,7 +169,7 @@ fn every_config_under_envoy_validates_and_its_plugin_configurations_load() {
     let modules = Modules::built().unwrap();
     let mut checked = BTreeSet::new();
     let mut plugins = 0;
-    for name in ["sidecar.yaml", "orchestrator.yaml", "gateway.yaml"] {
+    for name in ["sidecar.yaml", "orchestrator.yaml", "gateway.yaml", "sidecar-bundle.yaml"] {
         let config = render_demo(name, run.path(), &pki, &modules).unwrap();
         // The ECDS file the sidecar points at must exist for validation too.
         let ecds = render_demo("authz-ecds.yaml", run.path(), &pki, &modules).unwrap();
@@ -179,8 +189,8 @@ fn every_config_under_envoy_validates_and_its_plugin_configurations_load() {
         checked.insert(format!("spire/{name}"));
     }
     assert_eq!(checked, envoy_configs().unwrap(), "a config under envoy/ is not validated by this test");
-    // gateway (x2), authz-ecds, spire model-server and orchestrator carry svidgate configurations.
-    assert_eq!(plugins, 5);
+    // gateway (x2), sidecar-bundle, authz-ecds, spire model-server and orchestrator carry svidgate configurations.
+    assert_eq!(plugins, 6);
 }
 
 #[test]

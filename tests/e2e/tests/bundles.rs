@@ -1,0 +1,242 @@
+//! Policy operations in real Envoy with real servers: nginx serves OPA bundles, a receiver in the
+//! test takes decision-log uploads. A new bundle changes who may call the model server within one
+//! poll period, without restarting Envoy; a corrupt bundle is rejected and the last good policy
+//! stays; with the bundle server down the policy ages and, past `max_policy_age`, every request
+//! is denied until the server is back.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "test helpers: a failure is the test failing")]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use svidgate_e2e::client::{Http, Request, TlsClient};
+use svidgate_e2e::envoy::{self, Envoy};
+use svidgate_e2e::logsink::LogSink;
+use svidgate_e2e::nginx::Nginx;
+use svidgate_e2e::pki::MintedDomain;
+use svidgate_e2e::topology::{Modules, Policy, RunDir, path_str};
+use svidgate_e2e::upstream::Upstream;
+use svidgate_testpki::{MODEL_SERVER, ORCHESTRATOR, TOOL_RUNTIME, TRUST_DOMAIN};
+
+const UPSTREAM: &str = env!("CARGO_BIN_EXE_svidgate-upstream");
+const BUNDLE: &str = "svidgate.tar.gz";
+/// Polls every 1-2 s; the policy may be 8 s old. Normal polling never lets it get near that.
+const MAX_DELAY: Duration = Duration::from_secs(2);
+const MAX_POLICY_AGE: Duration = Duration::from_secs(8);
+/// Envoy with `--concurrency 1` runs two root contexts that tick: the main thread's and the worker's.
+const TICKING_VMS: u64 = 2;
+
+fn stat(name: &str) -> String {
+    format!("wasmcustom.svidgate.authz.{name}")
+}
+
+/// The seed policy with `callers` allowed on /v1/generate, as `svidgate bundle build` writes it.
+fn seed_bundle(revision: &str, callers: &[&str]) -> Vec<u8> {
+    let policy = Policy::for_workload(MODEL_SERVER).unwrap();
+    let mut entries: Vec<(String, Vec<u8>)> =
+        policy.modules.iter().map(|(name, source)| (format!("envoy/authz/{name}"), source.clone().into_bytes())).collect();
+    // A rule that reads headers brings the header map into the input, and so into the decision
+    // log, where the credentials in it must be masked.
+    let tenant = "package envoy.authz\nimport rego.v1\ntenant := input.attributes.request.http.headers[\"x-tenant\"]\n";
+    entries.push(("envoy/authz/tenant.rego".into(), tenant.into()));
+    entries.push((".manifest".into(), json!({"revision": revision, "roots": ["envoy/authz", "allowed_callers"]}).to_string().into()));
+    entries.push(("data.json".into(), json!({"allowed_callers": {"generate": callers}}).to_string().into()));
+    svidgate_cli::write_bundle(&entries).unwrap()
+}
+
+fn plugin_configuration() -> Value {
+    json!({
+        "mode": "sidecar",
+        "trust_domains": [TRUST_DOMAIN],
+        "require_peer": true,
+        "policy": {
+            "bundle": {"cluster": "bundle_service", "resource": format!("/{BUNDLE}"), "min_delay": "1s", "max_delay": "2s"},
+            "max_policy_age": format!("{}s", MAX_POLICY_AGE.as_secs()),
+            "decision_logs": {
+                "service": {"cluster": "decision_logs", "resource": "/logs", "min_delay": "1s", "max_delay": "1s"},
+                "decision_id_header": "x-svidgate-decision-id",
+                "labels": {"cluster": "e2e"}
+            }
+        }
+    })
+}
+
+struct Site {
+    envoy: Envoy,
+    port: u16,
+    nginx: Nginx,
+    logs: LogSink,
+    run: RunDir,
+    clients: BTreeMap<&'static str, TlsClient>,
+    _app: Upstream,
+}
+
+impl Site {
+    async fn start() -> Site {
+        let run = RunDir::new("bundles").unwrap();
+        let pki = MintedDomain::mint(&run.path().join("certs")).unwrap();
+        let root = run.path().join("bundles");
+        std::fs::create_dir_all(&root).unwrap();
+        let nginx = Nginx::start(&root, run.path()).unwrap();
+        nginx.publish(BUNDLE, &seed_bundle("r1", &[ORCHESTRATOR.spiffe_id])).unwrap();
+        let logs = LogSink::start().unwrap();
+        let app = Upstream::start(UPSTREAM.as_ref(), MODEL_SERVER.name, run.path()).unwrap();
+        let modules = Modules::built().unwrap();
+        let config = envoy::render(
+            &envoy::template("sidecar-bundle.yaml").unwrap(),
+            &[
+                ("workload", MODEL_SERVER.name.to_owned()),
+                ("certs", path_str(pki.dir())),
+                ("run_dir", path_str(run.path())),
+                ("app_port", app.port().to_string()),
+                ("authz_wasm", path_str(&modules.authz)),
+                ("bundle_port", nginx.port().to_string()),
+                ("logs_port", logs.port().to_string()),
+                ("plugin_configuration", envoy::yaml_string(&plugin_configuration().to_string()).unwrap()),
+            ],
+        )
+        .unwrap();
+        let envoy = Envoy::start("envoy-bundles", &config, run.path()).await.unwrap();
+        let port = envoy.listener_port("inbound").await.unwrap();
+        let mut clients = BTreeMap::new();
+        for workload in [ORCHESTRATOR, TOOL_RUNTIME] {
+            clients.insert(workload.name, TlsClient::new(&pki.bundle(), Some(&pki.cert(workload.name).unwrap())).unwrap());
+        }
+        Site { envoy, port, nginx, logs, run, clients, _app: app }
+    }
+
+    async fn generate(&self, caller: &str, request_id: &str) -> u16 {
+        let request = Request::new("POST", "/v1/generate")
+            .header("x-request-id", request_id)
+            .header("authorization", "Bearer e2e-secret-token");
+        self.clients[caller].send(self.port, Http::H2, &request).await.unwrap().status
+    }
+
+    async fn counter(&self, name: &str) -> u64 {
+        self.envoy.stat(&stat(name)).await.unwrap().unwrap_or(0)
+    }
+
+    /// Waits until `done` holds, checking every 100 ms; returns how long it took.
+    async fn wait<F: std::future::Future<Output = bool>>(&self, what: &str, timeout: Duration, done: impl Fn() -> F) -> Duration {
+        let started = Instant::now();
+        while !done().await {
+            assert!(started.elapsed() < timeout, "{what}: not within {timeout:?}\n{}", self.envoy.log_tail());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        started.elapsed()
+    }
+}
+
+#[tokio::test]
+async fn bundles_decision_logs_and_staleness_in_real_envoy() {
+    let mut site = Site::start().await;
+    let pid = site.envoy.pid();
+    site.wait("first bundle active in every VM", Duration::from_secs(15), || async {
+        site.counter("bundle.activated").await >= TICKING_VMS
+    })
+    .await;
+    assert_eq!(site.generate(ORCHESTRATOR.name, "e2e-allowed").await, 200);
+    assert_eq!(site.generate(TOOL_RUNTIME.name, "e2e-denied").await, 403);
+
+    // The seed's promise: a new bundle adds a caller, without restarting anything.
+    site.nginx.publish(BUNDLE, &seed_bundle("r2", &[ORCHESTRATOR.spiffe_id, TOOL_RUNTIME.spiffe_id])).unwrap();
+    let took = site
+        .wait("tool runtime let in by bundle r2", MAX_DELAY + Duration::from_secs(3), || async {
+            site.generate(TOOL_RUNTIME.name, "e2e-r2").await == 200
+        })
+        .await;
+    println!("bundle r2 took effect {took:?} after it was published (polls every 1-2 s)");
+    assert_eq!(site.envoy.pid(), pid);
+    let revision = site.envoy.stats_matching("bundle.revision.r2").await.unwrap();
+    assert!(revision.contains(&format!("{}: 1", stat("bundle.revision.r2"))), "{revision}");
+    // Later polls are conditional: nginx answers 304 to the active bundle's ETag.
+    site.wait("a 304 for r2", MAX_DELAY * 3, || async {
+        site.nginx.served().unwrap().iter().any(|s| s.status == 304 && s.if_none_match == s.etag)
+    })
+    .await;
+    assert!(site.counter("bundle.not_modified").await >= 1);
+
+    // A corrupt bundle is rejected; r2 keeps deciding.
+    let rejected = site.counter("bundle.rejected").await;
+    site.nginx.publish(BUNDLE, b"\x1f\x8b\x08\0 this is not a bundle").unwrap();
+    site.wait("corrupt bundle rejected", MAX_DELAY * 3, || async { site.counter("bundle.rejected").await > rejected }).await;
+    assert_eq!(site.generate(TOOL_RUNTIME.name, "e2e-after-corrupt").await, 200);
+    assert!(std::fs::read_to_string(site.envoy.log_path()).unwrap().contains("rejected bundle svidgate"));
+
+    // Decision logs: OPA's schema, the bundle revision, masked credentials, ids shared with the access log.
+    let events = site
+        .logs
+        .wait_for(|events| events.iter().any(|e| e["decision_id"] == "e2e-after-corrupt"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let record = events.iter().find(|e| e["decision_id"] == "e2e-r2" && e["result"]["allowed"] == true).expect("record of an allowed r2 request");
+    assert_eq!(record["path"], "envoy/authz/allow");
+    assert_eq!(record["bundles"], json!({"svidgate": {"revision": "r2"}}));
+    assert_eq!(record["labels"]["cluster"], "e2e");
+    assert_eq!(record["input"]["attributes"]["source"]["principal"], TOOL_RUNTIME.spiffe_id);
+    assert!(record["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{record}");
+    assert!(record["metrics"]["timer_rego_query_eval_ns"].as_u64().is_some_and(|ns| ns > 0), "{record}");
+    let denied = events.iter().find(|e| e["decision_id"] == "e2e-denied").expect("record of the denial");
+    assert_eq!(denied["svidgate"]["decision"], "deny");
+    assert!(!serde_json::to_string(&events).unwrap().contains("e2e-secret-token"), "authorization is masked");
+    assert_eq!(denied["erased"], json!(["/input/attributes/request/http/headers/authorization"]), "{denied}");
+    assert_eq!(denied["input"]["attributes"]["request"]["http"]["headers"]["x-request-id"], "e2e-denied");
+    assert_eq!(site.logs.malformed(), 0);
+    assert!(site.logs.requests().iter().all(|r| r.content_encoding.as_deref() == Some("gzip")));
+    // Envoy flushes access logs about once a second.
+    let access_log = site.run.path().join(format!("{}-access.log", MODEL_SERVER.name));
+    let logged = || -> Option<Value> {
+        let text = std::fs::read_to_string(&access_log).ok()?;
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).find(|e: &Value| e["decision_id"] == "e2e-denied")
+    };
+    site.wait("decision id in the access log", Duration::from_secs(5), || async { logged().is_some() }).await;
+    let entry = logged().unwrap();
+    assert_eq!(entry["status"], 403);
+
+    // The bundle server goes down: the last good policy stays while it ages, then fails closed.
+    site.nginx.stop();
+    let went_down = Instant::now();
+    assert_eq!(site.generate(ORCHESTRATOR.name, "e2e-down").await, 200);
+    site.wait("policy stale", MAX_POLICY_AGE + MAX_DELAY * 2, || async {
+        site.generate(ORCHESTRATOR.name, "e2e-stale").await == 403
+    })
+    .await;
+    println!("denied as stale {:?} after the bundle server went down (max_policy_age {MAX_POLICY_AGE:?})", went_down.elapsed());
+    assert!(site.counter("error.policy_stale").await >= 1);
+    assert!(site.counter("bundle.fetch_failed").await >= 1);
+    let age = site.envoy.stat(&stat("policy_age_seconds")).await.unwrap().unwrap_or(0);
+    assert!(age >= MAX_POLICY_AGE.as_secs(), "policy age gauge {age}");
+
+    // The server comes back with bundle r3: it is activated and the policy is fresh again.
+    site.nginx.publish(BUNDLE, &seed_bundle("r3", &[ORCHESTRATOR.spiffe_id])).unwrap();
+    site.nginx.restart().unwrap();
+    site.wait("r3 activated after the server came back", MAX_DELAY * 3, || async {
+        site.generate(ORCHESTRATOR.name, "e2e-back").await == 200
+    })
+    .await;
+    assert_eq!(site.generate(TOOL_RUNTIME.name, "e2e-r3").await, 403);
+
+    // Every metric is visible to Prometheus, without the wasmcustom prefix.
+    let prometheus = site.envoy.admin("/stats/prometheus").await.unwrap();
+    let text = prometheus.body;
+    for metric in [
+        "svidgate_authz_allowed",
+        "svidgate_authz_denied",
+        "svidgate_authz_errors",
+        "svidgate_authz_error_policy_stale",
+        "svidgate_authz_bundle_activated",
+        "svidgate_authz_bundle_not_modified",
+        "svidgate_authz_bundle_rejected",
+        "svidgate_authz_bundle_fetch_failed",
+        "svidgate_authz_policy_age_seconds",
+        "svidgate_authz_decision_logs_uploaded",
+        "svidgate_authz_decision_logs_dropped",
+        "svidgate_identity_spoof_attempts",
+        "svidgate_authz_decision_latency_us_bucket",
+    ] {
+        assert!(text.contains(&format!("{metric}{{")), "{metric} missing from /stats/prometheus");
+    }
+    assert_eq!(site.envoy.pid(), pid);
+    site.envoy.check_running().unwrap();
+}

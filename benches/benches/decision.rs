@@ -1,5 +1,6 @@
 //! The core decision path, natively: the seed policy on regorus's VM, input building with and
-//! without the header map, and peer certificate parsing against the per-digest cache.
+//! without the header map, peer certificate parsing against the per-digest cache, and reading and
+//! compiling a new bundle.
 
 #![allow(clippy::unwrap_used, reason = "benchmark set-up: a failure must stop the run loudly")]
 
@@ -7,6 +8,7 @@ use std::hint::black_box;
 use std::time::SystemTime;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use svidgate_core::authz::bundle::Bundle;
 use svidgate_core::authz::{Authorizer, AuthzConfig, InputPlan, RequestFacts, build_input};
 use svidgate_core::identity::StrippedHeaders;
 use svidgate_core::peer::{PeerCache, PeerCertificate};
@@ -96,6 +98,28 @@ fn benches(c: &mut Criterion) {
         b.iter(|| black_box(rules.resolve(&mut cache, Some(&digest), certificate, now)))
     });
     group.finish();
+
+    // What a worker spends when a new bundle arrives (once per poll that brings a change).
+    let archive = svidgate_cli::write_bundle(&[
+        (".manifest".into(), br#"{"revision": "bench"}"#.to_vec()),
+        ("envoy/authz/authz.rego".into(), SEED_POLICY.as_bytes().to_vec()),
+        ("data.json".into(), SEED_DATA.as_bytes().to_vec()),
+    ])
+    .unwrap();
+    let bundled = seed_bundle_authorizer();
+    let mut group = c.benchmark_group("bundle");
+    group.bench_function("read_and_activate_seed", |b| {
+        b.iter(|| {
+            let bundle = Bundle::from_tar_gz(black_box(&archive), 1 << 20).unwrap();
+            bundled.activate(&bundle, now).unwrap();
+        })
+    });
+    group.finish();
+}
+
+fn seed_bundle_authorizer() -> Authorizer {
+    let config = r#"{"trust_domains": ["ai.internal"], "policy": {"bundle": {"cluster": "bundles"}}}"#;
+    Authorizer::new(AuthzConfig::parse(config.as_bytes()).unwrap()).unwrap()
 }
 
 criterion_group!(decision, benches);

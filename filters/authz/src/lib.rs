@@ -61,7 +61,7 @@ enum Callout {
     Logs,
 }
 
-/// Gauges are one Envoy stat for all workers: each worker's last write wins.
+/// The bundle gauges. A gauge is one Envoy stat for all VMs: the last write wins.
 struct Gauges {
     policy_age: Gauge,
     /// The active revision's info gauge (set to 1; the previous one goes back to 0).
@@ -215,13 +215,14 @@ impl RootContext for AuthzRoot {
         let now = svidgate_proxy::now();
         self.poller = authorizer.bundle().map(|config| BundlePoller::new(config.clone(), now));
         let uploads = authorizer.log_service().map(|config| RefCell::new(LogUploader::new(config.clone(), now)));
-        if self.poller.is_some() || uploads.is_some() {
-            if let Err(status) = hostcalls::set_tick_period(TICK) {
-                error!("svidgate_authz: cannot start the timer for bundles and decision logs: {status:?}");
-                return false;
-            }
-            self.gauges = Some(Gauges { policy_age: Gauge::define(POLICY_AGE_SECONDS), revision: None });
+        if (self.poller.is_some() || uploads.is_some())
+            && let Err(status) = hostcalls::set_tick_period(TICK)
+        {
+            error!("svidgate_authz: cannot start the timer for bundles and decision logs: {status:?}");
+            return false;
         }
+        self.gauges =
+            self.poller.as_ref().map(|_| Gauges { policy_age: Gauge::define(POLICY_AGE_SECONDS), revision: None });
         self.calls.clear();
         self.plugin = Some(Rc::new(Plugin {
             authorizer,
@@ -246,9 +247,7 @@ impl RootContext for AuthzRoot {
                 self.dispatch(call, Callout::Logs, now);
             }
         }
-        if let Some(gauges) = &self.gauges
-            && self.poller.is_some()
-        {
+        if let Some(gauges) = &self.gauges {
             gauges.policy_age.set(plugin.authorizer.policy_age(now).as_secs());
         }
     }

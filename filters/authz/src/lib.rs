@@ -85,14 +85,13 @@ impl Context for AuthzRoot {
         let headers = hostcalls::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default();
         let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
         let status = header(":status").and_then(|s| s.parse().ok());
-        match callout {
-            Callout::Bundle => {
-                let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten();
-                let response = HttpResponse { status, etag: header("etag"), body: body.as_deref().unwrap_or_default() };
-                self.on_bundle(now, response);
-            }
-            Callout::Logs => self.on_upload(now, status),
-        }
+        // Only a bundle's body is read: a log receiver's answer is its status.
+        let body = match callout {
+            Callout::Bundle => hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten(),
+            Callout::Logs => None,
+        };
+        let response = HttpResponse { status, etag: header("etag"), body: body.as_deref().unwrap_or_default() };
+        self.on_response(callout, now, response);
     }
 }
 
@@ -107,11 +106,15 @@ impl AuthzRoot {
             }
             Err(status) => {
                 warn!("svidgate_authz: cannot call cluster {}: {status:?}", call.cluster);
-                match callout {
-                    Callout::Bundle => self.on_bundle(now, HttpResponse { status: None, etag: None, body: &[] }),
-                    Callout::Logs => self.on_upload(now, None),
-                }
+                self.on_response(callout, now, HttpResponse { status: None, etag: None, body: &[] });
             }
+        }
+    }
+
+    fn on_response(&mut self, callout: Callout, now: SystemTime, response: HttpResponse<'_>) {
+        match callout {
+            Callout::Bundle => self.on_bundle(now, response),
+            Callout::Logs => self.on_upload(now, response.status),
         }
     }
 

@@ -274,8 +274,12 @@ impl BundlePoller {
             Some(304) if self.etag.is_some() => Fetched::NotModified,
             Some(200) => {
                 let digest = hash(response.body);
-                // A server without ETags (or one that ignores If-None-Match) resends the same bytes.
+                // A server without ETags (or one that ignores If-None-Match) resends the same bytes;
+                // a republished file brings them with a new ETag, which later polls then send.
                 if self.digest == Some(digest) {
+                    if let Some(etag) = response.etag {
+                        self.etag = Some(etag.to_owned());
+                    }
                     return Fetched::NotModified;
                 }
                 self.fetched = (response.etag.map(str::to_owned), Some(digest));
@@ -458,6 +462,13 @@ mod tests {
         // The same bytes again, without an ETag: nothing to compile.
         let same = poller.on_response(at, HttpResponse { status: Some(200), etag: None, body: &body });
         assert!(matches!(same, Fetched::NotModified), "{same:?}");
+        // The same bytes republished under a new ETag: that ETag is asked about from now on.
+        let next = poller.poll(at + Duration::from_secs(21)).unwrap();
+        assert_eq!(header(&next, "if-none-match"), Some("\"v1\""));
+        let republished = poller.on_response(at, HttpResponse { status: Some(200), etag: Some("\"v3\""), body: &body });
+        assert!(matches!(republished, Fetched::NotModified), "{republished:?}");
+        let next = poller.poll(at + Duration::from_secs(21)).unwrap();
+        assert_eq!(header(&next, "if-none-match"), Some("\"v3\""));
     }
 
     #[test]

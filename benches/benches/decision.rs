@@ -8,37 +8,25 @@ use std::hint::black_box;
 use std::time::SystemTime;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use svidgate_benches::{SEED_DATA, SEED_POLICY, SERVICE_REQUEST, seed_policy_config};
 use svidgate_core::authz::bundle::Bundle;
 use svidgate_core::authz::{Authorizer, AuthzConfig, InputPlan, RequestFacts, build_input};
 use svidgate_core::identity::StrippedHeaders;
 use svidgate_core::peer::{PeerCache, PeerCertificate};
 use svidgate_testpki::{ORCHESTRATOR, ROGUE, TRUST_DOMAIN, TrustDomainCa};
 
-const SEED_POLICY: &str = include_str!("../../policies/seed/authz.rego");
-const SEED_DATA: &str = include_str!("../../policies/seed/data.json");
-
 fn seed_authorizer() -> Authorizer {
     let config = serde_json::json!({
         "trust_domains": ["ai.internal"],
-        "policy": {"rego": SEED_POLICY, "data": serde_json::from_str::<serde_json::Value>(SEED_DATA).unwrap()},
+        "policy": seed_policy_config().unwrap(),
     });
     Authorizer::new(AuthzConfig::parse(config.to_string().as_bytes()).unwrap()).unwrap()
 }
 
 /// A typical request between services: pseudo-headers plus 16 ordinary headers.
 fn request_headers(authorizer: &Authorizer) -> StrippedHeaders {
-    let mut headers: Vec<(String, String)> = [
-        (":method", "POST"),
-        (":path", "/v1/generate"),
-        (":authority", "model-server.ai.internal"),
-        (":scheme", "https"),
-        ("x-request-id", "3f1c9a2e-8d4b-4e0f-9a57-0c2d6e4b8f11"),
-        ("content-type", "application/json"),
-        ("x-forwarded-spiffe-id", "spiffe://ai.internal/ns/edge/sa/forged"),
-    ]
-    .iter()
-    .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-    .collect();
+    let mut headers: Vec<(String, String)> =
+        SERVICE_REQUEST.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect();
     for i in 0..14 {
         headers.push((format!("x-trace-attribute-{i}"), format!("value-{i}-{}", "v".repeat(24))));
     }

@@ -7,23 +7,10 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use svidgate_benches::{SERVICE_REQUEST, seed_policy_config};
 use svidgate_harness::cases::ModuleKind;
 use svidgate_harness::host::{Action, Plugin, PluginOptions};
 use svidgate_testpki::{ORCHESTRATOR, TRUST_DOMAIN, TrustDomainCa};
-
-const SEED_POLICY: &str = include_str!("../../policies/seed/authz.rego");
-const SEED_DATA: &str = include_str!("../../policies/seed/data.json");
-
-const REQUEST: [(&str, &str); 8] = [
-    (":method", "POST"),
-    (":path", "/v1/generate"),
-    (":authority", "model-server.ai.internal"),
-    (":scheme", "https"),
-    ("x-request-id", "3f1c9a2e-8d4b-4e0f-9a57-0c2d6e4b8f11"),
-    ("content-type", "application/json"),
-    ("x-forwarded-spiffe-id", "spiffe://ai.internal/ns/edge/sa/forged"),
-    ("accept", "application/json"),
-];
 
 fn plugin(kind: ModuleKind, config: &serde_json::Value) -> Plugin {
     let module = kind.module().unwrap();
@@ -37,10 +24,10 @@ fn plugin(kind: ModuleKind, config: &serde_json::Value) -> Plugin {
     plugin
 }
 
-/// One request; returns the fuel it burned.
-fn request(plugin: &mut Plugin) -> u64 {
+/// One request with `headers`; returns the fuel it burned.
+fn request(plugin: &mut Plugin, headers: &[(&str, &str)]) -> u64 {
     let mut stream = plugin.stream();
-    let action = stream.request_headers(&REQUEST, true).unwrap();
+    let action = stream.request_headers(headers, true).unwrap();
     assert_eq!(action, Action::Continue);
     let fuel = stream.fuel_consumed_last();
     stream.finish().unwrap();
@@ -52,15 +39,16 @@ fn benches(c: &mut Criterion) {
     let authz_config = serde_json::json!({
         "trust_domains": ["ai.internal"],
         "require_peer": true,
-        "policy": {"rego": SEED_POLICY, "data": serde_json::from_str::<serde_json::Value>(SEED_DATA).unwrap()},
+        "policy": seed_policy_config().unwrap(),
     });
+    let headers: Vec<(&str, &str)> = SERVICE_REQUEST.into_iter().chain([("accept", "application/json")]).collect();
     let mut group = c.benchmark_group("wasm_request");
     for (kind, config) in [(ModuleKind::Identity, &identity_config), (ModuleKind::Authz, &authz_config)] {
         let mut plugin = plugin(kind, config);
-        let first = request(&mut plugin);
-        let warm = request(&mut plugin);
+        let first = request(&mut plugin, &headers);
+        let warm = request(&mut plugin, &headers);
         println!("{}: fuel per request: first (parses the certificate) {first}, then {warm}", kind.file_name());
-        group.bench_function(kind.file_name(), |b| b.iter(|| black_box(request(&mut plugin))));
+        group.bench_function(kind.file_name(), |b| b.iter(|| black_box(request(&mut plugin, &headers))));
     }
     group.finish();
 }

@@ -1,1 +1,26 @@
-//! criterion benchmarks of svidgate; see benches/README.md.
+//! criterion benchmarks of svidgate (`cargo xtask bench`; the README's Performance section has the
+//! figures). What both benchmarks share: the seed's policy and a typical request.
+
+/// The seed's model-server policy, as in `policies/seed`.
+pub const SEED_POLICY: &str = include_str!("../../policies/seed/authz.rego");
+/// The seed policy's data (`allowed_callers`).
+pub const SEED_DATA: &str = include_str!("../../policies/seed/data.json");
+
+/// The headers of a typical call between services, a forged identity header among them.
+pub const SERVICE_REQUEST: [(&str, &str); 7] = [
+    (":method", "POST"),
+    (":path", "/v1/generate"),
+    (":authority", "model-server.ai.internal"),
+    (":scheme", "https"),
+    ("x-request-id", "3f1c9a2e-8d4b-4e0f-9a57-0c2d6e4b8f11"),
+    ("content-type", "application/json"),
+    ("x-forwarded-spiffe-id", "spiffe://ai.internal/ns/edge/sa/forged"),
+];
+
+/// The `policy` block of a plugin configuration that enforces the seed policy.
+///
+/// # Errors
+/// If `policies/seed/data.json` is not JSON.
+pub fn seed_policy_config() -> serde_json::Result<serde_json::Value> {
+    Ok(serde_json::json!({"rego": SEED_POLICY, "data": serde_json::from_str::<serde_json::Value>(SEED_DATA)?}))
+}

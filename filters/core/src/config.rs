@@ -263,6 +263,11 @@ pub(crate) fn invalid_duration(field: &'static str, value: &str) -> ConfigError 
     ConfigError::InvalidDuration { field, value: value.to_owned() }
 }
 
+/// Parses a duration that must be above zero (timeouts, delays, ages).
+pub(crate) fn positive_duration(field: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    parse_duration(value).filter(|d| !d.is_zero()).ok_or_else(|| invalid_duration(field, value))
+}
+
 /// Lower-cases `name` if it is a valid, non-pseudo HTTP header name (RFC 9110 token).
 pub fn header_name(name: &str) -> Option<String> {
     let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, IdentityConfig, RawConfig, error_status, invalid_duration, parse_duration};
+use crate::config::{ConfigError, IdentityConfig, RawConfig, error_status, positive_duration};
 use crate::decision::{Decision, DenyReason};
 use crate::identity::IdentityOutcome;
 use crate::metrics::Counter;
@@ -182,9 +182,7 @@ impl TryFrom<RawPolicy> for PolicyConfig {
         }
         let eval_timeout = match raw.eval_timeout.as_deref() {
             None => DEFAULT_EVAL_TIMEOUT,
-            Some(v) => {
-                parse_duration(v).filter(|d| !d.is_zero()).ok_or_else(|| invalid_duration("policy.eval_timeout", v))?
-            }
+            Some(v) => positive_duration("policy.eval_timeout", v)?,
         };
         let max_policy_age = match raw.max_policy_age.as_deref() {
             None => None,
@@ -194,11 +192,7 @@ impl TryFrom<RawPolicy> for PolicyConfig {
                     message: "needs policy.bundle: an inline policy never ages".into(),
                 });
             }
-            Some(v) => Some(
-                parse_duration(v)
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| invalid_duration("policy.max_policy_age", v))?,
-            ),
+            Some(v) => Some(positive_duration("policy.max_policy_age", v)?),
         };
         Ok(Self {
             modules,

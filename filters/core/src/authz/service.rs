@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::bundle::{Bundle, BundleError};
 use super::gzip;
-use crate::config::{ConfigError, invalid_duration, parse_duration};
+use crate::config::{ConfigError, positive_duration};
 
 /// Default bundle polling delays (OPA's are 60 s and 120 s).
 pub const BUNDLE_DELAYS: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(120));
@@ -75,7 +75,7 @@ impl RawService {
         }
         let duration = |name: &'static str, value: &Option<String>, default: Duration| match value {
             None => Ok(default),
-            Some(v) => parse_duration(v).filter(|d| !d.is_zero()).ok_or_else(|| invalid_duration(name, v)),
+            Some(v) => positive_duration(name, v),
         };
         let timeout = duration("timeout", &self.timeout, DEFAULT_TIMEOUT)?;
         let min_delay = duration("min_delay", &self.min_delay, delays.0)?;

@@ -197,7 +197,7 @@ pub(crate) fn to_json(value: &Value) -> Result<serde_json::Value> {
     if *value == Value::Undefined {
         return Ok(serde_json::Value::Null);
     }
-    Ok(serde_json::from_str(&value.to_json_str()?)?)
+    Ok(serde_json::to_value(value)?)
 }
 
 /// A file, or standard input for `-`.

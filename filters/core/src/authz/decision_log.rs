@@ -137,8 +137,9 @@ impl DecisionLogConfig {
     }
 }
 
+/// Converts through regorus's `Serialize`, without printing and parsing a JSON string.
 fn to_json(value: &regorus::Value) -> Json {
-    value.to_json_str().ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(Json::Null)
+    serde_json::to_value(value).unwrap_or(Json::Null)
 }
 
 /// Removes the value at a JSON pointer; true if there was one.

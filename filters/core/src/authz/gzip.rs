@@ -76,7 +76,8 @@ pub fn encode(data: &[u8]) -> Vec<u8> {
     let deflated = miniz_oxide::deflate::compress_to_vec(data, LEVEL);
     let mut out = Vec::with_capacity(deflated.len() + 18);
     // Magic, deflate, no flags, no mtime (reproducible), no extra flags, OS unknown.
-    out.extend_from_slice(&[0x1f, 0x8b, DEFLATE, 0, 0, 0, 0, 0, 0, 0xff]);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&[DEFLATE, 0, 0, 0, 0, 0, 0, 0xff]);
     out.extend_from_slice(&deflated);
     out.extend_from_slice(&crc32(data).to_le_bytes());
     out.extend_from_slice(&(data.len() as u32).to_le_bytes());

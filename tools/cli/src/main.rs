@@ -101,16 +101,16 @@ impl Args {
 
 fn test(args: &Args) -> Result<ExitCode> {
     let dir = PolicyDir::load(Path::new(args.positional(0, "DIR")?))?;
-    let mut outcomes = dir.run_tests();
-    // With coverage, the test rules run once more on an engine that records it.
-    let coverage = if args.switch("--coverage") {
+    // With coverage, the test rules run (once) on an engine that records it, after the same
+    // compile check `run_tests` makes.
+    let (outcomes, coverage) = if args.switch("--coverage") {
+        let mut outcomes = dir.compile_outcomes();
         let mut engine = dir.engine().map_err(anyhow::Error::msg)?;
         engine.set_enable_coverage(true);
-        outcomes.retain(|o| o.rule.ends_with(" (compiles for the module)"));
         outcomes.extend(dir.run_tests_on(&mut engine));
-        Some(engine.get_coverage_report()?)
+        (outcomes, Some(engine.get_coverage_report()?))
     } else {
-        None
+        (dir.run_tests(), None)
     };
     let mut failed = 0;
     for outcome in &outcomes {

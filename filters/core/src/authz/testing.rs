@@ -101,10 +101,21 @@ impl PolicyDir {
     /// yet), after compiling every policy rule for the module's VM: a rule the module could not
     /// run (an unknown builtin, an unsupported construct) is reported as a failure too.
     pub fn run_tests(&self) -> Vec<TestOutcome> {
+        let mut outcomes = self.compile_outcomes();
+        match self.engine() {
+            Ok(mut engine) => outcomes.extend(self.run_tests_on(&mut engine)),
+            Err(e) => outcomes.push(TestOutcome { rule: "data (loading the policies)".to_owned(), failure: Some(e) }),
+        }
+        outcomes
+    }
+
+    /// Compiles every policy rule for the module's VM, as [`Self::run_tests`] does first: one
+    /// failed outcome (`data.<package>.<rule> (compiles for the module)`) per rule the module
+    /// could not run; nothing when every rule compiles.
+    pub fn compile_outcomes(&self) -> Vec<TestOutcome> {
         let policy_modules: Vec<(String, String)> =
             self.modules.iter().filter(|(name, _)| !name.ends_with("_test.rego")).cloned().collect();
-        let mut outcomes: Vec<TestOutcome> = self
-            .policy_rules()
+        self.policy_rules()
             .into_iter()
             .filter_map(|rule| {
                 let failure = Policy::compile(&self.config(&policy_modules, &rule)).err()?;
@@ -113,12 +124,7 @@ impl PolicyDir {
                     failure: Some(failure.to_string()),
                 })
             })
-            .collect();
-        match self.engine() {
-            Ok(mut engine) => outcomes.extend(self.run_tests_on(&mut engine)),
-            Err(e) => outcomes.push(TestOutcome { rule: "data (loading the policies)".to_owned(), failure: Some(e) }),
-        }
-        outcomes
+            .collect()
     }
 
     /// An interpreter loaded with every module and the data, for running rules (and, with

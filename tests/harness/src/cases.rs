@@ -312,12 +312,8 @@ pub fn configuration(file: &CaseFile, case: &Case, kind: ModuleKind) -> Result<J
     }
     if let Some(dir) = &file.policy {
         let loaded = PolicyDir::load(&workspace_root().join("policies").join(dir))?;
-        let modules: serde_json::Map<String, Json> = loaded
-            .modules
-            .into_iter()
-            .filter(|(name, _)| !name.ends_with("_test.rego"))
-            .map(|(name, source)| (name, Json::String(source)))
-            .collect();
+        let modules: serde_json::Map<String, Json> =
+            loaded.policy_modules().map(|(name, source)| (name.clone(), Json::String(source.clone()))).collect();
         let policy = object.entry("policy").or_insert_with(|| json!({}));
         if let Some(policy) = policy.as_object_mut() {
             policy.entry("rego").or_insert(Json::Object(modules));

@@ -24,7 +24,7 @@ pub(crate) fn build(args: &Args) -> Result<ExitCode> {
         manifest.insert("roots".into(), roots.into());
     }
     let mut entries: Vec<(String, Vec<u8>)> = vec![(".manifest".into(), serde_json::to_vec(&manifest)?)];
-    for (name, source) in dir.modules.iter().filter(|(name, _)| !name.ends_with("_test.rego")) {
+    for (name, source) in dir.policy_modules() {
         entries.push((bundle_path(name), source.clone().into_bytes()));
     }
     for data in data_files(&root)? {

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use regorus::Value;
-use svidgate_core::authz::testing::PolicyDir;
+use svidgate_core::authz::testing::{PolicyDir, is_test_module};
 use svidgate_core::authz::{DEFAULT_ENTRYPOINT, PolicyConfig, decision_for_result, normalize_entrypoint};
 use svidgate_core::config::IdentityConfig;
 use svidgate_core::decision::Decision;
@@ -123,7 +123,7 @@ fn test(args: &Args) -> Result<ExitCode> {
         }
     }
     if let Some(report) = coverage {
-        for file in report.files.iter().filter(|f| !f.path.ends_with("_test.rego")) {
+        for file in report.files.iter().filter(|f| !is_test_module(&f.path)) {
             let total = file.covered.len() + file.not_covered.len();
             let percent = if total == 0 { 100.0 } else { file.covered.len() as f64 * 100.0 / total as f64 };
             let missed: Vec<String> = file.not_covered.iter().map(u32::to_string).collect();
@@ -158,7 +158,7 @@ pub(crate) struct Evaluator {
 
 impl Evaluator {
     pub(crate) fn new(dir: &PolicyDir, entrypoint: &str) -> Result<Self> {
-        let modules = dir.modules.iter().filter(|(name, _)| !name.ends_with("_test.rego")).cloned().collect();
+        let modules = dir.policy_modules().cloned().collect();
         let config = PolicyConfig::inline(modules, dir.data.clone(), entrypoint);
         let policy = svidgate_core::authz::Policy::compile(&config)?;
         let identity = IdentityConfig::parse(br#"{"mode": "perimeter"}"#)?;

@@ -84,9 +84,15 @@ impl PolicyDir {
         Ok(dir)
     }
 
+    /// The policy modules: every module but the tests (`*_test.rego`), in file order. They are what
+    /// the module loads, what a bundle ships and what rules are compiled from.
+    pub fn policy_modules(&self) -> impl Iterator<Item = &(String, String)> {
+        self.modules.iter().filter(|(name, _)| !is_test_module(name))
+    }
+
     /// The `test_*` rules of every module, as `data.<package>.<rule>`, in file order.
     pub fn test_rules(&self) -> Vec<String> {
-        self.rules(|file, rule| file.ends_with("_test.rego") || rule.starts_with("test_"))
+        self.rules(|file, rule| is_test_module(file) || rule.starts_with("test_"))
             .into_iter()
             .filter(|r| r.rsplit('.').next().is_some_and(|name| name.starts_with("test_")))
             .collect()
@@ -94,7 +100,7 @@ impl PolicyDir {
 
     /// The rules of the policy modules (not `*_test.rego`), as `data.<package>.<rule>`.
     pub fn policy_rules(&self) -> Vec<String> {
-        self.rules(|file, _| !file.ends_with("_test.rego"))
+        self.rules(|file, _| !is_test_module(file))
     }
 
     /// Runs every test rule on regorus's interpreter (the VM's compiler does not support `with`
@@ -113,8 +119,7 @@ impl PolicyDir {
     /// failed outcome (`data.<package>.<rule> (compiles for the module)`) per rule the module
     /// could not run; nothing when every rule compiles.
     pub fn compile_outcomes(&self) -> Vec<TestOutcome> {
-        let policy_modules: Vec<(String, String)> =
-            self.modules.iter().filter(|(name, _)| !name.ends_with("_test.rego")).cloned().collect();
+        let policy_modules: Vec<(String, String)> = self.policy_modules().cloned().collect();
         self.policy_rules()
             .into_iter()
             .filter_map(|rule| {
@@ -175,6 +180,12 @@ impl PolicyDir {
             ..PolicyConfig::inline(modules.to_vec(), self.data.clone(), entrypoint)
         }
     }
+}
+
+/// Whether a module (a path relative to the policy directory) holds tests: `*_test.rego`, as
+/// `opa test` and `opa build` tell them apart.
+pub fn is_test_module(name: &str) -> bool {
+    name.ends_with("_test.rego")
 }
 
 /// Finds `package a.b` and the rules defined at the start of a line (functions excluded).

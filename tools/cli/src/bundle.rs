@@ -1,7 +1,7 @@
 //! `svidgate bundle build`: an OPA bundle (`.tar.gz` with `.manifest`, modules and data files),
 //! byte-for-byte reproducible: sorted entries, zero timestamps and owners.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -27,9 +27,8 @@ pub(crate) fn build(args: &Args) -> Result<ExitCode> {
     for (name, source) in dir.policy_modules() {
         entries.push((bundle_path(name), source.clone().into_bytes()));
     }
-    for data in data_files(&root)? {
-        let relative = data.strip_prefix(&root).unwrap_or(&data).to_string_lossy().into_owned();
-        entries.push((bundle_path(&relative), std::fs::read(&data)?));
+    for (relative, text) in &dir.data_files {
+        entries.push((bundle_path(relative), text.clone().into_bytes()));
     }
     if entries.len() == 1 {
         bail!("{} holds no policy module or data file", root.display());
@@ -43,17 +42,4 @@ pub(crate) fn build(args: &Args) -> Result<ExitCode> {
 /// Paths inside the bundle use `/` whatever the platform.
 fn bundle_path(relative: &str) -> String {
     format!("/{}", relative.replace('\\', "/"))
-}
-
-fn data_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            found.extend(data_files(&path)?);
-        } else if path.file_name().is_some_and(|n| n == "data.json") {
-            found.push(path);
-        }
-    }
-    Ok(found)
 }

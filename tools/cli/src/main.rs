@@ -190,7 +190,11 @@ pub(crate) fn load_policies(path: &Path) -> Result<PolicyDir> {
         return Ok(PolicyDir::load(path)?);
     }
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok(PolicyDir { modules: vec![(name, read(&path.to_string_lossy())?)], data: serde_json::json!({}) })
+    Ok(PolicyDir {
+        modules: vec![(name, read(&path.to_string_lossy())?)],
+        data: serde_json::json!({}),
+        data_files: Vec::new(),
+    })
 }
 
 pub(crate) fn to_json(value: &Value) -> Result<serde_json::Value> {

@@ -52,12 +52,15 @@ pub struct PolicyDir {
     pub modules: Vec<(String, String)>,
     /// The merged base document.
     pub data: serde_json::Value,
+    /// The `data.json` files merged into `data`, as read: (path relative to the root, text),
+    /// sorted by path (what `svidgate bundle build` ships).
+    pub data_files: Vec<(String, String)>,
 }
 
 impl PolicyDir {
     /// Loads `root` recursively.
     pub fn load(root: &Path) -> Result<Self, LoadError> {
-        let mut dir = Self { modules: Vec::new(), data: serde_json::json!({}) };
+        let mut dir = Self { modules: Vec::new(), data: serde_json::json!({}), data_files: Vec::new() };
         let mut files = Vec::new();
         walk(root, &mut files)?;
         files.sort();
@@ -69,7 +72,8 @@ impl PolicyDir {
             if name.ends_with(".rego") {
                 dir.modules.push((name, read(&path)?));
             } else if relative.file_name().is_some_and(|f| f == "data.json") {
-                let value: serde_json::Value = serde_json::from_str(&read(&path)?)
+                let text = read(&path)?;
+                let value: serde_json::Value = serde_json::from_str(&text)
                     .map_err(|e| LoadError::Data { path: path.clone(), message: e.to_string() })?;
                 let prefix: Vec<String> = relative
                     .parent()
@@ -79,6 +83,7 @@ impl PolicyDir {
                     .collect();
                 merge_at(&mut dir.data, &prefix, value)
                     .map_err(|message| LoadError::Data { path: path.clone(), message })?;
+                dir.data_files.push((name, text));
             }
         }
         Ok(dir)

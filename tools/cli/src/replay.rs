@@ -2,6 +2,8 @@
 //! `input`, `result`, `decision_id`) against a new policy, and reports each one whose outcome
 //! would change, so a policy change can be checked against real traffic before it ships.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -15,23 +17,28 @@ pub(crate) fn replay(args: &Args) -> Result<ExitCode> {
     let log = args.positional(0, "LOG.jsonl")?;
     let policy = args.option(&["--policy", "-p"]).context("--policy DIR is required")?;
     let dir = load_policies(Path::new(policy))?;
-    let mut evaluators: Vec<(String, Evaluator)> = Vec::new();
+    // One compiled policy per entrypoint the log names.
+    let mut evaluators: HashMap<String, Evaluator> = HashMap::new();
     let (mut total, mut changed) = (0usize, 0usize);
     for (number, line) in read(log)?.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let record: serde_json::Value =
             serde_json::from_str(line).with_context(|| format!("{log}:{}: not json", number + 1))?;
         let entrypoint =
             normalize_entrypoint(record.get("path").and_then(|p| p.as_str()).unwrap_or(DEFAULT_ENTRYPOINT));
-        if !evaluators.iter().any(|(e, _)| *e == entrypoint) {
-            evaluators.push((entrypoint.clone(), Evaluator::new(&dir, &entrypoint)?));
-        }
-        let Some((_, evaluator)) = evaluators.iter().find(|(e, _)| *e == entrypoint) else { continue };
+        let evaluator = match evaluators.entry(entrypoint) {
+            Entry::Occupied(found) => found.into_mut(),
+            Entry::Vacant(slot) => {
+                let evaluator = Evaluator::new(&dir, slot.key())?;
+                slot.insert(evaluator)
+            }
+        };
         let input = record.get("input").cloned().unwrap_or(serde_json::Value::Null);
         let recorded = record.get("result").map_or(Value::Undefined, |r| Value::from(r.clone()));
         let replayed = evaluator.evaluate(Value::from(input))?;
         total += 1;
         let (before, after) = (describe(&evaluator.decision(&recorded)), describe(&evaluator.decision(&replayed)));
-        if before != after || to_json(&recorded)? != to_json(&replayed)? {
+        let (recorded, replayed) = (to_json(&recorded)?, to_json(&replayed)?);
+        if before != after || recorded != replayed {
             changed += 1;
             let id = record.get("decision_id").and_then(|d| d.as_str()).unwrap_or("-");
             println!(
@@ -39,8 +46,8 @@ pub(crate) fn replay(args: &Args) -> Result<ExitCode> {
                 number + 1,
                 before.trim_start_matches("decision: "),
                 after.trim_start_matches("decision: "),
-                to_json(&recorded)?,
-                to_json(&replayed)?
+                recorded,
+                replayed
             );
         }
     }

@@ -19,6 +19,10 @@ use anyhow::{Context, Result, bail, ensure};
 use svidgate_harness::cases::ModuleKind;
 use svidgate_harness::host::PluginOptions;
 
+// The workspace root, and the built modules (`$SVIDGATE_WASM_DIR`, or where `cargo xtask build`
+// puts them): the harness's, so both find the same files.
+pub use svidgate_harness::cases::{wasm_dir, workspace_root};
+
 /// The Envoy release the project tests against.
 pub const ENVOY_VERSION: &str = "1.40.0";
 /// The PyPI ORAS client used as the independent puller.
@@ -26,17 +30,6 @@ pub const ORAS_VERSION: &str = "0.2.43";
 
 /// Serializes installs (apt and pip take locks of their own, and fail rather than wait).
 static INSTALL: Mutex<()> = Mutex::new(());
-
-/// The workspace root.
-pub fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().and_then(Path::parent).unwrap_or(manifest).to_owned()
-}
-
-/// The built modules: `$SVIDGATE_WASM_DIR`, or where `cargo xtask build` puts them.
-pub fn wasm_dir() -> PathBuf {
-    std::env::var_os("SVIDGATE_WASM_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target/modules"))
-}
 
 /// A built module's bytes.
 pub fn module_bytes(file: &str) -> Result<Vec<u8>> {

@@ -10,6 +10,7 @@
 //! - [`logsink`]: a decision-log collector taking OPA-style gzip JSON uploads, failing on demand.
 //! - [`client`]: HTTP/1.1 and HTTP/2 over (m)TLS with rustls, and plain HTTP.
 //! - [`topology`]: the seed's architecture: gateway, orchestrator, model server, vector store, tool runtime.
+//! - [`wait`]: a check polled until it holds or time is up.
 
 pub mod client;
 pub mod envoy;
@@ -20,3 +21,4 @@ pub mod pki;
 pub mod process;
 pub mod topology;
 pub mod upstream;
+pub mod wait;

@@ -13,7 +13,7 @@ use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
@@ -25,6 +25,8 @@ use hyper::{Method, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::sync::oneshot;
+
+use crate::wait;
 
 /// How often [`LogSink::wait_for`] looks again.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -119,17 +121,14 @@ impl LogSink {
     /// Waits until the accepted events satisfy `done`, and returns them; `Err` after `timeout`
     /// says what arrived instead.
     pub async fn wait_for(&self, done: impl Fn(&[Value]) -> bool, timeout: Duration) -> Result<Vec<Value>> {
-        let started = Instant::now();
-        loop {
+        let events = wait::until(POLL_INTERVAL, timeout, async || {
             let events = self.events();
-            if done(&events) {
-                return Ok(events);
-            }
-            if started.elapsed() > timeout {
-                bail!("the log sink did not get the expected events in {timeout:?}; it has:\n{}", self.summary());
-            }
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
+            Ok(done(&events).then_some(events))
+        })
+        .await?;
+        events.with_context(|| {
+            format!("the log sink did not get the expected events in {timeout:?}; it has:\n{}", self.summary())
+        })
     }
 
     /// What it has received, for failure messages.

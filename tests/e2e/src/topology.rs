@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use svidgate_testpki::{GATEWAY, MODEL_SERVER, ORCHESTRATOR, TOOL_RUNTIME, TRUST_DOMAIN, VECTOR_STORE, Workload};
 
@@ -18,6 +18,7 @@ use crate::envoy::{self, Envoy};
 use crate::paths;
 use crate::pki::MintedDomain;
 use crate::upstream::Upstream;
+use crate::wait;
 
 /// How long a policy reconfiguration may take to reach the filter.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(20);
@@ -269,21 +270,23 @@ impl Sidecar {
 
     /// Waits until the stat `name` of this sidecar's Envoy exceeds `value`.
     pub async fn wait_for_stat_above(&mut self, name: &str, value: u64) -> Result<()> {
-        let started = Instant::now();
-        while self.envoy.stat(name).await?.unwrap_or(0) <= value {
-            self.envoy.check_running()?;
-            if started.elapsed() > RELOAD_TIMEOUT {
-                bail!(
-                    "{name} of {} did not exceed {value} in {RELOAD_TIMEOUT:?} (version {} of {}):\n{}",
-                    self.envoy.name(),
-                    self.version,
-                    self.ecds_path.display(),
-                    self.envoy.log_tail()
-                );
+        let exceeded = wait::until(Duration::from_millis(50), RELOAD_TIMEOUT, async || {
+            if self.envoy.stat(name).await?.unwrap_or(0) > value {
+                return Ok(Some(()));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(())
+            self.envoy.check_running()?;
+            Ok(None)
+        })
+        .await?;
+        exceeded.with_context(|| {
+            format!(
+                "{name} of {} did not exceed {value} in {RELOAD_TIMEOUT:?} (version {} of {}):\n{}",
+                self.envoy.name(),
+                self.version,
+                self.ecds_path.display(),
+                self.envoy.log_tail()
+            )
+        })
     }
 
     /// How many ECDS updates of the svidgate filter Envoy has applied.

@@ -17,6 +17,7 @@ use svidgate_e2e::nginx::Nginx;
 use svidgate_e2e::pki::MintedDomain;
 use svidgate_e2e::topology::{Modules, Policy, RunDir, path_str};
 use svidgate_e2e::upstream::Upstream;
+use svidgate_e2e::wait;
 use svidgate_testpki::{MODEL_SERVER, ORCHESTRATOR, TOOL_RUNTIME, TRUST_DOMAIN};
 
 const UPSTREAM: &str = env!("CARGO_BIN_EXE_svidgate-upstream");
@@ -120,10 +121,8 @@ impl Site {
     /// Waits until `done` holds, checking every 100 ms; returns how long it took.
     async fn wait<F: std::future::Future<Output = bool>>(&self, what: &str, timeout: Duration, done: impl Fn() -> F) -> Duration {
         let started = Instant::now();
-        while !done().await {
-            assert!(started.elapsed() < timeout, "{what}: not within {timeout:?}\n{}", self.envoy.log_tail());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let held = wait::until(Duration::from_millis(100), timeout, async || Ok(done().await.then_some(()))).await.unwrap();
+        assert!(held.is_some(), "{what}: not within {timeout:?}\n{}", self.envoy.log_tail());
         started.elapsed()
     }
 }

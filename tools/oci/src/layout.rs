@@ -22,8 +22,6 @@ pub const LAYOUT_VERSION: &str = "1.0.0";
 /// An artifact read back from a layout: the manifest as stored and every blob it references.
 #[derive(Clone, Debug)]
 pub struct Layout {
-    /// The layout directory.
-    pub dir: PathBuf,
     /// The tag (`org.opencontainers.image.ref.name`) of its manifest.
     pub tag: String,
     /// The manifest bytes.
@@ -149,7 +147,7 @@ pub fn read(dir: &Path) -> Result<Layout, LayoutError> {
         let bytes = read_blob(&blob_path(dir, &digest), &digest, Some(descriptor.size()))?;
         blobs.insert(digest, bytes);
     }
-    Ok(Layout { dir: dir.to_owned(), tag, manifest, manifest_digest, blobs })
+    Ok(Layout { tag, manifest, manifest_digest, blobs })
 }
 
 /// Where a blob lives in a layout.

@@ -193,21 +193,6 @@ impl Registry {
         })
     }
 
-    /// The raw manifest bytes the registry serves for `repository:tag`, and their digest as it
-    /// reports it.
-    pub fn pull_manifest(&self, repository: &str, tag: &str) -> Result<(Vec<u8>, String), RegistryError> {
-        let reference = self.reference(repository, tag)?;
-        let accepted = [crate::artifact::MANIFEST_MEDIA_TYPE];
-        self.runtime
-            .block_on(self.client.pull_manifest_raw(&reference, &self.auth, &accepted))
-            .map(|(bytes, digest)| (bytes.to_vec(), digest))
-            .map_err(|source| RegistryError::Client {
-                host: self.host.clone(),
-                action: format!("pulling the manifest of {}", reference.whole()),
-                source,
-            })
-    }
-
     fn reference(&self, repository: &str, tag: &str) -> Result<Reference, RegistryError> {
         let text = format!("{}/{repository}:{tag}", self.host);
         text.parse::<Reference>().map_err(|source| RegistryError::Reference { reference: text, source })

@@ -13,9 +13,9 @@
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use serde::Deserialize;
 
 use crate::process::Process;
@@ -165,18 +165,14 @@ impl Nginx {
         command.arg("-e").arg("stderr").arg("-p").arg(&self.dir).arg("-c").arg(&conf);
         let name = if self.starts == 1 { stem } else { format!("{stem}-run{}", self.starts) };
         let mut process = Process::spawn(&name, command, &self.dir)?;
-        let started = Instant::now();
-        loop {
+        let address = SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port);
+        // Running first: a port that accepts while nginx has exited belongs to someone else.
+        process.wait_until_up(START_TIMEOUT, &format!("nginx did not listen on port {}", self.port), |process| {
             process.check_running()?;
-            if TcpStream::connect(SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port)).is_ok() {
-                self.process = Some(process);
-                return Ok(());
-            }
-            if started.elapsed() > START_TIMEOUT {
-                bail!("nginx did not listen on port {} in {START_TIMEOUT:?}:\n{}", self.port, process.log_tail());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            Ok(TcpStream::connect(address).is_ok().then_some(()))
+        })?;
+        self.process = Some(process);
+        Ok(())
     }
 
     fn config(&self, stem: &str) -> Result<String> {

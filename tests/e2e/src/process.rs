@@ -4,11 +4,15 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 /// How many log lines a failure report shows.
 const LOG_TAIL_LINES: usize = 80;
+
+/// How often [`Process::wait_until_up`] probes.
+const START_POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// A running child process with its output in files.
 pub struct Process {
@@ -56,6 +60,28 @@ impl Process {
             Ok(None) => Ok(()),
             Ok(Some(status)) => anyhow::bail!("{} exited ({status}); its log:\n{}", self.name, self.log_tail()),
             Err(e) => Err(e).with_context(|| format!("waiting for {}", self.name)),
+        }
+    }
+
+    /// Blocks until `probe` gives a value (it listens, it printed its port), probing every 20 ms,
+    /// and returns it. After each empty probe: `Err` with the exit status and log if the process
+    /// has exited, or `"<not_up> in <timeout>"` and the log once `timeout` has passed.
+    pub fn wait_until_up<T>(
+        &mut self,
+        timeout: Duration,
+        not_up: &str,
+        mut probe: impl FnMut(&mut Self) -> Result<Option<T>>,
+    ) -> Result<T> {
+        let started = Instant::now();
+        loop {
+            if let Some(value) = probe(self)? {
+                return Ok(value);
+            }
+            self.check_running()?;
+            if started.elapsed() > timeout {
+                bail!("{not_up} in {timeout:?}:\n{}", self.log_tail());
+            }
+            std::thread::sleep(START_POLL_INTERVAL);
         }
     }
 

@@ -2,9 +2,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde::Deserialize;
 
 use crate::process::Process;
@@ -40,19 +40,12 @@ impl Upstream {
         let mut command = Command::new(bin);
         command.args(["--name", name]);
         let mut process = Process::spawn(&format!("app-{name}"), command, dir)?;
-        let started = Instant::now();
-        loop {
+        let port = process.wait_until_up(START_TIMEOUT, &format!("{name} did not start listening"), |process| {
             let out = std::fs::read_to_string(process.stdout_path()).unwrap_or_default();
             let port = out.lines().next().and_then(|l| l.strip_prefix("listening 127.0.0.1:")).map(str::parse);
-            if let Some(port) = port {
-                return Ok(Self { process, port: port.context("app printed a bad port")? });
-            }
-            process.check_running()?;
-            if started.elapsed() > START_TIMEOUT {
-                bail!("{name} did not start listening in {START_TIMEOUT:?}:\n{}", process.log_tail());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            port.transpose().context("app printed a bad port")
+        })?;
+        Ok(Self { process, port })
     }
 
     /// The loopback port it listens on.

@@ -11,7 +11,6 @@
 //! The manifest is re-parsed with `oci-spec`, an implementation independent of the `oci-client`
 //! types [`crate::artifact`] writes with, and every referenced blob must match its digest and size.
 
-use std::collections::BTreeMap;
 use std::io::Read as _;
 
 use oci_spec::image::{Descriptor, ImageManifest};
@@ -192,11 +191,6 @@ pub fn provenance(manifest: &[u8]) -> Result<Annotated, GateError> {
         revision: get(annotations::REVISION)?,
         version: get(annotations::VERSION)?,
     })
-}
-
-/// A map of blobs by digest, for [`istio_module`] and [`cncf_module`] over owned content.
-pub fn lookup<'b>(blobs: &'b BTreeMap<Digest, Vec<u8>>) -> impl Fn(&Digest) -> Option<&'b [u8]> {
-    move |digest| blobs.get(digest).map(Vec::as_slice)
 }
 
 #[derive(Deserialize)]

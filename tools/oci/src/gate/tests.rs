@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::io::Write as _;
 
 use serde_json::json;
@@ -44,7 +45,7 @@ fn tar_gz(entries: &[(&str, &[u8])]) -> Vec<u8> {
 }
 
 fn istio(image: &Image) -> Result<IstioModule, GateError> {
-    istio_module(&image.manifest, lookup(&image.blobs))
+    istio_module(&image.manifest, |d| image.blobs.get(d).map(Vec::as_slice))
 }
 
 fn artifact_blobs(artifact: &Artifact) -> BTreeMap<Digest, Vec<u8>> {
@@ -143,11 +144,11 @@ fn refuses_a_missing_or_tampered_blob() {
         let mut blobs = artifact_blobs(&built);
         blobs.remove(&built.config.digest);
         assert!(matches!(
-            istio_module(&built.manifest, lookup(&blobs)),
+            istio_module(&built.manifest, |d| blobs.get(d).map(Vec::as_slice)),
             Err(GateError::BlobMissing(_) | GateError::Istio { .. })
         ));
         assert!(matches!(
-            cncf_module(&built.manifest, lookup(&blobs)),
+            cncf_module(&built.manifest, |d| blobs.get(d).map(Vec::as_slice)),
             Err(GateError::BlobMissing(_) | GateError::Cncf(_))
         ));
     }
@@ -156,7 +157,7 @@ fn refuses_a_missing_or_tampered_blob() {
     let layer = blobs.get_mut(&compat.layers[0].digest).unwrap();
     let last = layer.len() - 1;
     layer[last] ^= 0xff;
-    assert!(istio_module(&compat.manifest, lookup(&blobs)).is_err());
+    assert!(istio_module(&compat.manifest, |d| blobs.get(d).map(Vec::as_slice)).is_err());
 }
 
 #[test]

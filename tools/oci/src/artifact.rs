@@ -19,7 +19,7 @@ use std::path::Path;
 
 use flate2::{Compression, GzBuilder};
 use oci_client::manifest::{OciDescriptor, OciImageManifest};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -88,8 +88,9 @@ pub struct Provenance {
     pub created: OffsetDateTime,
 }
 
-/// Which artifact to build from a module.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Which artifact to build from a module. Serialized as [`Kind::as_str`] (`pins.json`'s `kind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum Kind {
     /// The Istio/Solo compat image: one tar+gzip layer holding `plugin.wasm`.

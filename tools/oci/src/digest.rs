@@ -2,9 +2,11 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest as _, Sha256};
 
-/// A sha256 content digest, `sha256:<64 lowercase hex>`.
+/// A sha256 content digest, `sha256:<64 lowercase hex>`; serialized as that string, and
+/// deserialized through [`Digest::parse`].
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Digest(String);
 
@@ -47,6 +49,19 @@ impl fmt::Display for Digest {
     }
 }
 
+impl Serialize for Digest {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Whether `text` is 64 lowercase hex digits.
 pub fn is_sha256_hex(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
@@ -71,6 +86,15 @@ mod tests {
     fn parses_its_own_form() {
         let digest = Digest::of(b"plugin");
         assert_eq!(Digest::parse(digest.as_str()).unwrap(), digest);
+    }
+
+    #[test]
+    fn serializes_as_its_string() {
+        let digest = Digest::of(b"plugin");
+        let json = serde_json::to_string(&digest).unwrap();
+        assert_eq!(json, format!("\"{}\"", digest.as_str()));
+        assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), digest);
+        assert!(serde_json::from_str::<Digest>(&format!("\"{}\"", digest.hex())).is_err());
     }
 
     #[test]

@@ -124,18 +124,10 @@ fn push(mut flags: Flags) -> Result<()> {
     let mut pins = read_pins(&pins_path)?;
     ensure!(!pins.artifacts.is_empty(), "{} lists nothing: run `svidgate-oci package` first", pins_path.display());
     for pin in &mut pins.artifacts {
-        let kind = KINDS
-            .into_iter()
-            .find(|k| k.as_str() == pin.kind)
-            .with_context(|| format!("unknown kind {:?}", pin.kind))?;
-        let dir = out.join(&pin.name).join(&pin.kind);
+        let dir = out.join(&pin.name).join(pin.kind.as_str());
         let read = layout::read(&dir)?;
-        ensure!(
-            read.manifest_digest.as_str() == pin.manifest_digest,
-            "{} changed since it was packaged",
-            dir.display()
-        );
-        gated(&read.manifest, |d| read.blob(d), kind)
+        ensure!(read.manifest_digest == pin.manifest_digest, "{} changed since it was packaged", dir.display());
+        gated(&read.manifest, |d| read.blob(d), pin.kind)
             .with_context(|| format!("{}: the layout gate refuses it", dir.display()))?;
         let repository = namespace.as_ref().map_or_else(|| pin.name.clone(), |ns| format!("{ns}/{}", pin.name));
         let pushed = registry.push(&repository, &read.tag, &read)?;

@@ -20,11 +20,11 @@ pub struct Pin {
     /// The repository name, e.g. `svidgate-authz`.
     pub name: String,
     /// `compat` or `wasm`.
-    pub kind: String,
+    pub kind: Kind,
     /// The tag.
     pub tag: String,
     /// The manifest digest: Istio `WasmPlugin.sha256`, Envoy Gateway `image.sha256`, `@sha256:` in URLs.
-    pub manifest_digest: String,
+    pub manifest_digest: Digest,
     /// The module's own sha256 (hex): Envoy `vm_config.code.remote.sha256`.
     pub wasm_sha256: String,
     /// Where it was pushed (`host/repository:tag`), once it was.
@@ -56,9 +56,9 @@ impl Pin {
     pub fn of(artifact: &Artifact) -> Self {
         Self {
             name: artifact.name.clone(),
-            kind: artifact.kind.as_str().to_owned(),
+            kind: artifact.kind,
             tag: artifact.tag.clone(),
-            manifest_digest: artifact.manifest_digest.to_string(),
+            manifest_digest: artifact.manifest_digest.clone(),
             wasm_sha256: artifact.wasm_sha256.hex().to_owned(),
             reference: None,
         }
@@ -80,10 +80,9 @@ impl Pins {
             return Err(RenderError::Registry(registry.to_owned()));
         }
         let mut vars = BTreeMap::from([("registry".to_owned(), registry.to_owned())]);
-        for pin in self.artifacts.iter().filter(|p| p.kind == Kind::Compat.as_str()) {
+        for pin in self.artifacts.iter().filter(|p| p.kind == Kind::Compat) {
             let name = pin.name.replace('-', "_");
-            let digest = Digest::parse(&pin.manifest_digest).map(|d| d.hex().to_owned()).unwrap_or_default();
-            vars.insert(format!("{name}_digest"), digest);
+            vars.insert(format!("{name}_digest"), pin.manifest_digest.hex().to_owned());
             vars.insert(format!("{name}_tag"), pin.tag.clone());
             vars.insert(format!("{name}_wasm_sha256"), pin.wasm_sha256.clone());
         }
@@ -142,17 +141,17 @@ mod tests {
             artifacts: vec![
                 Pin {
                     name: "svidgate-authz".into(),
-                    kind: "compat".into(),
+                    kind: Kind::Compat,
                     tag: "0.1.0".into(),
-                    manifest_digest: digest.to_string(),
+                    manifest_digest: digest,
                     wasm_sha256: Digest::of(b"module").hex().to_owned(),
                     reference: None,
                 },
                 Pin {
                     name: "svidgate-authz".into(),
-                    kind: "wasm".into(),
+                    kind: Kind::Wasm,
                     tag: "0.1.0-wasm".into(),
-                    manifest_digest: Digest::of(b"other").to_string(),
+                    manifest_digest: Digest::of(b"other"),
                     wasm_sha256: Digest::of(b"module").hex().to_owned(),
                     reference: None,
                 },
@@ -192,6 +191,17 @@ mod tests {
         for bad in ["", "https://ghcr.io/acme", "ghcr.io//acme", "ghcr.io/acme@sha256", "ghcr.io/a b"] {
             assert!(pins().variables(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn writes_kinds_and_digests_as_the_strings_pins_json_holds() {
+        for kind in crate::artifact::KINDS {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+        let json = serde_json::to_value(pins()).unwrap();
+        assert_eq!(json["artifacts"][0]["kind"], "compat");
+        assert_eq!(json["artifacts"][1]["kind"], "wasm");
+        assert_eq!(json["artifacts"][0]["manifest_digest"], Digest::of(b"manifest").as_str());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use svidgate_oci::{gate, layout};
+use svidgate_oci::{Kind, gate, layout};
 
 use crate::layout_gate::package;
 use crate::support::{FileServer, Process, Scratch, envoy_bin, http_get, wait_for};
@@ -72,7 +72,7 @@ fn envoy_loads_the_packaged_module_by_its_sha256_and_strips_forged_identities() 
     let scratch = Scratch::new("envoy-remote")?;
     let out = scratch.join("oci");
     let (revision, pins) = package(&out)?;
-    let pin = pins.artifacts.iter().find(|p| p.name == "svidgate-identity" && p.kind == "compat").context("no pin")?;
+    let pin = pins.artifacts.iter().find(|p| p.name == "svidgate-identity" && p.kind == Kind::Compat).context("no pin")?;
     let image = layout::read(&out.join("svidgate-identity/compat"))?;
     let module = gate::istio_module(&image.manifest, |d| image.blob(d))?.wasm;
     let server = FileServer::start(MODULE_PATH, module)?;
@@ -99,12 +99,12 @@ fn envoy_answers_503_to_everything_when_the_sha256_is_not_the_modules() -> Resul
     let scratch = Scratch::new("envoy-wrong-sha")?;
     let out = scratch.join("oci");
     let (_, pins) = package(&out)?;
-    let pin = pins.artifacts.iter().find(|p| p.name == "svidgate-identity" && p.kind == "compat").context("no pin")?;
+    let pin = pins.artifacts.iter().find(|p| p.name == "svidgate-identity" && p.kind == Kind::Compat).context("no pin")?;
     let image = layout::read(&out.join("svidgate-identity/compat"))?;
     let module = gate::istio_module(&image.manifest, |d| image.blob(d))?.wasm;
     let server = FileServer::start(MODULE_PATH, module)?;
     // The usual mistake: the image's manifest digest is what Istio pins, not what Envoy pins.
-    let wrong = svidgate_oci::Digest::parse(&pin.manifest_digest)?;
+    let wrong = &pin.manifest_digest;
     ensure!(wrong.hex() != pin.wasm_sha256, "the manifest digest cannot be the module's sha256");
     let mut envoy = Envoy::start(&scratch, server.port, wrong.hex())?;
     let port = envoy.listener_port()?;

@@ -378,9 +378,9 @@ fn rendered_manifests_pin_the_digests_of_the_packaged_modules() -> Result<()> {
         let pin = pins
             .artifacts
             .iter()
-            .find(|p| p.name == name && p.kind == "compat")
+            .find(|p| p.name == name && p.kind == svidgate_oci::Kind::Compat)
             .with_context(|| format!("no pin for {name}"))?;
-        Ok(svidgate_oci::Digest::parse(&pin.manifest_digest)?.hex().to_owned())
+        Ok(pin.manifest_digest.hex().to_owned())
     };
     let docs = documents(&out)?;
     assert_eq!(docs.len(), documents(&k8s_dir())?.len());

@@ -96,8 +96,8 @@ fn pins_name_the_digests_of_the_layouts() -> Result<()> {
     let scratch = Scratch::new("gate-pins")?;
     let (_, pins) = package(scratch.path())?;
     for pin in &pins.artifacts {
-        let read = layout::read(&scratch.join(&format!("{}/{}", pin.name, pin.kind)))?;
-        assert_eq!(pin.manifest_digest, read.manifest_digest.as_str(), "{} {}", pin.name, pin.kind);
+        let read = layout::read(&scratch.join(&format!("{}/{}", pin.name, pin.kind.as_str())))?;
+        assert_eq!(pin.manifest_digest, read.manifest_digest, "{} {}", pin.name, pin.kind.as_str());
         let module = module_bytes(&format!("{}.wasm", pin.name.replace('-', "_")))?;
         assert_eq!(pin.wasm_sha256, svidgate_oci::Digest::of(&module).hex(), "{}", pin.name);
     }

@@ -11,7 +11,7 @@ use rcgen::{
 };
 use serde::Deserialize;
 use svidgate_oci::registry::{Credentials, Options, Registry as Client, RegistryError};
-use svidgate_oci::{gate, layout};
+use svidgate_oci::{Kind, gate, layout};
 
 use crate::layout_gate::package;
 use crate::support::{Registry, Scratch, Secured, cli, module_bytes, oras_python, run, workspace_root};
@@ -41,10 +41,10 @@ fn pushed_artifacts_pull_back_identical_with_skopeo_and_oras() -> Result<()> {
             pushed.contains(&format!("pushed {reference}@{}", pin.manifest_digest)),
             "{reference} not reported:\n{pushed}"
         );
-        let ours = layout::read(&out.join(&pin.name).join(&pin.kind))?;
+        let ours = layout::read(&out.join(&pin.name).join(pin.kind.as_str()))?;
 
         // skopeo copies into an OCI layout of its own; our reader checks every blob it wrote.
-        let pulled = scratch.join(&format!("skopeo/{}-{}", pin.name, pin.kind));
+        let pulled = scratch.join(&format!("skopeo/{}-{}", pin.name, pin.kind.as_str()));
         std::fs::create_dir_all(&pulled)?;
         run(Command::new("skopeo")
             .args(["copy", "--quiet", "--src-tls-verify=false"])
@@ -52,17 +52,17 @@ fn pushed_artifacts_pull_back_identical_with_skopeo_and_oras() -> Result<()> {
             .arg(format!("oci:{}:{}", pulled.display(), pin.tag)))?;
         let theirs = layout::read(&pulled)?;
         assert!(theirs.manifest == ours.manifest, "{reference}: skopeo pulled another manifest");
-        assert_eq!(theirs.manifest_digest.as_str(), pin.manifest_digest, "{reference}");
+        assert_eq!(theirs.manifest_digest, pin.manifest_digest, "{reference}");
         assert!(theirs.blobs == ours.blobs, "{reference}: skopeo pulled other blobs");
         let raw = run(Command::new("skopeo")
             .args(["inspect", "--raw", "--tls-verify=false"])
             .arg(format!("docker://{reference}")))?;
         assert_eq!(
-            svidgate_oci::Digest::of(raw.as_bytes()).as_str(),
+            svidgate_oci::Digest::of(raw.as_bytes()),
             pin.manifest_digest,
             "{reference}: skopeo inspect --raw"
         );
-        if pin.kind == "compat" {
+        if pin.kind == Kind::Compat {
             let module = gate::istio_module(&theirs.manifest, |d| theirs.blob(d))?.wasm;
             assert!(module == module_bytes(&format!("{}.wasm", pin.name.replace('-', "_")))?, "{reference}");
         }
@@ -78,8 +78,8 @@ fn pushed_artifacts_pull_back_identical_with_skopeo_and_oras() -> Result<()> {
         let file = format!("{}.wasm", name.replace('-', "_"));
         for pin in pins.artifacts.iter().filter(|p| p.name == name) {
             let pulled = report.get(&pin.tag).with_context(|| format!("oras did not pull {name}:{}", pin.tag))?;
-            assert_eq!(pulled.manifest_digest, pin.manifest_digest, "{name}:{}", pin.tag);
-            let ours = layout::read(&out.join(&pin.name).join(&pin.kind))?;
+            assert_eq!(pulled.manifest_digest, pin.manifest_digest.as_str(), "{name}:{}", pin.tag);
+            let ours = layout::read(&out.join(&pin.name).join(pin.kind.as_str()))?;
             assert_eq!(pulled.blobs.len(), ours.blobs.len(), "{name}:{}", pin.tag);
             for (digest, content_digest) in &pulled.blobs {
                 assert_eq!(
@@ -91,7 +91,7 @@ fn pushed_artifacts_pull_back_identical_with_skopeo_and_oras() -> Result<()> {
             }
             // oras unpacks a tar+gzip layer (its directory convention) and names a raw layer by
             // its title: either way the module must come out byte for byte.
-            let module_file = if pin.kind == "compat" { "plugin.wasm" } else { file.as_str() };
+            let module_file = if pin.kind == Kind::Compat { "plugin.wasm" } else { file.as_str() };
             assert_eq!(pulled.files.get(module_file), Some(&pin.wasm_sha256), "{name}:{}: {:?}", pin.tag, pulled.files);
         }
     }
@@ -111,9 +111,9 @@ fn pushes_over_https_with_basic_auth_and_refuses_without() -> Result<()> {
     let pin = pins
         .artifacts
         .iter()
-        .find(|p| p.name == "svidgate-identity" && p.kind == "compat")
+        .find(|p| p.name == "svidgate-identity" && p.kind == Kind::Compat)
         .context("no identity pin")?;
-    let read = layout::read(&out.join(&pin.name).join(&pin.kind))?;
+    let read = layout::read(&out.join(&pin.name).join(pin.kind.as_str()))?;
     let ca = std::fs::read(&tls.ca)?;
     let options = |credentials| Options { credentials, ca_certificates_pem: vec![ca.clone()], ..Options::default() };
     let basic = |password: &str| Credentials::Basic { username: "ci".into(), password: password.into() };
@@ -123,7 +123,7 @@ fn pushes_over_https_with_basic_auth_and_refuses_without() -> Result<()> {
         &pin.tag,
         &read,
     )?;
-    assert_eq!(pushed.manifest_digest.as_str(), pin.manifest_digest);
+    assert_eq!(pushed.manifest_digest, pin.manifest_digest);
 
     for (what, client) in [
         ("anonymous", Client::connect(&registry.host, options(Credentials::Anonymous))?),
@@ -146,7 +146,7 @@ fn pushes_over_https_with_basic_auth_and_refuses_without() -> Result<()> {
         .arg("--cert-dir")
         .arg(&certs)
         .arg(format!("docker://{}/svidgate/svidgate-identity:{}", registry.host, pin.tag)))?;
-    assert_eq!(svidgate_oci::Digest::of(raw.as_bytes()).as_str(), pin.manifest_digest);
+    assert_eq!(svidgate_oci::Digest::of(raw.as_bytes()), pin.manifest_digest);
     Ok(())
 }
 

@@ -96,12 +96,10 @@ impl Envoy {
                 bail!("{name} was not ready in {START_TIMEOUT:?}:\n{}", process.log_tail());
             }
             let admin = std::fs::read_to_string(&admin_file).unwrap_or_default();
-            if let Some(port) = admin.trim().rsplit(':').next().and_then(|p| p.parse().ok()) {
-                let envoy = Self { process, admin_port: port };
-                if envoy.ready().await {
-                    return Ok(envoy);
-                }
-                process = envoy.into_process();
+            if let Some(port) = admin.trim().rsplit(':').next().and_then(|p| p.parse().ok())
+                && ready(port).await
+            {
+                return Ok(Self { process, admin_port: port });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -170,12 +168,9 @@ impl Envoy {
     pub fn stop(&mut self) {
         self.process.stop();
     }
+}
 
-    async fn ready(&self) -> bool {
-        matches!(self.admin("/ready").await, Ok(r) if r.status == 200)
-    }
-
-    fn into_process(self) -> Process {
-        self.process
-    }
+/// Whether the Envoy with its admin API on `admin_port` answers `/ready` with 200.
+async fn ready(admin_port: u16) -> bool {
+    matches!(client::plain(admin_port, &Request::new("GET", "/ready")).await, Ok(r) if r.status == 200)
 }

@@ -169,17 +169,16 @@ fn every_config_under_envoy_validates_and_its_plugin_configurations_load() {
     let modules = Modules::built().unwrap();
     let mut checked = BTreeSet::new();
     let mut plugins = 0;
+    // The ECDS files the sidecars point at must exist for validation too.
+    let ecds = render_demo("authz-ecds.yaml", run.path(), &pki, &modules).unwrap();
+    std::fs::write(run.path().join(format!("{}-authz.yaml", MODEL_SERVER.name)), &ecds).unwrap();
+    std::fs::write(run.path().join(format!("{}-authz.yaml", ORCHESTRATOR.name)), &ecds).unwrap();
     for name in ["sidecar.yaml", "orchestrator.yaml", "gateway.yaml", "sidecar-bundle.yaml"] {
         let config = render_demo(name, run.path(), &pki, &modules).unwrap();
-        // The ECDS file the sidecar points at must exist for validation too.
-        let ecds = render_demo("authz-ecds.yaml", run.path(), &pki, &modules).unwrap();
-        std::fs::write(run.path().join(format!("{}-authz.yaml", MODEL_SERVER.name)), &ecds).unwrap();
-        std::fs::write(run.path().join(format!("{}-authz.yaml", ORCHESTRATOR.name)), &ecds).unwrap();
         plugins += check(&format!("demo/{name}"), &config, run.path()).unwrap();
         checked.insert(format!("demo/{name}"));
     }
     let sidecar = render_demo("sidecar.yaml", run.path(), &pki, &modules).unwrap();
-    let ecds = render_demo("authz-ecds.yaml", run.path(), &pki, &modules).unwrap();
     plugins += check("demo/authz-ecds.yaml", &inline_ecds(&sidecar, &ecds).unwrap(), run.path()).unwrap();
     checked.insert("demo/authz-ecds.yaml".to_owned());
     for name in ["gateway.yaml", "model-server.yaml", "orchestrator.yaml"] {

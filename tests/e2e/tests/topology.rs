@@ -1,6 +1,8 @@
 //! The seed's topology end to end: the perimeter strips identities, the orchestrator's calls
 //! carry its identity to the services, and outbound clusters only talk to the SPIFFE ID they expect.
 
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test helpers: a failure is the test failing")]
+
 use svidgate_e2e::client::{self, Http, Request, TlsClient};
 use svidgate_e2e::topology::{Modules, Policy, RunDir, Sidecar, SidecarOptions, Site, Topology};
 use svidgate_e2e::upstream::Seen;
@@ -13,10 +15,17 @@ fn identities(seen: Vec<Seen>) -> Vec<Vec<String>> {
     seen.into_iter().map(|s| s.identities).collect()
 }
 
+/// Both scenarios share one topology (five Envoys, four apps): the perimeter one runs first, as
+/// it counts the gateway's spoof attempts exactly, and the services one never goes through the gateway.
 #[tokio::test]
-async fn perimeter_gateway_strips_identity_headers_from_the_public_side() {
-    let run = RunDir::new("perimeter").unwrap();
+async fn perimeter_strips_identities_and_services_see_the_orchestrator_id() {
+    let run = RunDir::new("topology").unwrap();
     let t = Topology::start(run.path(), &Modules::built().unwrap(), UPSTREAM.as_ref()).await.unwrap();
+    perimeter_gateway_strips_identity_headers_from_the_public_side(&t).await;
+    services_see_the_orchestrator_id_when_the_orchestrator_calls_them(&t).await;
+}
+
+async fn perimeter_gateway_strips_identity_headers_from_the_public_side(t: &Topology) {
     let public = TlsClient::new(&t.pki.bundle(), None).unwrap();
     let app = &t.orchestrator.app;
     for http in [Http::H1, Http::H2] {
@@ -50,10 +59,7 @@ async fn perimeter_gateway_strips_identity_headers_from_the_public_side() {
     assert_eq!(response.body, r#"{"error": "caller may not use the agent api"}"#);
 }
 
-#[tokio::test]
-async fn services_see_the_orchestrator_id_when_the_orchestrator_calls_them() {
-    let run = RunDir::new("orchestrator").unwrap();
-    let t = Topology::start(run.path(), &Modules::built().unwrap(), UPSTREAM.as_ref()).await.unwrap();
+async fn services_see_the_orchestrator_id_when_the_orchestrator_calls_them(t: &Topology) {
     let calls = [
         (MODEL_SERVER, "/v1/generate", &t.model_server),
         (VECTOR_STORE, "/v1/collections/product-docs/query", &t.vector_store),

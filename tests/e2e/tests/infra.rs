@@ -12,13 +12,26 @@ use flate2::write::GzEncoder;
 use serde_json::json;
 use svidgate_e2e::client::{self, Request, Response};
 use svidgate_e2e::logsink::LogSink;
-use svidgate_e2e::nginx::Nginx;
+use svidgate_e2e::nginx::{Nginx, Served};
 use svidgate_e2e::topology::RunDir;
+use svidgate_e2e::wait;
 use tokio::net::TcpStream;
 
 /// One plain HTTP/1.1 request, answered within 10 s.
 async fn send(port: u16, request: &Request) -> Result<Response> {
     tokio::time::timeout(Duration::from_secs(10), client::plain(port, request)).await.context("no answer in 10 s")?
+}
+
+/// nginx's access log once it has `lines` lines. nginx writes a request's line after sending the
+/// response, so a client that has read the response may be ahead of the log.
+async fn access_log(nginx: &Nginx, lines: usize) -> Result<Vec<Served>> {
+    let timeout = Duration::from_secs(5);
+    let served = wait::until(Duration::from_millis(20), timeout, async || {
+        let served = nginx.served()?;
+        Ok((served.len() >= lines).then_some(served))
+    })
+    .await?;
+    served.with_context(|| format!("nginx's access log has fewer than {lines} lines after {timeout:?}"))
 }
 
 fn gzip(data: &[u8]) -> Result<Vec<u8>> {
@@ -58,6 +71,8 @@ async fn nginx_serves_with_etag_answers_304_and_survives_stop_and_restart() {
 
     assert_eq!(send(port, &Request::new("GET", "/missing.tar.gz")).await.unwrap().status, 404);
 
+    // Killed at once, nginx would lose the 404's line were it not written yet.
+    access_log(&nginx, 4).await.unwrap();
     nginx.stop();
     assert!(!nginx.is_running());
     let refused = TcpStream::connect(("127.0.0.1", port)).await.expect_err("nginx still accepts after stop");
@@ -68,7 +83,8 @@ async fn nginx_serves_with_etag_answers_304_and_survives_stop_and_restart() {
     let again = send(port, &bundle.header("if-none-match", &next)).await.unwrap();
     assert_eq!(again.status, 304, "the ETag survives a restart");
 
-    let served: Vec<(u16, String)> = nginx.served().unwrap().into_iter().map(|s| (s.status, s.if_none_match)).collect();
+    let served: Vec<(u16, String)> =
+        access_log(&nginx, 5).await.unwrap().into_iter().map(|s| (s.status, s.if_none_match)).collect();
     assert_eq!(
         served,
         vec![(200, String::new()), (304, etag.clone()), (200, etag), (404, String::new()), (304, next)],

@@ -191,11 +191,6 @@ pub async fn plain(port: u16, request: &Request) -> Result<Response> {
     .with_context(|| format!("{} {} timed out", request.method, request.path))?
 }
 
-/// The full error chain of a failed request, one line, for assertions and tables.
-pub fn error_chain(error: &anyhow::Error) -> String {
-    format!("{error:#}")
-}
-
 /// A failed exchange says little ("connection closed"); the connection task holds the cause,
 /// such as the TLS alert a server sends after a TLS 1.3 handshake when it rejects the client
 /// certificate.

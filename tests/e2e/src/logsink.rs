@@ -50,8 +50,6 @@ pub struct Request {
     pub content_encoding: Option<String>,
     /// The `content-type` header, if any.
     pub content_type: Option<String>,
-    /// Every header, lower-case names, in order.
-    pub headers: Vec<(String, String)>,
     /// How many events the body held (0 when it was malformed).
     pub events_count: usize,
     /// The status answered.
@@ -229,7 +227,6 @@ async fn handle(
         path: parts.uri.path_and_query().map_or_else(|| parts.uri.to_string(), ToString::to_string),
         content_encoding: header("content-encoding"),
         content_type: header("content-type"),
-        headers: headers.clone(),
         events_count: 0,
         status: 0,
         error: None,

@@ -82,11 +82,6 @@ impl Nginx {
         self.port
     }
 
-    /// The directory it serves.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Whether it is running (not stopped, not exited).
     pub fn is_running(&mut self) -> bool {
         self.process.as_mut().is_some_and(|p| p.check_running().is_ok())

@@ -1,6 +1,6 @@
 //! The app behind each sidecar (`svidgate-upstream`), started as a real process.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -65,10 +65,5 @@ impl Upstream {
     /// The requests it saw carrying `marker` in `x-request-marker`.
     pub fn seen_with_marker(&self, marker: &str) -> Result<Vec<Seen>> {
         Ok(self.seen()?.into_iter().filter(|s| s.marker.as_deref() == Some(marker)).collect())
-    }
-
-    /// Where its stdout goes.
-    pub fn log_path(&self) -> PathBuf {
-        self.process.stdout_path().to_owned()
     }
 }

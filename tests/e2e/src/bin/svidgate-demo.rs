@@ -194,7 +194,7 @@ fn row(caller: &str, target: &str, app: &Upstream, n: usize, request: &Request, 
             row.decision = "refused (TLS)".to_owned();
             row.ok = expect == Expect::Refused && reached.is_empty();
             if !row.ok {
-                row.saw = client::error_chain(&error);
+                row.saw = format!("{error:#}");
             }
         }
     }

@@ -78,7 +78,7 @@ async fn record(run: &RunDir, pki: &MintedDomain) -> Result<BTreeMap<String, Cas
 
 fn sha256_hex(pem: &str) -> Result<String> {
     let der = CertificateDer::from_pem_slice(pem.as_bytes())?;
-    Ok(ring::digest::digest(&ring::digest::SHA256, &der).as_ref().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(svidgate_testpki::sha256_hex(&der))
 }
 
 fn shapes(cases: &BTreeMap<String, Case>) -> Result<BTreeMap<String, BTreeMap<String, String>>> {

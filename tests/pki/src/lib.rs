@@ -73,9 +73,14 @@ impl Issued {
     /// SHA-256 of the DER certificate in lower-case hex, as Envoy's
     /// `connection.sha256_peer_certificate_digest`.
     pub fn sha256_hex(&self) -> String {
-        let digest = ring::digest::digest(&ring::digest::SHA256, &self.der);
-        digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+        sha256_hex(&self.der)
     }
+}
+
+/// SHA-256 of a DER certificate in lower-case hex, as Envoy's `connection.sha256_peer_certificate_digest`.
+pub fn sha256_hex(der: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A minting error (rcgen's, with the spec that caused it).

@@ -11,6 +11,14 @@ const IDENTITY_CONFIG: &str = r#"{"trust_domains": ["ai.internal"], "require_pee
 const AUTHZ_CONFIG: &str = r#"{"trust_domains": ["ai.internal"], "require_peer": true,
     "policy": {"rego": "package envoy.authz\nimport rego.v1\ndefault allow := false\nallow if input.attributes.request.http.method == \"GET\""}}"#;
 
+/// The configuration of `kind` in the tests that run both modules.
+fn config_of(kind: ModuleKind) -> &'static str {
+    match kind {
+        ModuleKind::Identity => IDENTITY_CONFIG,
+        ModuleKind::Authz => AUTHZ_CONFIG,
+    }
+}
+
 fn start(kind: ModuleKind, config: &str) -> Result<Plugin> {
     let plugin = kind
         .module()?
@@ -41,7 +49,7 @@ fn get(plugin: &mut Plugin, headers: &[(&str, &str)]) -> Result<(bool, u64)> {
 #[test]
 fn logs_version_and_git_revision_once_at_vm_start() -> Result<()> {
     for kind in [ModuleKind::Identity, ModuleKind::Authz] {
-        let plugin = start(kind, if kind == ModuleKind::Identity { IDENTITY_CONFIG } else { AUTHZ_CONFIG })?;
+        let plugin = start(kind, config_of(kind))?;
         let starts: Vec<&str> = plugin
             .logs()
             .iter()
@@ -60,7 +68,7 @@ fn parses_a_certificate_once_per_digest() -> Result<()> {
     let ca = TrustDomainCa::new(TRUST_DOMAIN)?;
     let (first_svid, second_svid) = (ca.svid(ORCHESTRATOR)?, ca.svid(ORCHESTRATOR)?);
     for kind in [ModuleKind::Identity, ModuleKind::Authz] {
-        let mut plugin = start(kind, if kind == ModuleKind::Identity { IDENTITY_CONFIG } else { AUTHZ_CONFIG })?;
+        let mut plugin = start(kind, config_of(kind))?;
         present(&mut plugin, &first_svid, ORCHESTRATOR);
         let (allowed, cold) = get(&mut plugin, &[])?;
         let (allowed_again, warm) = get(&mut plugin, &[])?;
@@ -81,7 +89,7 @@ fn cached_certificate_still_expires() -> Result<()> {
     let ca = TrustDomainCa::new(TRUST_DOMAIN)?;
     let svid = ca.svid(ORCHESTRATOR)?;
     for kind in [ModuleKind::Identity, ModuleKind::Authz] {
-        let mut plugin = start(kind, if kind == ModuleKind::Identity { IDENTITY_CONFIG } else { AUTHZ_CONFIG })?;
+        let mut plugin = start(kind, config_of(kind))?;
         present(&mut plugin, &svid, ORCHESTRATOR);
         ensure!(get(&mut plugin, &[])?.0, "{kind:?}: fresh svid denied");
         plugin.advance_time(std::time::Duration::from_secs(2 * 3600));
@@ -188,6 +196,13 @@ fn next_call(plugin: &mut Plugin) -> Result<HttpCall> {
 
 fn header<'a>(call: &'a HttpCall, name: &str) -> Option<&'a str> {
     call.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+/// A gzip body (a decision-log upload) as text.
+fn gunzip(body: &[u8]) -> Result<String> {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(body), &mut text)?;
+    Ok(text)
 }
 
 #[test]
@@ -321,8 +336,7 @@ fn uploads_decision_logs_in_gzip_batches_and_retries_failed_ones() -> Result<()>
     let upload = next_call(&mut plugin)?;
     ensure!(upload.cluster == "siem" && header(&upload, ":method") == Some("POST") && header(&upload, ":path") == Some("/v1/logs"));
     ensure!(header(&upload, "content-encoding") == Some("gzip") && header(&upload, "content-type") == Some("application/json"));
-    let mut json = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(upload.body.as_slice()), &mut json)?;
+    let json = gunzip(&upload.body)?;
     let records: Vec<serde_json::Value> = serde_json::from_str(&json)?;
     let ids: Vec<&str> = records.iter().filter_map(|r| r["decision_id"].as_str()).collect();
     ensure!(ids == ["req-0", "req-1", "req-2"], "{json}");
@@ -332,8 +346,7 @@ fn uploads_decision_logs_in_gzip_batches_and_retries_failed_ones() -> Result<()>
 
     plugin.advance_time(std::time::Duration::from_secs(5));
     let retry = next_call(&mut plugin)?;
-    let mut again = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(retry.body.as_slice()), &mut again)?;
+    let again = gunzip(&retry.body)?;
     ensure!(again == json, "the failed batch is sent again, unchanged");
     plugin.respond_http_call(retry.token, &[(":status", "204")], &[])?;
     ensure!(plugin.counter(Counter::DecisionLogsUploaded.name()) == Some(3));

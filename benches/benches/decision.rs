@@ -1,6 +1,6 @@
-//! The core decision path, natively: the seed policy on regorus's VM, input building with and
-//! without the header map, peer certificate parsing against the per-digest cache, and reading and
-//! compiling a new bundle.
+//! The core decision path, natively: the seed policy through the pipeline on the map-backed host,
+//! input building with and without the header map, peer certificate parsing against the
+//! per-digest cache, and reading and compiling a new bundle.
 
 #![allow(clippy::unwrap_used, reason = "benchmark set-up: a failure must stop the run loudly")]
 
@@ -10,69 +10,100 @@ use std::time::SystemTime;
 use criterion::{Criterion, criterion_group, criterion_main};
 use svidgate_benches::{SEED_DATA, SEED_POLICY, SERVICE_REQUEST, seed_policy_config};
 use svidgate_core::authz::bundle::Bundle;
-use svidgate_core::authz::{Authorizer, AuthzConfig, InputPlan, RequestFacts, build_input};
-use svidgate_core::identity::StrippedHeaders;
+use svidgate_core::authz::{Authorizer, InputPlan, RequestFacts, build_input};
+use svidgate_core::config::{Config, ModuleKind};
+use svidgate_core::filter::Root;
+use svidgate_core::host::memory::MemoryHost;
+use svidgate_core::host::{Action, property};
 use svidgate_core::peer::{PeerCache, PeerCertificate};
-use svidgate_testpki::{ORCHESTRATOR, ROGUE, TRUST_DOMAIN, TrustDomainCa};
+use svidgate_testpki::{Issued, ORCHESTRATOR, ROGUE, TRUST_DOMAIN, TrustDomainCa, Workload};
 
-fn seed_authorizer() -> Authorizer {
-    let config = serde_json::json!({
-        "trust_domains": ["ai.internal"],
-        "policy": seed_policy_config().unwrap(),
-    });
-    Authorizer::new(AuthzConfig::parse(config.to_string().as_bytes()).unwrap()).unwrap()
+/// The seed policy's plugin, configured on a map-backed host.
+fn seed_plugin() -> (Root, MemoryHost) {
+    let config = serde_json::json!({"trust_domains": ["ai.internal"], "policy": seed_policy_config().unwrap()});
+    let host = MemoryHost::new(config.to_string());
+    let mut root = Root::new(ModuleKind::Authz, "bench");
+    assert!(root.on_configure(&host), "{:?}", host.state().logs);
+    (root, host)
 }
 
 /// A typical request between services: pseudo-headers plus 16 ordinary headers.
-fn request_headers(authorizer: &Authorizer) -> StrippedHeaders {
+fn request_headers() -> Vec<(String, String)> {
     let mut headers: Vec<(String, String)> =
         SERVICE_REQUEST.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect();
     for i in 0..14 {
         headers.push((format!("x-trace-attribute-{i}"), format!("value-{i}-{}", "v".repeat(24))));
     }
-    StrippedHeaders::strip(headers, authorizer.identity())
+    headers
+}
+
+/// Presents `svid` as the connection's client certificate, as Envoy's attributes do.
+fn present(host: &MemoryHost, svid: &Issued, workload: Workload) {
+    host.set_property(property::PEER_CERTIFICATE, svid.cert_pem.clone());
+    host.set_property(property::PEER_CERTIFICATE_DIGEST, svid.sha256_hex());
+    host.set_property(property::PEER_URI_SAN, workload.spiffe_id);
 }
 
 fn benches(c: &mut Criterion) {
-    let authorizer = seed_authorizer();
+    let (root, host) = seed_plugin();
+    let filter = root.filter().unwrap();
     let ca = TrustDomainCa::new(TRUST_DOMAIN).unwrap();
-    let orchestrator = ca.svid(ORCHESTRATOR).unwrap();
-    let rogue = ca.svid(ROGUE).unwrap();
-    let rules = &authorizer.identity().svid;
-    let headers = request_headers(&authorizer);
-    let now = SystemTime::now();
-    let peer =
-        rules.inspect(orchestrator.cert_pem.as_bytes(), Some(ORCHESTRATOR.spiffe_id)).unwrap().check_time(now).unwrap();
-    let rogue_peer = rules.inspect(rogue.cert_pem.as_bytes(), Some(ROGUE.spiffe_id)).unwrap().check_time(now).unwrap();
-    let facts = |peer| RequestFacts {
-        headers: &headers,
+    let (orchestrator, rogue) = (ca.svid(ORCHESTRATOR).unwrap(), ca.svid(ROGUE).unwrap());
+    let headers = request_headers();
+    let pairs = || headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+
+    // The decision alone (identity step, policy snapshot, input, RVM evaluation, result), on a
+    // request whose headers are stripped and whose peer is resolved.
+    let mut group = c.benchmark_group("decide_seed_policy");
+    for (name, svid, workload, allowed) in
+        [("allow_orchestrator", &orchestrator, ORCHESTRATOR, true), ("deny_rogue", &rogue, ROGUE, false)]
+    {
+        present(&host, svid, workload);
+        host.begin_request(pairs());
+        let request = filter.begin(&host);
+        assert_eq!(filter.decide(&host, &request).decision.is_allow(), allowed);
+        group.bench_function(name, |b| b.iter(|| black_box(filter.decide(&host, black_box(&request)))));
+    }
+    group.finish();
+
+    // The whole request-headers phase as the proxy runs it: strip, peer (cached), decide,
+    // count, log, apply.
+    present(&host, &orchestrator, ORCHESTRATOR);
+    let mut group = c.benchmark_group("pipeline");
+    group.bench_function("request_headers_seed_allowed", |b| {
+        b.iter(|| {
+            host.begin_request(pairs());
+            host.with(|s| s.logs.clear());
+            assert_eq!(root.stream(2).on_request_headers(&host), Action::Continue);
+        })
+    });
+    group.finish();
+
+    // Before/after of input planning, in one run: the seed policy reads no headers.
+    host.begin_request(pairs());
+    let request = filter.begin(&host);
+    let peer = request.peer.as_ref().unwrap();
+    let identity = filter.identity().resolve(Ok(peer), &request.headers);
+    let facts = RequestFacts {
+        headers: &request.headers,
         peer: Ok(peer),
         source_address: Some("10.1.2.3:45678"),
         destination_address: Some("10.0.0.5:8443"),
         destination_principal: Some("spiffe://ai.internal/ns/inference/sa/model-server"),
         protocol: Some("HTTP/2"),
-        now: std::time::SystemTime::now(),
+        now: SystemTime::now(),
     };
-    assert!(authorizer.decide(&facts(&peer)).decision.is_allow());
-    assert!(!authorizer.decide(&facts(&rogue_peer)).decision.is_allow());
-
-    let mut group = c.benchmark_group("decide_seed_policy");
-    group.bench_function("allow_orchestrator", |b| b.iter(|| black_box(authorizer.decide(black_box(&facts(&peer))))));
-    group.bench_function("deny_rogue", |b| b.iter(|| black_box(authorizer.decide(black_box(&facts(&rogue_peer))))));
-    group.finish();
-
-    // Before/after of input planning, in one run: the seed policy reads no headers.
-    let identity = authorizer.identity().resolve(Ok(&peer), &headers);
+    let seed_plan = InputPlan::for_modules(&[("authz.rego".to_owned(), SEED_POLICY.to_owned())]);
     let mut group = c.benchmark_group("build_input");
-    group.bench_function("seed_plan", |b| {
-        b.iter(|| black_box(build_input(&authorizer.input_plan(), black_box(&facts(&peer)), &identity)))
-    });
+    group.bench_function("seed_plan", |b| b.iter(|| black_box(build_input(&seed_plan, black_box(&facts), &identity))));
     group.bench_function("everything", |b| {
-        b.iter(|| black_box(build_input(&InputPlan::ALL, black_box(&facts(&peer)), &identity)))
+        b.iter(|| black_box(build_input(&InputPlan::ALL, black_box(&facts), &identity)))
     });
     group.finish();
 
     let mut group = c.benchmark_group("peer_identity");
+    let rules = &filter.identity().svid;
+    let now = SystemTime::now();
     let digest = orchestrator.sha256_hex();
     let certificate = || PeerCertificate {
         pem: Some(orchestrator.cert_pem.clone().into_bytes()),
@@ -107,7 +138,7 @@ fn benches(c: &mut Criterion) {
 
 fn seed_bundle_authorizer() -> Authorizer {
     let config = r#"{"trust_domains": ["ai.internal"], "policy": {"bundle": {"cluster": "bundles"}}}"#;
-    Authorizer::new(AuthzConfig::parse(config.as_bytes()).unwrap()).unwrap()
+    Authorizer::new(Config::parse(ModuleKind::Authz, config.as_bytes()).unwrap().policy.unwrap()).unwrap()
 }
 
 criterion_group!(decision, benches);

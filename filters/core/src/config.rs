@@ -1,12 +1,15 @@
-//! Plugin configuration: parsed once at load into typed values, or refused with one clear error.
+//! Plugin configuration, in one place: the JSON is read once into raw structs, then turned into
+//! typed values, or refused with one error naming the key and what is wrong with its value.
 //!
 //! Both modules read the same JSON object, so a sidecar needs one filter, not two: the identity
 //! keys are shared, and `policy` is read only by the authz module. Unknown keys are refused, so a
 //! typo cannot silently turn a check off.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 use crate::peer::SvidRules;
 use crate::spiffe::{SpiffeId, SpiffeIdError, TrustDomain};
@@ -15,28 +18,62 @@ use crate::spiffe::{SpiffeId, SpiffeIdError, TrustDomain};
 pub const DEFAULT_IDENTITY_HEADER: &str = "x-forwarded-spiffe-id";
 /// The status of a denial unless configured otherwise (as OPA's Envoy plugin).
 pub const DEFAULT_DENY_STATUS: u16 = 403;
+/// The OPA Envoy plugin's default decision path.
+pub const DEFAULT_ENTRYPOINT: &str = "data.envoy.authz.allow";
+/// Wall-clock budget of one evaluation unless configured otherwise.
+pub const DEFAULT_EVAL_TIMEOUT: Duration = Duration::from_millis(10);
+/// Instruction budget of one evaluation unless configured otherwise.
+pub const DEFAULT_MAX_INSTRUCTIONS: usize = 1_000_000;
+/// Default bundle polling delays (OPA's are 60 s and 120 s).
+pub const BUNDLE_DELAYS: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(120));
+/// Default decision-log upload delays (OPA's are 300 s and 600 s; a SIEM wants them sooner).
+pub const LOG_DELAYS: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(10));
+/// Default size limit of an inflated bundle.
+pub const DEFAULT_MAX_BUNDLE_BYTES: usize = 16 << 20;
+/// Default bound of buffered decision logs, per worker.
+pub const DEFAULT_LOG_BUFFER_BYTES: usize = 4 << 20;
+/// Default size of one decision-log upload, before compression.
+pub const DEFAULT_LOG_UPLOAD_BYTES: usize = 256 << 10;
+/// Input paths masked in decision logs unless configured otherwise: credentials must not reach the SIEM.
+pub const DEFAULT_MASK: [&str; 2] =
+    ["/input/attributes/request/http/headers/authorization", "/input/attributes/request/http/headers/cookie"];
+
+/// Which module reads the configuration: the identity module refuses a `policy`, the authz
+/// module requires one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ModuleKind {
+    /// `svidgate_authz.wasm` (feature `rego`: a build without it has no policy code at all).
+    #[cfg(feature = "rego")]
+    Authz,
+    /// `svidgate_identity.wasm`.
+    Identity,
+}
+
+impl ModuleKind {
+    /// The module's name in logs (`svidgate_authz`).
+    pub fn name(self) -> &'static str {
+        match self {
+            #[cfg(feature = "rego")]
+            Self::Authz => "svidgate_authz",
+            Self::Identity => "svidgate_identity",
+        }
+    }
+}
 
 /// Why a configuration is refused at load.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The `policy.decision_logs` block is invalid.
-    #[error("policy.decision_logs: {0}")]
-    InvalidDecisionLogs(String),
-    /// A duration field does not parse.
-    #[error("{field}: {value:?} is not a duration (use e.g. \"500ms\", \"15m\", \"1h\")")]
-    InvalidDuration {
-        /// The field name.
-        field: &'static str,
-        /// The offending value.
-        value: String,
-    },
-    /// A service block (`policy.bundle`, `policy.decision_logs.service`) is invalid.
-    #[error("{field}: {message}")]
-    InvalidService {
-        /// The block.
-        field: &'static str,
-        /// What is wrong with it.
+    /// A trusted forwarder belongs to a trust domain that is not allowed, so it could never match.
+    #[error("trusted_forwarders: {0:?} is not in any of trust_domains")]
+    ForwarderOutsideTrustDomains(String),
+    /// A key's value is wrong (type, range, shape); `key` is its dotted path.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The dotted path of the key (`policy.bundle.min_delay`).
+        key: String,
+        /// What is wrong with its value.
         message: String,
     },
     /// A trusted forwarder is not a valid SPIFFE ID.
@@ -48,23 +85,9 @@ pub enum ConfigError {
         #[source]
         source: SpiffeIdError,
     },
-    /// An identity header name is not a valid lower-case HTTP header name.
-    #[error("identity_headers: {0:?} is not a valid header name")]
-    InvalidHeaderName(String),
-    /// The configuration is not JSON of the expected shape.
+    /// The configuration is not JSON.
     #[error("configuration does not parse: {0}")]
-    InvalidJson(#[from] serde_json::Error),
-    /// The policy data is not a JSON object.
-    #[error("policy.data must be a json object")]
-    InvalidPolicyData,
-    /// A status code is outside the range allowed for it.
-    #[error("{field}: {value} is not an http error status (400-599)")]
-    InvalidStatus {
-        /// The field name.
-        field: &'static str,
-        /// The offending value.
-        value: u16,
-    },
+    InvalidJson(String),
     /// A trust domain does not parse.
     #[error("trust_domains: {value:?} is not a trust domain: {source}")]
     InvalidTrustDomain {
@@ -74,9 +97,6 @@ pub enum ConfigError {
         #[source]
         source: SpiffeIdError,
     },
-    /// A trusted forwarder belongs to a trust domain that is not allowed, so it could never match.
-    #[error("trusted_forwarders: {0:?} is not in any of trust_domains")]
-    ForwarderOutsideTrustDomains(String),
     /// The authz module was given no policy.
     #[error("policy with rego or a bundle is required by the authz module")]
     MissingPolicy,
@@ -97,6 +117,15 @@ pub enum ConfigError {
         /// regorus's message.
         message: String,
     },
+}
+
+/// A module's whole configuration, typed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Identity behaviour, the same in both modules.
+    pub identity: IdentityConfig,
+    /// The Rego policy: always set for the authz module, never for the identity module.
+    pub policy: Option<PolicyConfig>,
 }
 
 /// Where svidgate sits, which decides whether it may inject an identity.
@@ -127,41 +156,113 @@ pub struct IdentityConfig {
     pub deny_status: u16,
 }
 
-/// The JSON plugin configuration as written by users, before validation.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawConfig {
-    mode: Option<Mode>,
-    identity_headers: Option<Vec<String>>,
-    trust_domains: Option<Vec<String>>,
-    #[serde(default)]
-    trusted_forwarders: Vec<String>,
-    #[serde(default)]
-    require_peer: bool,
-    max_svid_ttl: Option<String>,
-    deny_status: Option<u16>,
-    /// The authz module's `policy` block, left as JSON for it to read.
-    pub policy: Option<serde_json::Value>,
+/// The `policy` block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyConfig {
+    /// Rego modules as (file name, source); with a bundle, the bootstrap policy (may be empty).
+    pub modules: Vec<(String, String)>,
+    /// The base document `data` (a JSON object).
+    pub data: serde_json::Value,
+    /// The rule evaluated per request, as `data.pkg.rule`.
+    pub entrypoint: String,
+    /// Status of a denial caused by an evaluation failure.
+    pub error_status: u16,
+    /// Wall-clock budget of one evaluation.
+    pub eval_timeout: Duration,
+    /// Instruction budget of one evaluation.
+    pub max_instructions: usize,
+    /// Evaluate and log, but let policy denials through (for rolling out a policy).
+    pub dry_run: bool,
+    /// Decision logs, if enabled.
+    pub decision_logs: Option<DecisionLogConfig>,
+    /// An OPA bundle service polled for new policy, if configured.
+    pub bundle: Option<BundleConfig>,
+    /// Deny once the bundle service has not confirmed the active policy for this long.
+    pub max_policy_age: Option<Duration>,
 }
 
-impl RawConfig {
-    /// Parses the plugin configuration bytes (an empty configuration is `{}`).
-    pub fn parse(bytes: &[u8]) -> Result<Self, ConfigError> {
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self::default());
+/// The `policy.decision_logs` block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecisionLogConfig {
+    /// Write each record to Envoy's log (info level), as OPA's `decision_logs.console`.
+    pub console: bool,
+    /// JSON pointers erased from each record (`/input/...`), as OPA's mask policy `erased`.
+    pub mask: Vec<String>,
+    /// Fraction of allowed decisions logged (denials are always logged).
+    pub sample_allowed: f64,
+    /// Labels added to every record, beside `type` and `version`.
+    pub labels: BTreeMap<String, String>,
+    /// Upload records to an OPA-compatible decision-log receiver, as OPA's `decision_logs.service`.
+    pub service: Option<LogServiceConfig>,
+    /// Send the decision id to the client in this response header.
+    pub decision_id_header: Option<String>,
+}
+
+/// Where an HTTP service is and how often to call it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// The Envoy cluster the calls go to.
+    pub cluster: String,
+    /// The request path (`resource` in OPA's configuration).
+    pub resource: String,
+    /// The `:authority` of the calls (the cluster name unless set).
+    pub authority: String,
+    /// Timeout of one call.
+    pub timeout: Duration,
+    /// Shortest delay between two calls.
+    pub min_delay: Duration,
+    /// Longest delay between two calls; each delay is drawn between the two, as OPA does.
+    pub max_delay: Duration,
+}
+
+/// `policy.bundle`: where the bundle is served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BundleConfig {
+    /// The bundle service.
+    pub service: ServiceConfig,
+    /// The bundle's name in decision logs (`bundles.<name>.revision`).
+    pub name: String,
+    /// Largest inflated bundle accepted.
+    pub max_bytes: usize,
+}
+
+/// `policy.decision_logs.service`: where decision logs are uploaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogServiceConfig {
+    /// The log receiver.
+    pub service: ServiceConfig,
+    /// Bound of the buffer; records beyond it are dropped and counted.
+    pub buffer_bytes: usize,
+    /// Size of one upload before compression; a full batch is sent without waiting for the delay.
+    pub upload_bytes: usize,
+}
+
+impl Config {
+    /// Parses the configuration of `kind`'s module (an empty configuration is `{}`).
+    pub fn parse(kind: ModuleKind, bytes: &[u8]) -> Result<Self, ConfigError> {
+        match kind {
+            ModuleKind::Identity => {
+                let raw: RawConfig<IgnoredAny> = raw(bytes)?;
+                if raw.policy.is_some() {
+                    return Err(ConfigError::PolicyNotSupported);
+                }
+                Ok(Self { identity: raw.identity()?, policy: None })
+            }
+            #[cfg(feature = "rego")]
+            ModuleKind::Authz => {
+                let raw: RawConfig<policy::RawPolicy> = raw(bytes)?;
+                let identity = raw.identity()?;
+                let policy = raw.policy.ok_or(ConfigError::MissingPolicy)?.typed()?;
+                Ok(Self { identity, policy: Some(policy) })
+            }
         }
-        Ok(serde_json::from_slice(bytes)?)
     }
 }
 
 impl IdentityConfig {
     /// Parses the identity module's configuration, which must not carry a policy.
     pub fn parse(bytes: &[u8]) -> Result<Self, ConfigError> {
-        let raw = RawConfig::parse(bytes)?;
-        if raw.policy.is_some() {
-            return Err(ConfigError::PolicyNotSupported);
-        }
-        Self::try_from(&raw)
+        Config::parse(ModuleKind::Identity, bytes).map(|config| config.identity)
     }
 
     /// The header the validated identity is injected into.
@@ -175,65 +276,28 @@ impl IdentityConfig {
     }
 }
 
-impl TryFrom<&RawConfig> for IdentityConfig {
-    type Error = ConfigError;
-
-    fn try_from(raw: &RawConfig) -> Result<Self, ConfigError> {
-        let mode = raw.mode.unwrap_or(Mode::Sidecar);
-        let headers = match &raw.identity_headers {
-            Some(names) if !names.is_empty() => names
-                .iter()
-                .map(|n| header_name(n).ok_or_else(|| ConfigError::InvalidHeaderName(n.clone())))
-                .collect::<Result<Vec<_>, _>>()?,
-            Some(_) => return Err(ConfigError::InvalidHeaderName(String::new())),
-            None => vec![DEFAULT_IDENTITY_HEADER.to_owned()],
-        };
-        let trust_domains = raw
-            .trust_domains
-            .iter()
-            .flatten()
-            .map(|td| {
-                TrustDomain::parse(td).map_err(|source| ConfigError::InvalidTrustDomain { value: td.clone(), source })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let trusted_forwarders = raw
-            .trusted_forwarders
-            .iter()
-            .map(|id| {
-                let parsed = SpiffeId::parse(id)
-                    .map_err(|source| ConfigError::InvalidForwarder { value: id.clone(), source })?;
-                if !trust_domains.iter().any(|td| parsed.is_member_of(td)) {
-                    return Err(ConfigError::ForwarderOutsideTrustDomains(id.clone()));
-                }
-                Ok(parsed)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        match mode {
-            Mode::Perimeter if raw.require_peer => {
-                return Err(ConfigError::NotInPerimeterMode("require_peer"));
-            }
-            Mode::Perimeter if !trusted_forwarders.is_empty() => {
-                return Err(ConfigError::NotInPerimeterMode("trusted_forwarders"));
-            }
-            Mode::Sidecar if trust_domains.is_empty() => {
-                return Err(ConfigError::MissingTrustDomains);
-            }
-            _ => {}
+impl PolicyConfig {
+    /// An inline policy with every other setting at its default, for tools and tests.
+    pub fn inline(modules: Vec<(String, String)>, data: serde_json::Value, entrypoint: &str) -> Self {
+        Self {
+            modules,
+            data,
+            entrypoint: normalize_entrypoint(entrypoint),
+            error_status: DEFAULT_DENY_STATUS,
+            eval_timeout: DEFAULT_EVAL_TIMEOUT,
+            max_instructions: DEFAULT_MAX_INSTRUCTIONS,
+            dry_run: false,
+            decision_logs: None,
+            bundle: None,
+            max_policy_age: None,
         }
-        let max_svid_ttl = raw
-            .max_svid_ttl
-            .as_deref()
-            .map(|v| parse_duration(v).ok_or_else(|| invalid_duration("max_svid_ttl", v)))
-            .transpose()?;
-        Ok(Self {
-            mode,
-            headers,
-            require_peer: raw.require_peer,
-            trusted_forwarders,
-            svid: SvidRules { trust_domains, max_svid_ttl },
-            deny_status: error_status("deny_status", raw.deny_status)?,
-        })
     }
+}
+
+/// Accepts `envoy/authz/allow` (OPA Envoy plugin `path`), `envoy.authz.allow` and `data.envoy.authz.allow`.
+pub fn normalize_entrypoint(entrypoint: &str) -> String {
+    let dotted = entrypoint.trim_matches('/').replace('/', ".");
+    if dotted == "data" || dotted.starts_with("data.") { dotted } else { format!("data.{dotted}") }
 }
 
 /// Parses durations written as a number and a unit: `250ms`, `30s`, `15m`, `1h`.
@@ -250,98 +314,175 @@ pub fn parse_duration(value: &str) -> Option<Duration> {
     }
 }
 
-/// Validates an optional error status field, defaulting to 403.
-pub(crate) fn error_status(field: &'static str, value: Option<u16>) -> Result<u16, ConfigError> {
-    match value {
-        None => Ok(DEFAULT_DENY_STATUS),
-        Some(status @ 400..=599) => Ok(status),
-        Some(status) => Err(ConfigError::InvalidStatus { field, value: status }),
-    }
-}
-
-pub(crate) fn invalid_duration(field: &'static str, value: &str) -> ConfigError {
-    ConfigError::InvalidDuration { field, value: value.to_owned() }
-}
-
-/// Parses a duration that must be above zero (timeouts, delays, ages).
-pub(crate) fn positive_duration(field: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    parse_duration(value).filter(|d| !d.is_zero()).ok_or_else(|| invalid_duration(field, value))
-}
-
 /// Lower-cases `name` if it is a valid, non-pseudo HTTP header name (RFC 9110 token).
 pub fn header_name(name: &str) -> Option<String> {
     let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     valid.then(|| name.to_ascii_lowercase())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The JSON as written, before validation. `P` is what `policy` holds: [`RawPolicy`] for the
+/// authz module, anything at all (refused) for the identity module.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, bound = "P: Deserialize<'de>", expecting = "a json object of svidgate settings")]
+struct RawConfig<P> {
+    mode: Option<Mode>,
+    identity_headers: Option<Vec<String>>,
+    trust_domains: Option<Vec<String>>,
+    #[serde(default)]
+    trusted_forwarders: Vec<String>,
+    #[serde(default)]
+    require_peer: bool,
+    max_svid_ttl: Option<String>,
+    deny_status: Option<u16>,
+    policy: Option<P>,
+}
 
-    fn parse(json: &str) -> Result<IdentityConfig, ConfigError> {
-        IdentityConfig::parse(json.as_bytes())
+/// Reads the JSON into `T`; a type error names the dotted path of the key it is about.
+fn raw<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ConfigError> {
+    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { bytes };
+    serde_json::from_slice(bytes).map_err(|error| {
+        let key = if error.is_data() { key_at(bytes, error.line(), error.column()) } else { String::new() };
+        if key.is_empty() { ConfigError::InvalidJson(error.to_string()) } else { invalid(&key, error.to_string()) }
+    })
+}
+
+/// The dotted path of the key whose value the JSON text has reached at `line`:`column` (where
+/// serde_json reports an error), e.g. `policy.bundle.min_delay` or `trust_domains[1]`.
+///
+/// A small scan of the text rather than a path-tracking deserializer: that would wrap every
+/// configuration type's deserialization again, about 24 KB of the authz module.
+fn key_at(json: &[u8], line: usize, column: usize) -> String {
+    enum Frame {
+        Object(Option<String>),
+        Array(usize),
     }
-
-    #[test]
-    fn sidecar_defaults() {
-        let cfg = parse(r#"{"trust_domains": ["ai.internal"]}"#).unwrap();
-        assert_eq!(cfg.mode, Mode::Sidecar);
-        assert_eq!(cfg.headers, vec![DEFAULT_IDENTITY_HEADER]);
-        assert_eq!(cfg.deny_status, 403);
-        assert!(!cfg.require_peer);
-        assert_eq!(cfg.svid.max_svid_ttl, None);
+    let start = json.split(|&b| b == b'\n').take(line.saturating_sub(1)).map(|l| l.len() + 1).sum::<usize>();
+    // serde_json's column is one past the last byte it read: stop before it, so that a value's
+    // closing bracket does not leave the object the error is about.
+    let end = json.len().min(start + column.saturating_sub(1));
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut expect_key = false;
+    let mut i = 0;
+    while let Some(&byte) = json.get(i).filter(|_| i < end) {
+        match byte {
+            b'{' => {
+                stack.push(Frame::Object(None));
+                expect_key = true;
+            }
+            b'[' => stack.push(Frame::Array(0)),
+            b'}' | b']' => {
+                stack.pop();
+            }
+            b',' => match stack.last_mut() {
+                Some(Frame::Object(_)) => expect_key = true,
+                Some(Frame::Array(index)) => *index += 1,
+                None => {}
+            },
+            b'"' => {
+                let from = i + 1;
+                i = from;
+                while let Some(&b) = json.get(i).filter(|&&b| b != b'"') {
+                    i += if b == b'\\' { 2 } else { 1 };
+                }
+                if expect_key && let Some(Frame::Object(key)) = stack.last_mut() {
+                    *key = Some(String::from_utf8_lossy(json.get(from..i).unwrap_or_default()).into_owned());
+                    expect_key = false;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
     }
-
-    #[test]
-    fn perimeter_needs_no_trust_domain() {
-        let cfg =
-            parse(r#"{"mode": "perimeter", "identity_headers": ["X-Forwarded-SPIFFE-ID", "x-spiffe-id"]}"#).unwrap();
-        assert_eq!(cfg.headers, vec!["x-forwarded-spiffe-id", "x-spiffe-id"]);
+    let mut path = String::new();
+    if !matches!(stack.first(), Some(Frame::Object(_))) {
+        return path;
     }
-
-    #[test]
-    fn refuses_bad_configurations_with_specific_errors() {
-        let cases: &[(&str, &str)] = &[
-            ("{", "configuration does not parse"),
-            (r#"{"trust_domain": ["ai.internal"]}"#, "unknown field `trust_domain`"),
-            (r#"{"mode": "edge"}"#, "unknown variant `edge`"),
-            ("{}", "trust_domains must list at least one"),
-            (r#"{"trust_domains": ["AI.internal"]}"#, "\"AI.internal\" is not a trust domain"),
-            (r#"{"mode": "perimeter", "require_peer": true}"#, "require_peer is a sidecar option"),
-            (
-                r#"{"trust_domains": ["ai.internal"], "trusted_forwarders": ["spiffe://ai.internal/x/"]}"#,
-                "is not a spiffe id: path must not end with '/'",
-            ),
-            (
-                r#"{"trust_domains": ["ai.internal"], "trusted_forwarders": ["spiffe://other/x"]}"#,
-                "\"spiffe://other/x\" is not in any of trust_domains",
-            ),
-            (r#"{"trust_domains": ["ai.internal"], "identity_headers": ["x y"]}"#, "\"x y\" is not a valid header"),
-            (r#"{"trust_domains": ["ai.internal"], "identity_headers": [":path"]}"#, "\":path\" is not a valid header"),
-            (
-                r#"{"trust_domains": ["ai.internal"], "max_svid_ttl": "1 hour"}"#,
-                "max_svid_ttl: \"1 hour\" is not a duration",
-            ),
-            (
-                r#"{"trust_domains": ["ai.internal"], "deny_status": 200}"#,
-                "deny_status: 200 is not an http error status",
-            ),
-            (r#"{"trust_domains": ["ai.internal"], "policy": {}}"#, "load svidgate_authz.wasm"),
-        ];
-        for (json, expected) in cases {
-            let err = parse(json).unwrap_err().to_string();
-            assert!(err.contains(expected), "{json}: {err}");
+    for frame in &stack {
+        match frame {
+            Frame::Object(Some(key)) if path.is_empty() => path.push_str(key),
+            Frame::Object(Some(key)) => {
+                path.push('.');
+                path.push_str(key);
+            }
+            Frame::Object(None) => {}
+            Frame::Array(index) => path.push_str(&format!("[{index}]")),
         }
     }
+    path
+}
 
-    #[test]
-    fn parses_durations() {
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("15m"), Some(Duration::from_secs(900)));
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("1d"), None);
-        assert_eq!(parse_duration("h"), None);
-        assert_eq!(parse_duration("10"), None);
+impl<P> RawConfig<P> {
+    fn identity(&self) -> Result<IdentityConfig, ConfigError> {
+        let mode = self.mode.unwrap_or(Mode::Sidecar);
+        let headers = match &self.identity_headers {
+            Some(names) if !names.is_empty() => names
+                .iter()
+                .map(|n| header_name(n).ok_or_else(|| invalid("identity_headers", format!("{n:?} is not a valid header name"))))
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(_) => return Err(invalid("identity_headers", "must name at least one header".into())),
+            None => vec![DEFAULT_IDENTITY_HEADER.to_owned()],
+        };
+        let trust_domains = self
+            .trust_domains
+            .iter()
+            .flatten()
+            .map(|td| {
+                TrustDomain::parse(td).map_err(|source| ConfigError::InvalidTrustDomain { value: td.clone(), source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let trusted_forwarders = self
+            .trusted_forwarders
+            .iter()
+            .map(|id| {
+                let parsed = SpiffeId::parse(id)
+                    .map_err(|source| ConfigError::InvalidForwarder { value: id.clone(), source })?;
+                if !trust_domains.iter().any(|td| parsed.is_member_of(td)) {
+                    return Err(ConfigError::ForwarderOutsideTrustDomains(id.clone()));
+                }
+                Ok(parsed)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        match mode {
+            Mode::Perimeter if self.require_peer => return Err(ConfigError::NotInPerimeterMode("require_peer")),
+            Mode::Perimeter if !trusted_forwarders.is_empty() => {
+                return Err(ConfigError::NotInPerimeterMode("trusted_forwarders"));
+            }
+            Mode::Sidecar if trust_domains.is_empty() => return Err(ConfigError::MissingTrustDomains),
+            _ => {}
+        }
+        let max_svid_ttl = self.max_svid_ttl.as_deref().map(|v| duration("max_svid_ttl", v, false)).transpose()?;
+        Ok(IdentityConfig {
+            mode,
+            headers,
+            require_peer: self.require_peer,
+            trusted_forwarders,
+            svid: SvidRules { trust_domains, max_svid_ttl },
+            deny_status: error_status("deny_status", self.deny_status)?,
+        })
     }
 }
+
+pub(crate) fn invalid(key: &str, message: String) -> ConfigError {
+    ConfigError::Invalid { key: key.to_owned(), message }
+}
+
+/// A duration key's value; timeouts, delays and ages must be above zero.
+pub(crate) fn duration(key: &str, value: &str, positive: bool) -> Result<Duration, ConfigError> {
+    parse_duration(value)
+        .filter(|d| !(positive && d.is_zero()))
+        .ok_or_else(|| invalid(key, format!("{value:?} is not a duration (use e.g. \"500ms\", \"15m\", \"1h\")")))
+}
+
+/// An optional error status key, defaulting to 403.
+pub(crate) fn error_status(key: &str, value: Option<u16>) -> Result<u16, ConfigError> {
+    match value {
+        None => Ok(DEFAULT_DENY_STATUS),
+        Some(status @ 400..=599) => Ok(status),
+        Some(status) => Err(invalid(key, format!("{status} is not an http error status (400-599)"))),
+    }
+}
+
+#[cfg(feature = "rego")]
+mod policy;
+#[cfg(test)]
+mod tests;

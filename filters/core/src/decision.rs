@@ -1,5 +1,6 @@
 //! What the core tells a filter to do with a request: decisions are data, and they fail closed.
 
+use crate::identity::IdentityOutcome;
 use crate::peer::PeerError;
 
 /// The outcome for one request. There is no third variant: every error is a [`Decision::Deny`].
@@ -26,6 +27,28 @@ pub enum Decision {
     },
 }
 
+/// What the pipeline concluded for one request: the decision and what led to it, for metrics and logs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    /// What to do with the request.
+    pub decision: Decision,
+    /// What the identity step concluded.
+    pub identity: IdentityOutcome,
+    /// In dry-run mode, the denial the policy would have made.
+    pub would_deny: Option<DenyReason>,
+    /// The decision id, when decision logs are on and the policy was evaluated.
+    pub decision_id: Option<String>,
+    /// The decision-log record (one JSON line), when decision logs are on and the decision is sampled.
+    pub decision_log: Option<String>,
+}
+
+impl Verdict {
+    /// A decision taken without the policy (identity module, identity denial, no policy to ask).
+    pub fn without_policy(decision: Decision, identity: IdentityOutcome) -> Self {
+        Self { decision, identity, would_deny: None, decision_id: None, decision_log: None }
+    }
+}
+
 /// One change to the request headers. The identity header is only ever `Set`, never appended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HeaderEdit {
@@ -50,9 +73,6 @@ pub enum DenyReason {
     /// A trusted forwarder sent an identity header that is not exactly one allowed SPIFFE ID.
     #[error("trusted forwarder sent an invalid identity header: {0}")]
     ForwardedIdentityInvalid(String),
-    /// The proxy failed to give the filter what it needs (headers, properties).
-    #[error("host failure: {0}")]
-    HostFailure(String),
     /// The policy result is neither a boolean nor an object of the OPA Envoy plugin's shape.
     #[error("policy result is malformed: {0}")]
     InvalidResult(String),
@@ -83,7 +103,6 @@ impl DenyReason {
             self,
             Self::EvaluationError(_)
                 | Self::EvaluationLimit(_)
-                | Self::HostFailure(_)
                 | Self::InvalidResult(_)
                 | Self::PolicyEditsIdentityHeader(_)
                 | Self::PolicyNotReady
@@ -97,7 +116,6 @@ impl DenyReason {
             Self::EvaluationError(_) => "svidgate_evaluation_error",
             Self::EvaluationLimit(_) => "svidgate_evaluation_limit",
             Self::ForwardedIdentityInvalid(_) => "svidgate_forwarded_identity_invalid",
-            Self::HostFailure(_) => "svidgate_host_failure",
             Self::InvalidResult(_) => "svidgate_invalid_result",
             Self::NoPeerIdentity(_) => "svidgate_no_peer_identity",
             Self::PolicyDenied => "svidgate_policy_denied",

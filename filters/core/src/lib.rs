@@ -1,20 +1,26 @@
-//! svidgate's host-free core.
+//! svidgate's host-free core: the whole request pipeline of both modules.
 //!
-//! Filters hand the core a plain snapshot of a request (the peer certificate, the headers with
-//! identity headers already stripped, a few connection facts) and get back a [`decision::Decision`]:
-//! allow with a list of header edits, or deny with a status. Nothing here names the proxy, so the
-//! same code runs in the Proxy-Wasm modules, in native tests and in benchmarks.
+//! The core asks the proxy for what it needs through one port, [`host::Host`] (headers,
+//! attributes, clock, metrics, local replies, filter state, logs, HTTP calls, timers), and owns
+//! everything else: [`filter`] runs each phase of a request, from stripping identity headers to
+//! carrying the decision out. `svidgate-proxy` implements the port over Proxy-Wasm for both
+//! modules, [`host::memory`] over plain maps for native tests and benchmarks: the same code runs
+//! in Envoy, in the wasmtime harness and natively.
 //!
+//! - [`filter`]: the root context and the request pipeline.
+//! - [`host`]: the port, and a map-backed host.
+//! - [`config`]: plugin configuration, parsed once or refused.
 //! - [`spiffe`]: SPIFFE IDs and trust domains, parsed by the spec.
 //! - [`peer`]: the peer's X509-SVID checked against the SPIFFE rules and the clock, with a cache.
-//! - [`config`]: plugin configuration, parsed once or refused.
 //! - [`identity`]: stripping and injecting the identity header.
 //! - [`authz`] (feature `rego`): the Rego decision with the OPA Envoy plugin's input and result.
 //! - [`decision`]: decisions and deny reasons.
-//! - [`metrics`]: the counters filters keep.
+//! - [`metrics`]: the metrics filters keep.
 
 pub mod config;
 pub mod decision;
+pub mod filter;
+pub mod host;
 pub mod identity;
 pub mod metrics;
 pub mod peer;

@@ -1,7 +1,8 @@
-//! The counters both modules keep, named once here so filters, tests and dashboards agree.
+//! The metrics both modules keep, named once here so filters, tests and dashboards agree, and
+//! defined once per plugin through the host.
 
-use crate::decision::{Decision, DenyReason};
-use crate::identity::IdentityOutcome;
+use crate::decision::{Decision, DenyReason, Verdict};
+use crate::host::{Host, MetricKind};
 
 /// A counter a filter increments. Names follow Envoy's dotted stat convention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -19,8 +20,6 @@ pub enum Counter {
     AuthzErrorEvaluation,
     /// Evaluations stopped by their time or instruction budget.
     AuthzErrorEvaluationLimit,
-    /// The proxy failed the filter (headers, properties).
-    AuthzErrorHostFailure,
     /// The policy result has the wrong shape.
     AuthzErrorInvalidResult,
     /// The policy tried to edit an identity header.
@@ -62,7 +61,7 @@ impl Counter {
     /// Counters of the identity module.
     pub const IDENTITY: [Self; 3] = [Self::IdentitySpoofAttempts, Self::IdentityInjected, Self::IdentityDenied];
     /// Counters of the authz module.
-    pub const AUTHZ: [Self; 21] = [
+    pub const AUTHZ: [Self; 20] = [
         Self::IdentitySpoofAttempts,
         Self::IdentityInjected,
         Self::IdentityDenied,
@@ -71,7 +70,6 @@ impl Counter {
         Self::AuthzErrors,
         Self::AuthzErrorEvaluation,
         Self::AuthzErrorEvaluationLimit,
-        Self::AuthzErrorHostFailure,
         Self::AuthzErrorInvalidResult,
         Self::AuthzErrorPolicyEditsIdentity,
         Self::AuthzErrorPolicyNotReady,
@@ -95,7 +93,6 @@ impl Counter {
             Self::AuthzDryRunDenied => "svidgate.authz.dry_run_denied",
             Self::AuthzErrorEvaluation => "svidgate.authz.error.evaluation_error",
             Self::AuthzErrorEvaluationLimit => "svidgate.authz.error.evaluation_limit",
-            Self::AuthzErrorHostFailure => "svidgate.authz.error.host_failure",
             Self::AuthzErrorInvalidResult => "svidgate.authz.error.invalid_result",
             Self::AuthzErrorPolicyEditsIdentity => "svidgate.authz.error.policy_edits_identity_header",
             Self::AuthzErrorPolicyNotReady => "svidgate.authz.error.policy_not_ready",
@@ -113,8 +110,10 @@ impl Counter {
         }
     }
 
-    /// The identity counters one request moves.
-    pub fn identity_events(identity: &IdentityOutcome, decision: &Decision) -> Vec<Self> {
+    /// The counters one request moves: the identity ones, and in the authz module the decision's
+    /// outcome (allowed, denied, errors by kind, dry-run denials).
+    pub fn request_events(verdict: &Verdict, authz: bool) -> Vec<Self> {
+        let (identity, decision) = (&verdict.identity, &verdict.decision);
         let mut events = Vec::new();
         if identity.spoof_attempt {
             events.push(Self::IdentitySpoofAttempts);
@@ -125,26 +124,9 @@ impl Counter {
         if decision.is_allow() && identity.upstream_identity.is_some() {
             events.push(Self::IdentityInjected);
         }
-        events
-    }
-
-    /// The counter of an error's kind.
-    fn error_kind(reason: &DenyReason) -> Option<Self> {
-        Some(match reason {
-            DenyReason::EvaluationError(_) => Self::AuthzErrorEvaluation,
-            DenyReason::EvaluationLimit(_) => Self::AuthzErrorEvaluationLimit,
-            DenyReason::HostFailure(_) => Self::AuthzErrorHostFailure,
-            DenyReason::InvalidResult(_) => Self::AuthzErrorInvalidResult,
-            DenyReason::PolicyEditsIdentityHeader(_) => Self::AuthzErrorPolicyEditsIdentity,
-            DenyReason::PolicyNotReady => Self::AuthzErrorPolicyNotReady,
-            DenyReason::PolicyStale(_) => Self::AuthzErrorPolicyStale,
-            _ => return None,
-        })
-    }
-
-    /// The identity and authz counters one request moves.
-    pub fn authz_events(identity: &IdentityOutcome, decision: &Decision) -> Vec<Self> {
-        let mut events = Self::identity_events(identity, decision);
+        if !authz {
+            return events;
+        }
         match decision {
             Decision::Allow { .. } => events.push(Self::AuthzAllowed),
             Decision::Deny { reason, .. } if reason.is_error() => {
@@ -153,6 +135,81 @@ impl Counter {
             }
             Decision::Deny { .. } => events.push(Self::AuthzDenied),
         }
+        if verdict.would_deny.is_some() {
+            events.push(Self::AuthzDryRunDenied);
+        }
         events
+    }
+
+    /// The counter of an error's kind.
+    fn error_kind(reason: &DenyReason) -> Option<Self> {
+        Some(match reason {
+            DenyReason::EvaluationError(_) => Self::AuthzErrorEvaluation,
+            DenyReason::EvaluationLimit(_) => Self::AuthzErrorEvaluationLimit,
+            DenyReason::InvalidResult(_) => Self::AuthzErrorInvalidResult,
+            DenyReason::PolicyEditsIdentityHeader(_) => Self::AuthzErrorPolicyEditsIdentity,
+            DenyReason::PolicyNotReady => Self::AuthzErrorPolicyNotReady,
+            DenyReason::PolicyStale(_) => Self::AuthzErrorPolicyStale,
+            _ => return None,
+        })
+    }
+}
+
+/// The counters and histogram of one plugin, defined once at configuration.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    counters: Vec<(Counter, u32)>,
+    histogram: Option<u32>,
+}
+
+impl Metrics {
+    /// Defines `counters` and, if given, the decision-latency histogram.
+    pub fn define(host: &impl Host, counters: &[Counter], histogram: Option<&str>) -> Self {
+        Self {
+            counters: counters.iter().map(|&c| (c, host.define_metric(MetricKind::Counter, c.name()))).collect(),
+            histogram: histogram.map(|name| host.define_metric(MetricKind::Histogram, name)),
+        }
+    }
+
+    /// Whether the plugin keeps a latency histogram (only then is the request timed).
+    pub fn timed(&self) -> bool {
+        self.histogram.is_some()
+    }
+
+    /// Increments each counter in `events` by one.
+    pub fn count(&self, host: &impl Host, events: &[Counter]) {
+        for event in events {
+            self.add(host, *event, 1);
+        }
+    }
+
+    /// Increments one counter by `n`.
+    pub fn add(&self, host: &impl Host, counter: Counter, n: u64) {
+        if let Some((_, id)) = self.counters.iter().find(|(c, _)| *c == counter) {
+            host.increment_metric(*id, n);
+        }
+    }
+
+    /// Records one value in the histogram.
+    pub fn record(&self, host: &impl Host, value: u64) {
+        if let Some(id) = self.histogram {
+            host.record_metric(id, value);
+        }
+    }
+}
+
+/// A gauge, defined once.
+#[derive(Clone, Copy, Debug)]
+pub struct Gauge(u32);
+
+impl Gauge {
+    /// Defines the gauge `name`.
+    pub fn define(host: &impl Host, name: &str) -> Self {
+        Self(host.define_metric(MetricKind::Gauge, name))
+    }
+
+    /// Sets its value.
+    pub fn set(self, host: &impl Host, value: u64) {
+        host.record_metric(self.0, value);
     }
 }

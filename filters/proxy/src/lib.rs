@@ -1,201 +1,201 @@
-//! The Proxy-Wasm glue both svidgate modules share.
+//! The one implementation of svidgate's host port over Proxy-Wasm, and the contexts both modules
+//! register with it.
 //!
-//! This crate reads what the proxy knows (headers, connection properties, the clock), hands it
-//! to `svidgate-core`, and applies the decision that comes back. It decides nothing itself.
+//! [`ProxyWasm`] answers `svidgate_core::host::Host` with the SDK's host calls; [`start`]
+//! registers a root context whose callbacks, and those of its HTTP streams, go straight to
+//! `svidgate_core::filter`. Nothing here decides anything.
+//!
+//! What the pinned SDK (proxy-wasm 0.2.5) does when Envoy answers a host call with a status it
+//! does not expect: it panics, for every call this crate makes except `proxy_get_property`
+//! (NotFound, SerializationFailure and InternalFailure come back as values), `proxy_get_buffer_bytes`
+//! (NotFound) and `proxy_http_call` (BadArgument, InternalFailure). A panic in the module traps the
+//! Wasm VM, and Envoy applies the filter's `failure_policy`: `FAIL_CLOSED` answers 503 to every
+//! request from then on, `FAIL_RELOAD` answers 503 until a fresh VM is loaded. Either way nothing
+//! reaches the upstream unauthorized (`tests/e2e/tests/crash.rs`). So the port's methods that
+//! return nothing are honest: there is no failure branch for them to take.
 
-use std::cell::RefCell;
-use std::time::SystemTime;
+#[cfg(feature = "test-crash-trigger")]
+mod crash;
 
-use log::{debug, error, warn};
+use std::time::{Duration, SystemTime};
+
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{Action, MapType, MetricType};
-use svidgate_core::config::IdentityConfig;
-use svidgate_core::decision::{Decision, DenyReason, HeaderEdit};
-use svidgate_core::identity::StrippedHeaders;
-use svidgate_core::metrics::Counter;
-use svidgate_core::peer::{PeerCache, PeerCertificate, PeerError, PeerIdentity, SvidRules};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType, MetricType};
+use svidgate_core::config::ModuleKind;
+use svidgate_core::filter::{Root, Stream};
+use svidgate_core::host::{Action, Host, HttpCall, MetricKind};
 
 /// The git revision the module was built from.
 pub const GIT_SHA: &str = env!("SVIDGATE_GIT_SHA");
-/// How many peer certificates a plugin keeps parsed.
-pub const PEER_CACHE_CAPACITY: usize = 1024;
 
-/// Takes every identity header out of the request, in the proxy's map and in the snapshot the
-/// core will read. This runs first on every request; if the proxy cannot list the headers, the
-/// identity headers are removed blindly and the request is denied.
-pub fn strip_request_headers(config: &IdentityConfig) -> Result<StrippedHeaders, DenyReason> {
-    let headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
-        Ok(headers) => headers,
-        Err(status) => {
-            for name in &config.headers {
-                // Best effort: the request is denied whatever happens here.
-                let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
-            }
-            return Err(DenyReason::HostFailure(format!("cannot read request headers: {status:?}")));
-        }
-    };
-    // Non-UTF-8 header values are legal on the wire; the core sees them lossily, the upstream unchanged.
-    let headers =
-        headers.into_iter().map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned())).collect();
-    let stripped = StrippedHeaders::strip(headers, config);
-    for name in stripped.removed_names() {
-        hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)
-            .map_err(|status| DenyReason::HostFailure(format!("cannot remove {name}: {status:?}")))?;
+/// Sets up the VM: call it from the module's `proxy_wasm::main!` with a function that returns
+/// [`root`] of the module's kind (the SDK takes a plain function pointer).
+pub fn start(new_root: fn(u32) -> Box<dyn RootContext>) {
+    // The SDK's logger also installs a panic hook that logs the panic message at critical level
+    // before the VM traps: the one line that tells an operator why a VM was lost.
+    proxy_wasm::set_log_level(LogLevel::Trace);
+    proxy_wasm::set_root_context(new_root);
+}
+
+/// The root context of `kind`'s module.
+pub fn root(kind: ModuleKind) -> Box<dyn RootContext> {
+    Box::new(ProxyRoot(Root::new(kind, GIT_SHA)))
+}
+
+/// The host port over the Proxy-Wasm SDK. Every call acts on the context whose callback runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProxyWasm;
+
+impl Host for ProxyWasm {
+    fn now(&self) -> SystemTime {
+        // The SDK never returns Err here: it panics on any status but Ok (see the crate docs).
+        // Were it to, the epoch makes every SVID not yet valid, so identity checks deny.
+        hostcalls::get_current_time().unwrap_or(SystemTime::UNIX_EPOCH)
     }
-    Ok(stripped)
-}
 
-/// The proxy's clock.
-pub fn now() -> SystemTime {
-    hostcalls::get_current_time().unwrap_or_else(|_| SystemTime::now())
-}
-
-/// The validated peer of this request's connection, parsed once per certificate.
-pub fn peer_identity(rules: &SvidRules, cache: &RefCell<PeerCache>) -> Result<PeerIdentity, PeerError> {
-    let now = now();
-    let digest = property_string(&["connection", "sha256_peer_certificate_digest"]);
-    let certificate = || PeerCertificate {
-        pem: property(&["connection", "peer_certificate"]),
-        uri_san: property_string(&["connection", "uri_san_peer_certificate"]),
-    };
-    match cache.try_borrow_mut() {
-        Ok(mut cache) => rules.resolve(&mut cache, digest.as_deref(), certificate, now),
-        Err(_) => rules.resolve(&mut PeerCache::new(0), None, certificate, now),
-    }
-}
-
-/// A property as raw bytes; absent or unreadable is `None`.
-pub fn property(path: &[&str]) -> Option<Vec<u8>> {
-    hostcalls::get_property(path.to_vec()).ok().flatten()
-}
-
-/// A property as UTF-8 text.
-pub fn property_string(path: &[&str]) -> Option<String> {
-    property(path).and_then(|bytes| String::from_utf8(bytes).ok())
-}
-
-/// Carries out a decision: edits the request and lets it continue, or answers locally and stops it.
-pub fn apply(context_id: u32, decision: &Decision) -> Action {
-    match decision {
-        Decision::Allow { request_edits, .. } => {
-            for edit in request_edits {
-                if let Err(status) = apply_edit(edit) {
-                    error!("#{context_id} cannot edit request headers ({status:?}): denying");
-                    return deny(context_id, 500, &[], svidgate_core::decision::DENIED_BODY);
-                }
-            }
-            Action::Continue
-        }
-        Decision::Deny { status, headers, body, .. } => deny(context_id, *status, headers, body),
-    }
-}
-
-/// Adds headers to the response (the policy's `response_headers_to_add`).
-pub fn add_response_headers(context_id: u32, headers: &[(String, String)]) {
-    for (name, value) in headers {
-        if let Err(status) = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value) {
-            warn!("#{context_id} cannot add response header {name}: {status:?}");
-        }
-    }
-}
-
-/// Logs a decision at debug level: the reason, never the header map.
-pub fn log_decision(context_id: u32, decision: &Decision, upstream_identity: Option<&str>) {
-    match decision {
-        Decision::Allow { .. } => {
-            debug!("#{context_id} allow: upstream identity {}", upstream_identity.unwrap_or("none"))
-        }
-        Decision::Deny { status, reason, .. } if reason.is_error() => {
-            warn!("#{context_id} deny {status} ({}): {reason}", reason.code());
-        }
-        Decision::Deny { status, reason, .. } => {
-            debug!("#{context_id} deny {status} ({}): {reason}", reason.code())
-        }
-    }
-}
-
-/// The counters and histogram a module keeps, defined once at configuration.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    counters: Vec<(Counter, u32)>,
-    histogram: Option<u32>,
-}
-
-impl Metrics {
-    /// Defines `counters` and, if given, a histogram; a metric the host refuses is logged and skipped.
-    pub fn define(counters: &[Counter], histogram: Option<&str>) -> Self {
-        let define = |kind, name: &str| match hostcalls::define_metric(kind, name) {
-            Ok(id) => Some(id),
-            Err(status) => {
-                warn!("cannot define metric {name}: {status:?}");
-                None
-            }
+    fn log(&self, level: log::Level, message: &str) {
+        let level = match level {
+            log::Level::Error => LogLevel::Error,
+            log::Level::Warn => LogLevel::Warn,
+            log::Level::Info => LogLevel::Info,
+            log::Level::Debug => LogLevel::Debug,
+            log::Level::Trace => LogLevel::Trace,
         };
-        Self {
-            counters: counters
-                .iter()
-                .filter_map(|&c| define(MetricType::Counter, c.name()).map(|id| (c, id)))
-                .collect(),
-            histogram: histogram.and_then(|name| define(MetricType::Histogram, name)),
-        }
+        let _ = hostcalls::log(level, message);
     }
 
-    /// Increments each counter in `events` by one.
-    pub fn count(&self, events: &[Counter]) {
-        for event in events {
-            self.add(*event, 1);
-        }
+    fn plugin_configuration(&self) -> Vec<u8> {
+        hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten().unwrap_or_default()
     }
 
-    /// Increments one counter by `n`.
-    pub fn add(&self, counter: Counter, n: u64) {
-        if let Some((_, id)) = self.counters.iter().find(|(c, _)| *c == counter) {
-            let _ = hostcalls::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX));
-        }
+    fn request_headers(&self) -> Vec<(String, Vec<u8>)> {
+        // Never Err: the SDK panics on any status but Ok, which traps the VM (see the crate docs).
+        hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default()
     }
 
-    /// Records one value in the histogram.
-    pub fn record(&self, value: u64) {
-        if let Some(id) = self.histogram {
-            let _ = hostcalls::record_metric(id, value);
-        }
+    fn remove_request_header(&self, name: &str) {
+        let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+    }
+
+    fn set_request_header(&self, name: &str, value: &str) {
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+    }
+
+    fn add_request_header(&self, name: &str, value: &str) {
+        let _ = hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value);
+    }
+
+    fn add_response_header(&self, name: &str, value: &str) {
+        let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
+    }
+
+    fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
+        hostcalls::get_buffer(BufferType::HttpRequestBody, start, len).ok().flatten()
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        hostcalls::get_property(path.to_vec()).ok().flatten()
+    }
+
+    fn set_filter_state(&self, key: &str, value: &[u8]) {
+        let _ = hostcalls::set_property(vec![key], Some(value));
+    }
+
+    fn send_local_reply(&self, status: u16, headers: &[(String, String)], body: &[u8]) {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let _ = hostcalls::send_http_response(u32::from(status), headers, Some(body));
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> u32 {
+        let kind = match kind {
+            MetricKind::Counter => MetricType::Counter,
+            MetricKind::Gauge => MetricType::Gauge,
+            MetricKind::Histogram => MetricType::Histogram,
+        };
+        hostcalls::define_metric(kind, name).unwrap_or(u32::MAX)
+    }
+
+    fn increment_metric(&self, id: u32, delta: u64) {
+        // NotFound or BadArgument would mean an id this plugin never defined: nothing to count.
+        let _ = hostcalls::increment_metric(id, i64::try_from(delta).unwrap_or(i64::MAX));
+    }
+
+    fn record_metric(&self, id: u32, value: u64) {
+        let _ = hostcalls::record_metric(id, value);
+    }
+
+    fn set_tick_period(&self, period: Duration) {
+        let _ = hostcalls::set_tick_period(period);
+    }
+
+    fn dispatch_http_call(&self, call: &HttpCall) -> Result<u32, String> {
+        let headers: Vec<(&str, &str)> = call.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let body = (!call.body.is_empty()).then_some(call.body.as_slice());
+        hostcalls::dispatch_http_call(&call.cluster, headers, body, Vec::new(), call.timeout)
+            .map_err(|status| format!("{status:?}"))
+    }
+
+    fn http_call_response_headers(&self) -> Vec<(String, String)> {
+        // A call that failed (reset, timeout) has no response: Envoy lists no headers then, where
+        // the SDK's single-header helpers would panic.
+        hostcalls::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default()
+    }
+
+    fn http_call_response_body(&self, len: usize) -> Option<Vec<u8>> {
+        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, len).ok().flatten()
     }
 }
 
-/// A gauge, defined once; a gauge the host refuses is logged and does nothing.
-#[derive(Debug)]
-pub struct Gauge(Option<u32>);
+struct ProxyRoot(Root);
 
-impl Gauge {
-    /// Defines the gauge `name`.
-    pub fn define(name: &str) -> Self {
-        Self(
-            hostcalls::define_metric(MetricType::Gauge, name)
-                .map_err(|status| warn!("cannot define gauge {name}: {status:?}"))
-                .ok(),
-        )
-    }
+struct ProxyStream(Stream);
 
-    /// Sets its value.
-    pub fn set(&self, value: u64) {
-        if let Some(id) = self.0 {
-            let _ = hostcalls::record_metric(id, value);
-        }
+impl Context for ProxyRoot {
+    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        self.0.on_http_call_response(&ProxyWasm, token_id, body_size);
     }
 }
 
-fn apply_edit(edit: &HeaderEdit) -> Result<(), proxy_wasm::types::Status> {
-    match edit {
-        HeaderEdit::Append(name, value) => hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value),
-        HeaderEdit::Remove(name) => hostcalls::remove_map_value(MapType::HttpRequestHeaders, name),
-        HeaderEdit::Set(name, value) => hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value)),
+impl RootContext for ProxyRoot {
+    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+        self.0.on_vm_start(&ProxyWasm)
+    }
+
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        self.0.on_configure(&ProxyWasm)
+    }
+
+    fn on_tick(&mut self) {
+        self.0.on_tick(&ProxyWasm);
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(ProxyStream(self.0.stream(context_id))))
     }
 }
 
-fn deny(context_id: u32, status: u16, headers: &[(String, String)], body: &str) -> Action {
-    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-    if let Err(status) = hostcalls::send_http_response(u32::from(status), headers, Some(body.as_bytes())) {
-        error!("#{context_id} cannot send the local reply: {status:?}");
+impl Context for ProxyStream {}
+
+impl HttpContext for ProxyStream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> proxy_wasm::types::Action {
+        #[cfg(feature = "test-crash-trigger")]
+        crash::on_request_headers();
+        action(self.0.on_request_headers(&ProxyWasm))
     }
-    Action::Pause
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> proxy_wasm::types::Action {
+        action(self.0.on_response_headers(&ProxyWasm))
+    }
+}
+
+fn action(action: Action) -> proxy_wasm::types::Action {
+    match action {
+        Action::Continue => proxy_wasm::types::Action::Continue,
+        Action::Pause => proxy_wasm::types::Action::Pause,
+    }
 }

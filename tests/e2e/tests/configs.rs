@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_yaml::Value;
-use svidgate_core::authz::{AuthzConfig, Authorizer};
-use svidgate_core::config::IdentityConfig;
+use svidgate_core::config::ModuleKind;
+use svidgate_core::filter::Root;
+use svidgate_core::host::memory::MemoryHost;
 use svidgate_e2e::envoy::{self, render, template};
 use svidgate_e2e::paths;
 use svidgate_e2e::pki::MintedDomain;
@@ -142,12 +143,16 @@ fn check_plugin(module: &str, json: &str) -> Result<()> {
     ensure!(value.pointer("/policy/dry_run") != Some(&serde_json::Value::Bool(true)), "dry_run lets denials through");
     let sidecar = value.get("mode").and_then(serde_json::Value::as_str) != Some("perimeter");
     ensure!(!sidecar || value.get("require_peer") == Some(&serde_json::Value::Bool(true)), "a sidecar must require_peer");
-    match module {
-        "svidgate_identity.wasm" => IdentityConfig::parse(json.as_bytes()).map(|_| ()),
-        "svidgate_authz.wasm" => AuthzConfig::parse(json.as_bytes()).and_then(Authorizer::new).map(|_| ()),
+    let kind = match module {
+        "svidgate_identity.wasm" => ModuleKind::Identity,
+        "svidgate_authz.wasm" => ModuleKind::Authz,
         other => bail!("unknown module {other}"),
-    }
-    .with_context(|| format!("{module} refuses its configuration"))
+    };
+    // The module's own configure step (parse, compile the policy), on the core's map-backed host.
+    let host = MemoryHost::new(json);
+    let configured = Root::new(kind, "configs-test").on_configure(&host);
+    ensure!(configured, "{module} refuses its configuration: {:?}", host.state().logs);
+    Ok(())
 }
 
 /// Validates one file with Envoy and checks its plugin configurations; returns how many it had.

@@ -1,9 +1,11 @@
-//! The scenario corpus: `tests/cases/*.yaml`, one specification run on four runtimes.
+//! The scenario corpus: `tests/cases/*.yaml`, one specification run on every runtime.
 //!
 //! Each file holds a plugin configuration and a list of cases: a peer certificate, a request, and
 //! what must happen (decision, status, the exact identity header the upstream receives, reply,
-//! counters). [`run_file`] runs every case natively against the core and through the wasmtime
-//! host against both built modules, so the modules cannot drift from the core or each other.
+//! counters). [`run_file`] runs every case on one [`Family`] of runtimes: natively, the core's
+//! pipeline (`svidgate_core::filter`) on its map-backed host, or the built modules in the
+//! wasmtime host, which run that same pipeline behind the Proxy-Wasm ABI. Both runtimes go
+//! through one test body ([`Runtime`]), so what a case checks cannot differ between them.
 //! Files without a policy run on the authz module too, with a policy that allows everything:
 //! the identity behaviour must be the same in both modules.
 
@@ -11,21 +13,19 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::SystemTime;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use svidgate_core::authz::testing::PolicyDir;
-use svidgate_core::authz::{AuthzConfig, Authorizer, RequestFacts};
-use svidgate_core::config::{IdentityConfig, parse_duration};
-use svidgate_core::decision::{Decision, HeaderEdit};
-use svidgate_core::identity::StrippedHeaders;
+use svidgate_core::config::parse_duration;
+use svidgate_core::filter::Root;
+use svidgate_core::host::memory::{HeaderMap, LocalReply, MemoryHost};
+use svidgate_core::host::{self as core_host, MetricKind};
 use svidgate_core::metrics::Counter;
-use svidgate_core::peer::{PeerCache, PeerCertificate};
 use svidgate_testpki::{Issued, KeyUsage, SvidSpec, TrustDomainCa, Workload};
 
-use crate::host::{Action, LogLevel, Module, PluginOptions};
+use crate::host::{Action, LogLevel, Module, Plugin, PluginOptions};
 
 /// Where the modules, the policies and the corpus live.
 pub fn workspace_root() -> PathBuf {
@@ -50,6 +50,14 @@ pub enum ModuleKind {
 }
 
 impl ModuleKind {
+    /// The core's name for the module.
+    pub fn core(self) -> svidgate_core::config::ModuleKind {
+        match self {
+            Self::Identity => svidgate_core::config::ModuleKind::Identity,
+            Self::Authz => svidgate_core::config::ModuleKind::Authz,
+        }
+    }
+
     /// The module's file name.
     pub fn file_name(self) -> &'static str {
         match self {
@@ -75,12 +83,12 @@ impl ModuleKind {
     }
 }
 
-/// Where a case runs: natively on the core, or through the host on a built module.
+/// Where a case runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
-    /// `svidgate-core` called directly, as the filters call it.
+    /// The core's pipeline on its map-backed host (`svidgate_core::host::memory`), compiled natively.
     Native,
-    /// The built `.wasm` modules in the wasmtime host.
+    /// The built `.wasm` modules in the wasmtime host: the same pipeline behind the Proxy-Wasm ABI.
     Wasm,
 }
 
@@ -221,7 +229,7 @@ pub struct Expect {
     pub counters: BTreeMap<String, u64>,
 }
 
-/// What a runtime did with a case, in the same terms for all four.
+/// What a runtime did with a case, in the same terms for every runtime.
 #[derive(Debug, Default)]
 pub struct Observation {
     /// The configuration error, if it was refused.
@@ -288,9 +296,10 @@ fn config_bytes(config: &Json) -> Vec<u8> {
 pub fn run_case(family: Family, kind: ModuleKind, config: &Json, case: &Case) -> Result<Observation> {
     let peer = mint_peer(&case.peer)?;
     let headers = envoy_request_headers(&case.request, &case.name);
+    let config = config_bytes(config);
     match family {
-        Family::Native => Ok(run_native(kind, config, peer.as_ref(), headers)),
-        Family::Wasm => run_wasm(kind, config, peer.as_ref(), &headers),
+        Family::Native => observe(&mut Native::start(kind, config), peer.as_ref(), &headers),
+        Family::Wasm => observe(&mut kind.module()?.start(PluginOptions { plugin_config: config, ..PluginOptions::default() })?, peer.as_ref(), &headers),
     }
 }
 
@@ -427,148 +436,181 @@ fn relative(offset: &str) -> Result<time::Duration> {
     Ok(if negative { -d } else { d })
 }
 
-fn run_native(kind: ModuleKind, config: &Json, peer: Option<&MintedPeer>, headers: Vec<(String, String)>) -> Observation {
-    let bytes = config_bytes(config);
-    let certificate = || PeerCertificate {
-        pem: peer.map(|p| p.issued.cert_pem.clone().into_bytes()),
-        uri_san: peer.and_then(|p| p.uri_san.clone()),
-    };
-    let digest = peer.map(|p| p.issued.sha256_hex());
-    let now = SystemTime::now();
-    let mut cache = PeerCache::new(4);
-    let (decision, identity, events) = match kind {
-        ModuleKind::Identity => {
-            let config = match IdentityConfig::parse(&bytes) {
-                Ok(c) => c,
-                Err(e) => return Observation { config_error: Some(e.to_string()), ..Observation::default() },
-            };
-            let stripped = StrippedHeaders::strip(headers, &config);
-            let peer = config.svid.resolve(&mut cache, digest.as_deref(), certificate, now);
-            let outcome = config.resolve(peer.as_ref(), &stripped);
-            let decision = outcome.decision(&config);
-            let events = Counter::identity_events(&outcome, &decision);
-            (decision, stripped, events)
-        }
-        ModuleKind::Authz => {
-            let authorizer = match AuthzConfig::parse(&bytes).and_then(Authorizer::new) {
-                Ok(a) => a,
-                Err(e) => return Observation { config_error: Some(e.to_string()), ..Observation::default() },
-            };
-            let stripped = StrippedHeaders::strip(headers, authorizer.identity());
-            let peer = authorizer.identity().svid.resolve(&mut cache, digest.as_deref(), certificate, now);
-            let facts = RequestFacts {
-                headers: &stripped,
-                peer: peer.as_ref(),
-                source_address: Some(SOURCE_ADDRESS),
-                destination_address: Some(DESTINATION_ADDRESS),
-                destination_principal: Some(svidgate_testpki::MODEL_SERVER.spiffe_id),
-                protocol: Some(PROTOCOL),
-                now,
-            };
-            let verdict = authorizer.decide(&facts);
-            let events = verdict.events();
-            (verdict.decision, stripped, events)
-        }
-    };
-    let mut counters = BTreeMap::new();
-    for event in events {
-        *counters.entry(event.name().to_owned()).or_insert(0) += 1;
+/// One plugin of a module on one runtime: what a case needs from it, so that one test body
+/// ([`observe`]) drives every runtime.
+trait Runtime {
+    /// Whether the plugin accepted its configuration.
+    fn configured(&self) -> bool;
+    /// Sets an Envoy attribute (raw bytes, as Envoy serializes them).
+    fn set_property(&mut self, path: &[&str], value: Vec<u8>);
+    /// Sends the request headers, and the response headers (`:status: 200`) if they went upstream.
+    fn exchange(&mut self, headers: &[(&str, &str)]) -> Result<Exchange>;
+    /// Every log line, as (level, message).
+    fn logs(&self) -> Vec<(LogLevel, String)>;
+    /// Every counter the plugin defined, by name.
+    fn counters(&self) -> BTreeMap<String, u64>;
+}
+
+/// What one request did.
+struct Exchange {
+    /// The local reply, if the request got one.
+    reply: Option<LocalReply>,
+    /// Whether the request headers callback let the request continue.
+    continued: bool,
+    /// The request headers as the upstream would receive them.
+    upstream_headers: Vec<(String, String)>,
+    /// Headers added to the response (without `:status`).
+    response_headers: Vec<(String, String)>,
+}
+
+/// The case body: configure, present the connection's attributes, send the request, observe.
+fn observe(runtime: &mut impl Runtime, peer: Option<&MintedPeer>, headers: &[(String, String)]) -> Result<Observation> {
+    if !runtime.configured() {
+        let errors: Vec<String> =
+            runtime.logs().into_iter().filter(|(level, _)| *level >= LogLevel::Error).map(|(_, m)| m).collect();
+        let [error] = errors.as_slice() else {
+            bail!("configuration refused with {} error log lines instead of one: {errors:?}", errors.len());
+        };
+        return Ok(Observation { config_error: Some(error.clone()), ..Observation::default() });
     }
-    let mut observed = Observation { counters, ..Observation::default() };
-    match decision {
-        Decision::Allow { request_edits, response_headers } => {
+    // The properties Envoy 1.40 gives a filter on an mTLS connection (formats in shared/ENVIRONMENT.md).
+    runtime.set_property(core_host::property::SOURCE_ADDRESS, SOURCE_ADDRESS.into());
+    runtime.set_property(core_host::property::DESTINATION_ADDRESS, DESTINATION_ADDRESS.into());
+    runtime.set_property(core_host::property::PROTOCOL, PROTOCOL.into());
+    runtime.set_property(core_host::property::LOCAL_URI_SAN, svidgate_testpki::MODEL_SERVER.spiffe_id.into());
+    runtime.set_property(&["connection", "mtls"], vec![u8::from(peer.is_some())]);
+    if let Some(peer) = peer {
+        runtime.set_property(core_host::property::PEER_CERTIFICATE, peer.issued.cert_pem.clone().into_bytes());
+        runtime.set_property(core_host::property::PEER_CERTIFICATE_DIGEST, peer.issued.sha256_hex().into_bytes());
+        if let Some(uri) = &peer.uri_san {
+            runtime.set_property(core_host::property::PEER_URI_SAN, uri.clone().into_bytes());
+        }
+    }
+    let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let exchange = runtime.exchange(&pairs)?;
+    let mut observed = Observation::default();
+    match (exchange.reply, exchange.continued) {
+        (Some(reply), _) => {
+            observed.status = Some(reply.status);
+            observed.reply_headers = reply.headers;
+            observed.reply_body = Some(String::from_utf8_lossy(&reply.body).into_owned());
+        }
+        (None, true) => {
             observed.allowed = true;
-            observed.upstream_headers = apply_edits(identity.headers().to_vec(), &request_edits);
-            observed.response_headers = response_headers;
+            observed.upstream_headers = exchange.upstream_headers;
+            observed.response_headers = exchange.response_headers;
         }
-        Decision::Deny { status, reason, headers, body } => {
-            observed.status = Some(status);
-            observed.reason = Some(reason.code().to_owned());
-            observed.reply_headers = headers;
-            observed.reply_body = Some(body);
-        }
+        (None, false) => bail!("the module paused the request without a local reply"),
     }
-    observed
+    // The reason code is in the decision's log line.
+    observed.reason = runtime.logs().iter().find_map(|(_, message)| {
+        let start = message.find("(svidgate_")? + 1;
+        let end = message.get(start..)?.find(')')? + start;
+        message.get(start..end).map(str::to_owned)
+    });
+    observed.counters = runtime.counters();
+    Ok(observed)
 }
 
 const SOURCE_ADDRESS: &str = "10.1.2.3:45678";
 const DESTINATION_ADDRESS: &str = "10.0.0.5:8443";
 const PROTOCOL: &str = "HTTP/1.1";
 
-/// What Envoy's header map does with the edits.
-fn apply_edits(mut headers: Vec<(String, String)>, edits: &[HeaderEdit]) -> Vec<(String, String)> {
-    for edit in edits {
-        match edit {
-            HeaderEdit::Append(name, value) => headers.push((name.clone(), value.clone())),
-            HeaderEdit::Remove(name) => headers.retain(|(n, _)| n != name),
-            HeaderEdit::Set(name, value) => {
-                headers.retain(|(n, _)| n != name);
-                headers.push((name.clone(), value.clone()));
-            }
-        }
-    }
-    headers
+/// The core's pipeline on its map-backed host, driven as `svidgate-proxy` drives it in Envoy.
+struct Native {
+    host: MemoryHost,
+    root: Root,
+    configured: bool,
 }
 
-fn run_wasm(kind: ModuleKind, config: &Json, peer: Option<&MintedPeer>, headers: &[(String, String)]) -> Result<Observation> {
-    let module = kind.module()?;
-    let mut plugin =
-        module.start(PluginOptions { plugin_config: config_bytes(config), ..PluginOptions::default() })?;
-    if !plugin.configured() {
-        let errors: Vec<&str> =
-            plugin.logs().iter().filter(|l| l.level >= LogLevel::Error).map(|l| l.message.as_str()).collect();
-        let [error] = errors.as_slice() else {
-            bail!("configuration refused with {} error log lines instead of one: {errors:?}", errors.len());
-        };
-        return Ok(Observation { config_error: Some((*error).to_owned()), ..Observation::default() });
+impl Native {
+    fn start(kind: ModuleKind, config: Vec<u8>) -> Self {
+        let host = MemoryHost::new(config);
+        let mut root = Root::new(kind.core(), "native");
+        let configured = root.on_vm_start(&host) && root.on_configure(&host);
+        Self { host, root, configured }
     }
-    // The properties Envoy 1.40 gives a filter on an mTLS connection (formats in shared/ENVIRONMENT.md).
-    plugin.set_property(&["source", "address"], SOURCE_ADDRESS);
-    plugin.set_property(&["destination", "address"], DESTINATION_ADDRESS);
-    plugin.set_property(&["request", "protocol"], PROTOCOL);
-    plugin.set_property(&["connection", "uri_san_local_certificate"], svidgate_testpki::MODEL_SERVER.spiffe_id);
-    plugin.set_property(&["connection", "mtls"], vec![u8::from(peer.is_some())]);
-    if let Some(peer) = peer {
-        plugin.set_property(&["connection", "peer_certificate"], peer.issued.cert_pem.clone());
-        plugin.set_property(&["connection", "sha256_peer_certificate_digest"], peer.issued.sha256_hex());
-        if let Some(uri) = &peer.uri_san {
-            plugin.set_property(&["connection", "uri_san_peer_certificate"], uri.clone());
+}
+
+impl Runtime for Native {
+    fn configured(&self) -> bool {
+        self.configured
+    }
+
+    fn set_property(&mut self, path: &[&str], value: Vec<u8>) {
+        self.host.set_property(path, value);
+    }
+
+    fn exchange(&mut self, headers: &[(&str, &str)]) -> Result<Exchange> {
+        self.host.begin_request(headers.iter().copied());
+        let mut stream = self.root.stream(2);
+        let continued = stream.on_request_headers(&self.host) == core_host::Action::Continue;
+        let reply = self.host.state().local_reply.clone();
+        let upstream_headers = self.host.state().request_headers.entries().to_vec();
+        let mut response_headers = Vec::new();
+        if continued && reply.is_none() {
+            self.host.with(|s| s.response_headers = HeaderMap::from_pairs([(":status", "200")]));
+            stream.on_response_headers(&self.host);
+            response_headers = self.host.state().response_headers.entries().to_vec();
         }
+        response_headers.retain(|(name, _)| name != ":status");
+        Ok(Exchange { reply, continued, upstream_headers, response_headers })
     }
-    let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-    let mut observed = Observation::default();
-    {
-        let mut stream = plugin.stream();
-        let action = stream.request_headers(&pairs, true)?;
-        match (action, stream.local_reply()) {
-            (_, Some(reply)) => {
-                observed.status = Some(u16::try_from(reply.status)?);
-                observed.reply_headers = reply.headers.clone();
-                observed.reply_body = Some(String::from_utf8_lossy(&reply.body).into_owned());
-            }
-            (Action::Continue, None) => {
-                observed.allowed = true;
-                observed.upstream_headers = stream.request_header_map().to_vec();
-                stream.response_headers(&[(":status", "200")], true)?;
-                observed.response_headers =
-                    stream.response_header_map().iter().filter(|(n, _)| n != ":status").cloned().collect();
-            }
-            (Action::Pause, None) => bail!("the module paused the request without a local reply"),
+
+    fn logs(&self) -> Vec<(LogLevel, String)> {
+        let level = |level: log::Level| match level {
+            log::Level::Error => LogLevel::Error,
+            log::Level::Warn => LogLevel::Warn,
+            log::Level::Info => LogLevel::Info,
+            log::Level::Debug => LogLevel::Debug,
+            log::Level::Trace => LogLevel::Trace,
+        };
+        self.host.state().logs.iter().map(|(l, m)| (level(*l), m.clone())).collect()
+    }
+
+    fn counters(&self) -> BTreeMap<String, u64> {
+        let state = self.host.state();
+        state.metrics.iter().filter(|m| m.kind == MetricKind::Counter).map(|m| (m.name.clone(), m.value)).collect()
+    }
+}
+
+impl Runtime for Plugin {
+    fn configured(&self) -> bool {
+        Plugin::configured(self)
+    }
+
+    fn set_property(&mut self, path: &[&str], value: Vec<u8>) {
+        Plugin::set_property(self, path, value);
+    }
+
+    fn exchange(&mut self, headers: &[(&str, &str)]) -> Result<Exchange> {
+        let mut stream = self.stream();
+        let continued = stream.request_headers(headers, true)? == Action::Continue;
+        let reply = match stream.local_reply() {
+            Some(reply) => Some(LocalReply {
+                status: u16::try_from(reply.status)?,
+                headers: reply.headers.clone(),
+                body: reply.body.clone(),
+            }),
+            None => None,
+        };
+        let upstream_headers = stream.request_header_map().to_vec();
+        let mut response_headers = Vec::new();
+        if continued && reply.is_none() {
+            stream.response_headers(&[(":status", "200")], true)?;
+            response_headers = stream.response_header_map().iter().filter(|(n, _)| n != ":status").cloned().collect();
         }
         stream.finish()?;
+        Ok(Exchange { reply, continued, upstream_headers, response_headers })
     }
-    // The reason code is in the decision's log line.
-    observed.reason = plugin.logs().iter().find_map(|l| {
-        let start = l.message.find("(svidgate_")? + 1;
-        let end = l.message.get(start..)?.find(')')? + start;
-        l.message.get(start..end).map(str::to_owned)
-    });
-    for name in plugin.metric_names() {
-        if let Some(value) = plugin.counter(&name) {
-            observed.counters.insert(name, value);
-        }
+
+    fn logs(&self) -> Vec<(LogLevel, String)> {
+        Plugin::logs(self).iter().map(|l| (l.level, l.message.clone())).collect()
     }
-    Ok(observed)
+
+    fn counters(&self) -> BTreeMap<String, u64> {
+        self.metric_names().into_iter().filter_map(|name| Some((name.clone(), self.counter(&name)?))).collect()
+    }
 }
 
 /// Compares an observation with the expectation; the error lists every difference.

@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use regorus::Value;
 use svidgate_core::authz::testing::{PolicyDir, is_test_module};
-use svidgate_core::authz::{DEFAULT_ENTRYPOINT, PolicyConfig, decision_for_result, normalize_entrypoint};
-use svidgate_core::config::IdentityConfig;
+use svidgate_core::authz::decision_for_result;
+use svidgate_core::config::{DEFAULT_ENTRYPOINT, IdentityConfig, PolicyConfig, normalize_entrypoint};
 use svidgate_core::decision::Decision;
 
 const USAGE: &str = "\

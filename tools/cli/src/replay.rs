@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use regorus::Value;
-use svidgate_core::authz::{DEFAULT_ENTRYPOINT, normalize_entrypoint};
+use svidgate_core::config::{DEFAULT_ENTRYPOINT, normalize_entrypoint};
 
 use crate::{Args, Evaluator, describe, load_policies, read, to_json};
 

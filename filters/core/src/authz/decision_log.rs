@@ -1,74 +1,11 @@
 //! Decision logs in OPA's schema: one JSON record per decision, with masked input paths and
 //! sampling of allowed decisions, for the same SIEM pipelines that read OPA's decision logs.
 
-use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::service::{LogServiceConfig, RawService};
-use crate::config::{ConfigError, header_name};
-
-/// Input paths masked unless configured otherwise: credentials must not reach the SIEM.
-pub const DEFAULT_MASK: [&str; 2] =
-    ["/input/attributes/request/http/headers/authorization", "/input/attributes/request/http/headers/cookie"];
-
-/// The `policy.decision_logs` block.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DecisionLogConfig {
-    /// Write each record to Envoy's log (info level), as OPA's `decision_logs.console`.
-    pub console: bool,
-    /// JSON pointers erased from each record (`/input/...`), as OPA's mask policy `erased`.
-    pub mask: Vec<String>,
-    /// Fraction of allowed decisions logged (denials are always logged).
-    pub sample_allowed: f64,
-    /// Labels added to every record, beside `type` and `version`.
-    pub labels: BTreeMap<String, String>,
-    /// Upload records to an OPA-compatible decision-log receiver, as OPA's `decision_logs.service`.
-    pub service: Option<LogServiceConfig>,
-    /// Send the decision id to the client in this response header.
-    pub decision_id_header: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawDecisionLogs {
-    #[serde(default)]
-    console: bool,
-    mask: Option<Vec<String>>,
-    sample_allowed: Option<f64>,
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
-    service: Option<RawService>,
-    decision_id_header: Option<String>,
-}
-
-impl TryFrom<RawDecisionLogs> for DecisionLogConfig {
-    type Error = ConfigError;
-
-    fn try_from(raw: RawDecisionLogs) -> Result<Self, ConfigError> {
-        let mask = raw.mask.unwrap_or_else(|| DEFAULT_MASK.iter().map(|p| (*p).to_owned()).collect());
-        if let Some(bad) = mask.iter().find(|p| !p.starts_with("/input/") && !p.starts_with("/result/")) {
-            return Err(ConfigError::InvalidDecisionLogs(format!("mask {bad:?} must start with /input/ or /result/")));
-        }
-        let sample_allowed = raw.sample_allowed.unwrap_or(1.0);
-        if !(0.0..=1.0).contains(&sample_allowed) {
-            return Err(ConfigError::InvalidDecisionLogs(format!("sample_allowed {sample_allowed} is not in 0..1")));
-        }
-        let decision_id_header = match raw.decision_id_header {
-            Some(name) => Some(header_name(&name).ok_or_else(|| {
-                ConfigError::InvalidDecisionLogs(format!("decision_id_header {name:?} is not a header name"))
-            })?),
-            None => None,
-        };
-        let service = raw.service.as_ref().map(RawService::logs).transpose()?;
-        if !raw.console && service.is_none() && decision_id_header.is_none() {
-            return Err(ConfigError::InvalidDecisionLogs("enable console, service or decision_id_header".into()));
-        }
-        Ok(Self { console: raw.console, mask, sample_allowed, labels: raw.labels, service, decision_id_header })
-    }
-}
+use crate::config::DecisionLogConfig;
 
 /// What one decision record is made of.
 #[derive(Debug)]
@@ -181,8 +118,10 @@ mod tests {
 
     use super::*;
 
-    fn config(json: &str) -> Result<DecisionLogConfig, ConfigError> {
-        DecisionLogConfig::try_from(serde_json::from_str::<RawDecisionLogs>(json).unwrap())
+    fn config(json: &str) -> DecisionLogConfig {
+        let json = format!(r#"{{"trust_domains": ["ai.internal"], "policy": {{"rego": "package x", "decision_logs": {json}}}}}"#);
+        let config = crate::config::Config::parse(crate::config::ModuleKind::Authz, json.as_bytes()).unwrap();
+        config.policy.unwrap().decision_logs.unwrap()
     }
 
     #[test]
@@ -195,7 +134,7 @@ mod tests {
 
     #[test]
     fn writes_opa_schema_and_masks_credentials() {
-        let cfg = config(r#"{"console": true, "labels": {"cluster": "eu-1"}}"#).unwrap();
+        let cfg = config(r#"{"console": true, "labels": {"cluster": "eu-1"}}"#);
         let input = regorus::Value::from_json_str(
             r#"{"attributes": {"request": {"http": {"headers": {"authorization": "Bearer secret", "x-tenant": "a"}}}}}"#,
         )
@@ -227,21 +166,10 @@ mod tests {
 
     #[test]
     fn samples_allowed_decisions_deterministically() {
-        let cfg = config(r#"{"console": true, "sample_allowed": 0.25}"#).unwrap();
+        let cfg = config(r#"{"console": true, "sample_allowed": 0.25}"#);
         let kept = (0..4000).filter(|i| cfg.samples(&format!("req-{i}"))).count();
         assert!((800..1200).contains(&kept), "{kept}");
         assert_eq!(cfg.samples("req-7"), cfg.samples("req-7"));
-        assert!(config(r#"{"console": true}"#).unwrap().samples("any"));
-    }
-
-    #[test]
-    fn refuses_bad_masks_and_rates() {
-        assert!(config(r#"{"console": true, "mask": ["input/x"]}"#).is_err());
-        assert!(config(r#"{"console": true, "sample_allowed": 1.5}"#).is_err());
-        assert!(config(r#"{"console": true, "decision_id_header": "bad header"}"#).is_err());
-        assert!(config(r#"{"mask": []}"#).is_err(), "logs that go nowhere");
-        let shipped = config(r#"{"service": {"cluster": "siem"}, "decision_id_header": "X-Decision-Id"}"#).unwrap();
-        assert_eq!(shipped.decision_id_header.as_deref(), Some("x-decision-id"));
-        assert_eq!(shipped.service.unwrap().service.resource, "/logs");
+        assert!(config(r#"{"console": true}"#).samples("any"));
     }
 }

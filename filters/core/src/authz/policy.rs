@@ -10,7 +10,8 @@ use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::{Engine, Value};
 
 use super::bundle::{Bundle, BundleError};
-use super::{InputPlan, PolicyConfig};
+use super::InputPlan;
+use crate::config::PolicyConfig;
 use crate::config::ConfigError;
 
 /// How many instructions run between two clock reads of the evaluation time limit.

@@ -3,164 +3,12 @@
 //! answer. The proxy glue only dispatches the calls and feeds responses back.
 
 use std::collections::VecDeque;
-use std::time::{Duration, SystemTime};
-
-use serde::Deserialize;
+use std::time::SystemTime;
 
 use super::bundle::{Bundle, BundleError};
 use super::gzip;
-use crate::config::{ConfigError, positive_duration};
-
-/// Default bundle polling delays (OPA's are 60 s and 120 s).
-pub const BUNDLE_DELAYS: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(120));
-/// Default decision-log upload delays (OPA's are 300 s and 600 s; a SIEM wants them sooner).
-pub const LOG_DELAYS: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(10));
-/// Default size limit of an inflated bundle.
-pub const DEFAULT_MAX_BUNDLE_BYTES: usize = 16 << 20;
-/// Default bound of buffered decision logs, per worker.
-pub const DEFAULT_LOG_BUFFER_BYTES: usize = 4 << 20;
-/// Default size of one decision-log upload, before compression.
-pub const DEFAULT_LOG_UPLOAD_BYTES: usize = 256 << 10;
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Where an HTTP service is and how often to call it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServiceConfig {
-    /// The Envoy cluster the calls go to.
-    pub cluster: String,
-    /// The request path (`resource` in OPA's configuration).
-    pub resource: String,
-    /// The `:authority` of the calls (the cluster name unless set).
-    pub authority: String,
-    /// Timeout of one call.
-    pub timeout: Duration,
-    /// Shortest delay between two calls.
-    pub min_delay: Duration,
-    /// Longest delay between two calls; each delay is drawn between the two, as OPA does.
-    pub max_delay: Duration,
-}
-
-/// The fields every service block shares, as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawService {
-    cluster: String,
-    resource: Option<String>,
-    authority: Option<String>,
-    timeout: Option<String>,
-    min_delay: Option<String>,
-    max_delay: Option<String>,
-    /// Bundles: the inflated size limit. Logs: the buffer bound.
-    max_bytes: Option<usize>,
-    /// Logs: the size of one upload.
-    upload_bytes: Option<usize>,
-    /// Bundles: the name in decision logs' `bundles` (OPA's bundle name).
-    name: Option<String>,
-}
-
-impl RawService {
-    fn service(
-        &self,
-        field: &'static str,
-        default_resource: &str,
-        delays: (Duration, Duration),
-    ) -> Result<ServiceConfig, ConfigError> {
-        let bad = |message: String| ConfigError::InvalidService { field, message };
-        if self.cluster.is_empty() {
-            return Err(bad("cluster must name an Envoy cluster".into()));
-        }
-        let resource = self.resource.clone().unwrap_or_else(|| default_resource.to_owned());
-        if !resource.starts_with('/') {
-            return Err(bad(format!("resource {resource:?} must be a path starting with /")));
-        }
-        let duration = |name: &'static str, value: &Option<String>, default: Duration| match value {
-            None => Ok(default),
-            Some(v) => positive_duration(name, v),
-        };
-        let timeout = duration("timeout", &self.timeout, DEFAULT_TIMEOUT)?;
-        let min_delay = duration("min_delay", &self.min_delay, delays.0)?;
-        let max_delay = duration("max_delay", &self.max_delay, delays.1.max(min_delay))?;
-        if max_delay < min_delay {
-            return Err(bad(format!("max_delay {max_delay:?} is below min_delay {min_delay:?}")));
-        }
-        Ok(ServiceConfig {
-            authority: self.authority.clone().unwrap_or_else(|| self.cluster.clone()),
-            cluster: self.cluster.clone(),
-            resource,
-            timeout,
-            min_delay,
-            max_delay,
-        })
-    }
-
-    pub(crate) fn bundle(&self) -> Result<BundleConfig, ConfigError> {
-        if self.upload_bytes.is_some() {
-            return Err(ConfigError::InvalidService {
-                field: "policy.bundle",
-                message: "upload_bytes is a decision_logs option".into(),
-            });
-        }
-        Ok(BundleConfig {
-            service: self.service("policy.bundle", "/bundles/bundle.tar.gz", BUNDLE_DELAYS)?,
-            name: self.name.clone().unwrap_or_else(|| "svidgate".to_owned()),
-            max_bytes: self.max_bytes.unwrap_or(DEFAULT_MAX_BUNDLE_BYTES),
-        })
-    }
-
-    pub(crate) fn logs(&self) -> Result<LogServiceConfig, ConfigError> {
-        let field = "policy.decision_logs.service";
-        if self.name.is_some() {
-            return Err(ConfigError::InvalidService { field, message: "name is a bundle option".into() });
-        }
-        let config = LogServiceConfig {
-            service: self.service(field, "/logs", LOG_DELAYS)?,
-            buffer_bytes: self.max_bytes.unwrap_or(DEFAULT_LOG_BUFFER_BYTES),
-            upload_bytes: self.upload_bytes.unwrap_or(DEFAULT_LOG_UPLOAD_BYTES),
-        };
-        if config.upload_bytes == 0 || config.upload_bytes > config.buffer_bytes {
-            return Err(ConfigError::InvalidService {
-                field,
-                message: "upload_bytes must be between 1 and max_bytes".into(),
-            });
-        }
-        Ok(config)
-    }
-}
-
-/// `policy.bundle`: where the bundle is served.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BundleConfig {
-    /// The bundle service.
-    pub service: ServiceConfig,
-    /// The bundle's name in decision logs (`bundles.<name>.revision`).
-    pub name: String,
-    /// Largest inflated bundle accepted.
-    pub max_bytes: usize,
-}
-
-/// `policy.decision_logs.service`: where decision logs are uploaded.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LogServiceConfig {
-    /// The log receiver.
-    pub service: ServiceConfig,
-    /// Bound of the buffer; records beyond it are dropped and counted.
-    pub buffer_bytes: usize,
-    /// Size of one upload before compression; a full batch is sent without waiting for the delay.
-    pub upload_bytes: usize,
-}
-
-/// One HTTP call for the proxy to dispatch.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HttpCall {
-    /// The Envoy cluster.
-    pub cluster: String,
-    /// Request headers, pseudo-headers first.
-    pub headers: Vec<(String, String)>,
-    /// Request body (empty for GET).
-    pub body: Vec<u8>,
-    /// Call timeout.
-    pub timeout: Duration,
-}
+use crate::config::{BundleConfig, LogServiceConfig, ServiceConfig};
+use crate::host::HttpCall;
 
 /// What came back from a call; `None` status when the call failed (reset, timeout, no upstream).
 #[derive(Clone, Copy, Debug)]
@@ -390,11 +238,14 @@ impl LogUploader {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::super::bundle::tests::tar_gz;
     use super::*;
 
-    fn raw(json: &str) -> RawService {
-        serde_json::from_str(json).unwrap()
+    fn policy(block: &str) -> crate::config::PolicyConfig {
+        let json = format!(r#"{{"trust_domains": ["ai.internal"], "policy": {block}}}"#);
+        crate::config::Config::parse(crate::config::ModuleKind::Authz, json.as_bytes()).unwrap().policy.unwrap()
     }
 
     fn header<'a>(call: &'a HttpCall, name: &str) -> Option<&'a str> {
@@ -404,35 +255,11 @@ mod tests {
     const T0: SystemTime = SystemTime::UNIX_EPOCH;
 
     #[test]
-    fn parses_service_blocks_with_opa_defaults() {
-        let bundle = raw(r#"{"cluster": "bundles"}"#).bundle().unwrap();
-        assert_eq!(bundle.service.resource, "/bundles/bundle.tar.gz");
-        assert_eq!(bundle.service.authority, "bundles");
-        assert_eq!((bundle.service.min_delay, bundle.service.max_delay), BUNDLE_DELAYS);
-        let logs =
-            raw(r#"{"cluster": "siem", "min_delay": "1s", "max_delay": "2s", "upload_bytes": 10, "max_bytes": 100}"#)
-                .logs()
-                .unwrap();
-        assert_eq!(logs.service.resource, "/logs");
-        assert_eq!((logs.buffer_bytes, logs.upload_bytes), (100, 10));
-        for bad in [
-            r#"{"cluster": ""}"#,
-            r#"{"cluster": "b", "resource": "x"}"#,
-            r#"{"cluster": "b", "min_delay": "10s", "max_delay": "5s"}"#,
-            r#"{"cluster": "b", "timeout": "soon"}"#,
-            r#"{"cluster": "b", "upload_bytes": 5}"#,
-        ] {
-            assert!(raw(bad).bundle().is_err(), "{bad}");
-        }
-        assert!(raw(r#"{"cluster": "b", "upload_bytes": 500, "max_bytes": 100}"#).logs().is_err());
-        assert!(serde_json::from_str::<RawService>(r#"{"cluster": "b", "polling": {}}"#).is_err());
-    }
-
-    #[test]
     fn polls_with_etag_once_a_bundle_is_active_and_waits_between_polls() {
-        let config = raw(r#"{"cluster": "b", "resource": "/b.tar.gz", "min_delay": "10s", "max_delay": "20s"}"#)
-            .bundle()
-            .unwrap();
+        let config =
+            policy(r#"{"bundle": {"cluster": "b", "resource": "/b.tar.gz", "min_delay": "10s", "max_delay": "20s"}}"#)
+                .bundle
+                .unwrap();
         let mut poller = BundlePoller::new(config, T0);
         let first = poller.poll(T0).unwrap();
         assert_eq!(header(&first, ":path"), Some("/b.tar.gz"));
@@ -473,10 +300,11 @@ mod tests {
 
     #[test]
     fn uploads_gzip_json_batches_and_keeps_failed_ones_within_the_bound() {
-        let config =
-            raw(r#"{"cluster": "siem", "min_delay": "5s", "max_delay": "5s", "upload_bytes": 20, "max_bytes": 40}"#)
-                .logs()
-                .unwrap();
+        let service = r#"{"cluster": "siem", "min_delay": "5s", "max_delay": "5s", "upload_bytes": 20, "max_bytes": 40}"#;
+        let config = policy(&format!(r#"{{"rego": "package x", "decision_logs": {{"service": {service}}}}}"#))
+            .decision_logs
+            .and_then(|logs| logs.service)
+            .unwrap();
         let mut uploader = LogUploader::new(config, T0);
         assert!(uploader.push(r#"{"n":1}"#.into()));
         assert!(uploader.poll(T0).is_none(), "not due, batch not full");

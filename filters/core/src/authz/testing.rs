@@ -10,7 +10,8 @@ use std::time::Duration;
 use regorus::unstable::{Lexer, Source, TokenKind};
 use regorus::{Engine, Value};
 
-use super::{Policy, PolicyConfig};
+use super::Policy;
+use crate::config::PolicyConfig;
 
 /// The outcome of one test rule.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,6 +4,9 @@
 //! never share anything and tests can run in parallel.
 
 use super::{HttpCall, LocalReply, LogEntry, LogLevel, PluginOptions};
+/// The header map both this host and the core's map-backed host keep, so that the native and the
+/// wasm runs of the corpus apply header edits with the very same semantics.
+pub(crate) use svidgate_core::host::memory::HeaderMap;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -318,69 +321,6 @@ impl HeaderPhase {
     }
 }
 
-/// An HTTP header map with Envoy's semantics: lower-case names, insertion order kept, repeated
-/// names kept as separate entries, pseudo-headers (`:name`) always ahead of the others.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct HeaderMap {
-    entries: Vec<(String, String)>,
-}
-
-impl HeaderMap {
-    /// Builds a map by adding each pair in order.
-    pub(crate) fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        let mut map = Self::default();
-        for (name, value) in pairs {
-            map.add(name, value);
-        }
-        map
-    }
-
-    /// Every entry, in order.
-    pub(crate) fn entries(&self) -> &[(String, String)] {
-        &self.entries
-    }
-
-    /// Appends an entry; a pseudo-header goes after the last pseudo-header, as in Envoy's HeaderList.
-    pub(crate) fn add(&mut self, name: &str, value: &str) {
-        let name = name.to_ascii_lowercase();
-        let position =
-            if name.starts_with(':') { self.entries.iter().position(|(key, _)| !key.starts_with(':')) } else { None };
-        let entry = (name, value.to_string());
-        match position {
-            Some(index) => self.entries.insert(index, entry),
-            None => self.entries.push(entry),
-        }
-    }
-
-    /// Removes every entry named `name` (case-insensitive).
-    pub(crate) fn remove(&mut self, name: &str) {
-        self.entries.retain(|(key, _)| !key.eq_ignore_ascii_case(name));
-    }
-
-    /// Envoy's `setCopy`: removes every entry named `name`, then adds one.
-    pub(crate) fn replace(&mut self, name: &str, value: &str) {
-        self.remove(name);
-        self.add(name, value);
-    }
-
-    /// The first value for `name`: what Envoy's `proxy_get_header_map_value` returns, even when
-    /// the header is repeated (proxy-wasm/spec#53).
-    pub(crate) fn first(&self, name: &str) -> Option<&str> {
-        self.values(name).next()
-    }
-
-    /// Every value for `name` (case-insensitive), in order.
-    pub(crate) fn values<'s>(&'s self, name: &str) -> impl Iterator<Item = &'s str> + use<'s> {
-        // Names are stored lower-cased: compare against a lower-cased copy the iterator owns.
-        let name = name.to_ascii_lowercase();
-        self.entries.iter().filter(move |(key, _)| *key == name).map(|(_, value)| value.as_str())
-    }
-
-    /// Replaces the whole map, as `proxy_set_header_map_pairs` does.
-    pub(crate) fn set_pairs(&mut self, pairs: &[(String, String)]) {
-        *self = Self::from_pairs(pairs.iter().map(|(name, value)| (name.as_str(), value.as_str())));
-    }
-}
 
 /// The kinds of metric of `proxy_define_metric`; the value is also the low two bits of an id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -585,20 +525,6 @@ pub(crate) fn text(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn header_map_keeps_pseudo_headers_first_and_lower_cases_names() {
-        let mut map = HeaderMap::from_pairs([("Host", "a"), (":path", "/"), ("X-A", "1")]);
-        map.add(":Method", "GET");
-        map.add("x-a", "2");
-        let names: Vec<_> = map.entries().iter().map(|(name, _)| name.as_str()).collect();
-        assert_eq!(names, [":path", ":method", "host", "x-a", "x-a"]);
-        assert_eq!(map.first("X-A"), Some("1"));
-        map.replace("X-A", "3");
-        assert_eq!(map.values("x-a").collect::<Vec<_>>(), ["3"]);
-        map.remove("HOST");
-        assert_eq!(map.first("host"), None);
-    }
 
     #[test]
     fn metric_ids_carry_their_kind_and_redefinition_reuses_the_id() {

@@ -1,0 +1,201 @@
+//! The authz module's `policy` block as written, and its checks (feature `rego`: the identity
+//! module refuses any `policy` without reading it).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{
+    BUNDLE_DELAYS, BundleConfig, ConfigError, DEFAULT_ENTRYPOINT, DEFAULT_EVAL_TIMEOUT, DEFAULT_LOG_BUFFER_BYTES,
+    DEFAULT_LOG_UPLOAD_BYTES, DEFAULT_MASK, DEFAULT_MAX_BUNDLE_BYTES, DEFAULT_MAX_INSTRUCTIONS, DecisionLogConfig,
+    LOG_DELAYS, LogServiceConfig, PolicyConfig, ServiceConfig, duration, error_status, header_name, invalid,
+    normalize_entrypoint,
+};
+
+const DEFAULT_SERVICE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPolicy {
+    rego: Option<RawRego>,
+    data: Option<serde_json::Value>,
+    entrypoint: Option<String>,
+    error_status: Option<u16>,
+    eval_timeout: Option<String>,
+    max_instructions: Option<usize>,
+    #[serde(default)]
+    dry_run: bool,
+    decision_logs: Option<RawDecisionLogs>,
+    bundle: Option<RawService>,
+    max_policy_age: Option<String>,
+}
+
+/// One module as a string, or several as a map from file name to source.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawRego {
+    One(String),
+    Many(BTreeMap<String, String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDecisionLogs {
+    #[serde(default)]
+    console: bool,
+    mask: Option<Vec<String>>,
+    sample_allowed: Option<f64>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    service: Option<RawService>,
+    decision_id_header: Option<String>,
+}
+
+/// The fields every service block shares, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    cluster: String,
+    resource: Option<String>,
+    authority: Option<String>,
+    timeout: Option<String>,
+    min_delay: Option<String>,
+    max_delay: Option<String>,
+    /// Bundles: the inflated size limit. Logs: the buffer bound.
+    max_bytes: Option<usize>,
+    /// Logs: the size of one upload.
+    upload_bytes: Option<usize>,
+    /// Bundles: the name in decision logs (OPA's bundle name).
+    name: Option<String>,
+}
+
+impl RawPolicy {
+    pub(super) fn typed(self) -> Result<PolicyConfig, ConfigError> {
+        let modules = match self.rego {
+            None if self.bundle.is_none() => return Err(ConfigError::MissingPolicy),
+            None => Vec::new(),
+            Some(RawRego::One(source)) => vec![("policy.rego".to_owned(), source)],
+            Some(RawRego::Many(map)) => map.into_iter().collect(),
+        };
+        let data = self.data.unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new()));
+        if !data.is_object() {
+            return Err(invalid("policy.data", "must be a json object".into()));
+        }
+        let max_policy_age = match self.max_policy_age.as_deref() {
+            None => None,
+            Some(_) if self.bundle.is_none() => {
+                return Err(invalid("policy.max_policy_age", "needs policy.bundle: an inline policy never ages".into()));
+            }
+            Some(v) => Some(duration("policy.max_policy_age", v, true)?),
+        };
+        Ok(PolicyConfig {
+            modules,
+            data,
+            entrypoint: normalize_entrypoint(self.entrypoint.as_deref().unwrap_or(DEFAULT_ENTRYPOINT)),
+            error_status: error_status("policy.error_status", self.error_status)?,
+            eval_timeout: match self.eval_timeout.as_deref() {
+                None => DEFAULT_EVAL_TIMEOUT,
+                Some(v) => duration("policy.eval_timeout", v, true)?,
+            },
+            max_instructions: self.max_instructions.unwrap_or(DEFAULT_MAX_INSTRUCTIONS),
+            dry_run: self.dry_run,
+            decision_logs: self.decision_logs.map(RawDecisionLogs::typed).transpose()?,
+            bundle: self.bundle.as_ref().map(RawService::bundle).transpose()?,
+            max_policy_age,
+        })
+    }
+}
+
+impl RawDecisionLogs {
+    fn typed(self) -> Result<DecisionLogConfig, ConfigError> {
+        let key = |field: &str| format!("policy.decision_logs.{field}");
+        let mask = self.mask.unwrap_or_else(|| DEFAULT_MASK.iter().map(|p| (*p).to_owned()).collect());
+        if let Some(bad) = mask.iter().find(|p| !p.starts_with("/input/") && !p.starts_with("/result/")) {
+            return Err(invalid(&key("mask"), format!("{bad:?} must start with /input/ or /result/")));
+        }
+        let sample_allowed = self.sample_allowed.unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&sample_allowed) {
+            return Err(invalid(&key("sample_allowed"), format!("{sample_allowed} is not between 0 and 1")));
+        }
+        let decision_id_header = match self.decision_id_header {
+            Some(name) => Some(
+                header_name(&name)
+                    .ok_or_else(|| invalid(&key("decision_id_header"), format!("{name:?} is not a header name")))?,
+            ),
+            None => None,
+        };
+        let service = self.service.as_ref().map(RawService::logs).transpose()?;
+        if !self.console && service.is_none() && decision_id_header.is_none() {
+            return Err(invalid("policy.decision_logs", "enable console, service or decision_id_header".into()));
+        }
+        Ok(DecisionLogConfig { console: self.console, mask, sample_allowed, labels: self.labels, service, decision_id_header })
+    }
+}
+
+impl RawService {
+    fn service(
+        &self,
+        block: &str,
+        default_resource: &str,
+        delays: (Duration, Duration),
+    ) -> Result<ServiceConfig, ConfigError> {
+        let key = |field: &str| format!("{block}.{field}");
+        if self.cluster.is_empty() {
+            return Err(invalid(&key("cluster"), "must name an Envoy cluster".into()));
+        }
+        let resource = self.resource.clone().unwrap_or_else(|| default_resource.to_owned());
+        if !resource.starts_with('/') {
+            return Err(invalid(&key("resource"), format!("{resource:?} must be a path starting with /")));
+        }
+        let duration = |field: &str, value: &Option<String>, default: Duration| match value {
+            None => Ok(default),
+            Some(v) => duration(&key(field), v, true),
+        };
+        let timeout = duration("timeout", &self.timeout, DEFAULT_SERVICE_TIMEOUT)?;
+        let min_delay = duration("min_delay", &self.min_delay, delays.0)?;
+        let max_delay = duration("max_delay", &self.max_delay, delays.1.max(min_delay))?;
+        if max_delay < min_delay {
+            return Err(invalid(&key("max_delay"), format!("{max_delay:?} is below min_delay {min_delay:?}")));
+        }
+        Ok(ServiceConfig {
+            authority: self.authority.clone().unwrap_or_else(|| self.cluster.clone()),
+            cluster: self.cluster.clone(),
+            resource,
+            timeout,
+            min_delay,
+            max_delay,
+        })
+    }
+
+    fn bundle(&self) -> Result<BundleConfig, ConfigError> {
+        const BLOCK: &str = "policy.bundle";
+        if self.upload_bytes.is_some() {
+            return Err(invalid("policy.bundle.upload_bytes", "is a decision_logs.service option".into()));
+        }
+        Ok(BundleConfig {
+            service: self.service(BLOCK, "/bundles/bundle.tar.gz", BUNDLE_DELAYS)?,
+            name: self.name.clone().unwrap_or_else(|| "svidgate".to_owned()),
+            max_bytes: self.max_bytes.unwrap_or(DEFAULT_MAX_BUNDLE_BYTES),
+        })
+    }
+
+    fn logs(&self) -> Result<LogServiceConfig, ConfigError> {
+        const BLOCK: &str = "policy.decision_logs.service";
+        if self.name.is_some() {
+            return Err(invalid("policy.decision_logs.service.name", "is a policy.bundle option".into()));
+        }
+        let config = LogServiceConfig {
+            service: self.service(BLOCK, "/logs", LOG_DELAYS)?,
+            buffer_bytes: self.max_bytes.unwrap_or(DEFAULT_LOG_BUFFER_BYTES),
+            upload_bytes: self.upload_bytes.unwrap_or(DEFAULT_LOG_UPLOAD_BYTES),
+        };
+        if config.upload_bytes == 0 || config.upload_bytes > config.buffer_bytes {
+            return Err(invalid(
+                "policy.decision_logs.service.upload_bytes",
+                format!("{} must be between 1 and max_bytes ({})", config.upload_bytes, config.buffer_bytes),
+            ));
+        }
+        Ok(config)
+    }
+}

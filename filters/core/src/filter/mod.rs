@@ -1,0 +1,321 @@
+//! The request pipeline, written once for both modules and every runtime.
+//!
+//! A [`Root`] is the plugin's root context: it parses and compiles the configuration, and in the
+//! authz module polls the bundle service and uploads decision logs. Each HTTP stream gets a
+//! [`Stream`], whose callbacks run one phase each:
+//!
+//! 1. **request headers**: remove every identity header from the proxy's map (before anything
+//!    reads headers), resolve the peer's SVID, take the identity step, then, in the authz module,
+//!    take one snapshot of the active policy, fetch only the attributes it reads, evaluate, and
+//!    turn the result into a decision; count, log, and carry the decision out;
+//! 2. **response headers**: add the policy's `response_headers_to_add`.
+//!
+//! The decision is taken by [`Filter::decide`] from what the headers phase gathered, so a
+//! decision at the end of the request body runs the same code once the body is buffered. The
+//! proxy (`svidgate-proxy`) and the native runtime of the tests (`host::memory::MemoryHost`)
+//! both call exactly these functions.
+
+#[cfg(feature = "rego")]
+mod services;
+
+use std::cell::RefCell;
+use std::fmt;
+use std::rc::Rc;
+use std::time::{Instant, SystemTime};
+
+use log::Level;
+
+use crate::config::{Config, ConfigError, IdentityConfig, ModuleKind};
+use crate::decision::{DENIED_BODY, Decision, HeaderEdit, Verdict};
+use crate::host::{Action, Host, property};
+use crate::identity::StrippedHeaders;
+use crate::metrics::{Counter, Metrics};
+use crate::peer::{PeerCache, PeerCertificate, PeerError, PeerIdentity};
+
+/// How many peer certificates a plugin keeps parsed.
+pub const PEER_CACHE_CAPACITY: usize = 1024;
+/// The filter-state key of the decision id: `%FILTER_STATE(wasm.svidgate_decision_id:PLAIN)%`.
+pub const DECISION_ID_FILTER_STATE: &str = "svidgate_decision_id";
+
+/// A plugin's root context: its configuration, and the work that is not per request.
+#[derive(Debug)]
+pub struct Root {
+    kind: ModuleKind,
+    /// The git revision the module was built from, logged at VM start.
+    revision: &'static str,
+    filter: Option<Rc<Filter>>,
+    /// Bundle polling and decision-log uploads (authz module).
+    #[cfg(feature = "rego")]
+    services: services::Services,
+}
+
+/// What every request of a configured plugin shares: the configuration, the peer cache, the
+/// metrics and, in the authz module, the active policy.
+#[derive(Debug)]
+pub struct Filter {
+    identity: IdentityConfig,
+    cache: RefCell<PeerCache>,
+    metrics: Metrics,
+    #[cfg(feature = "rego")]
+    authz: Option<services::Authz>,
+}
+
+/// One HTTP stream.
+#[derive(Debug)]
+pub struct Stream {
+    id: u32,
+    filter: Option<Rc<Filter>>,
+    /// The policy's `response_headers_to_add`, applied when the response comes back.
+    response_headers: Vec<(String, String)>,
+}
+
+/// What the request-headers phase gathered for the decision.
+#[derive(Debug)]
+pub struct Request {
+    /// The proxy clock, read once per request.
+    pub now: SystemTime,
+    /// When the request's own work started, for the latency histogram.
+    started: Option<Instant>,
+    /// The headers without identity headers.
+    pub headers: StrippedHeaders,
+    /// The validated peer, or why there is none.
+    pub peer: Result<PeerIdentity, PeerError>,
+}
+
+impl Root {
+    /// The root context of `kind`'s module, built from git revision `revision`.
+    pub fn new(kind: ModuleKind, revision: &'static str) -> Self {
+        Self {
+            kind,
+            revision,
+            filter: None,
+            #[cfg(feature = "rego")]
+            services: services::Services::default(),
+        }
+    }
+
+    /// The VM started: one info line with the version and git revision.
+    pub fn on_vm_start(&mut self, host: &impl Host) -> bool {
+        log(host, Level::Info, format_args!("{} {} ({}) starting", self.kind.name(), crate::VERSION, self.revision));
+        true
+    }
+
+    /// Parses the plugin configuration, compiles the policy and defines the metrics; a bad
+    /// configuration is refused with one error line (Envoy then rejects the filter).
+    pub fn on_configure(&mut self, host: &impl Host) -> bool {
+        let configured = Config::parse(self.kind, &host.plugin_configuration()).and_then(|config| self.configure(host, config));
+        match configured {
+            Ok(filter) => {
+                self.filter = Some(Rc::new(filter));
+                true
+            }
+            Err(e) => {
+                log(host, Level::Error, format_args!("{}: configuration refused: {e}", self.kind.name()));
+                false
+            }
+        }
+    }
+
+    fn configure(&mut self, host: &impl Host, config: Config) -> Result<Filter, ConfigError> {
+        let identity = config.identity;
+        let cache = RefCell::new(PeerCache::new(PEER_CACHE_CAPACITY));
+        let Some(policy) = config.policy else {
+            log(
+                host,
+                Level::Info,
+                format_args!("{} configured: {:?} mode, headers {:?}", self.kind.name(), identity.mode, identity.headers),
+            );
+            let metrics = Metrics::define(host, &Counter::IDENTITY, None);
+            #[cfg(feature = "rego")]
+            return Ok(Filter { identity, cache, metrics, authz: None });
+            #[cfg(not(feature = "rego"))]
+            return Ok(Filter { identity, cache, metrics });
+        };
+        #[cfg(feature = "rego")]
+        {
+            let authz = self.services.configure(host, &identity, policy)?;
+            let metrics = Metrics::define(host, &Counter::AUTHZ, Some(crate::metrics::DECISION_LATENCY_US));
+            Ok(Filter { identity, cache, metrics, authz: Some(authz) })
+        }
+        // Without Rego there is no authz module, so no configuration carries a policy.
+        #[cfg(not(feature = "rego"))]
+        {
+            let _ = policy;
+            Err(ConfigError::PolicyNotSupported)
+        }
+    }
+
+    /// The timer: polls the bundle service, uploads decision logs, writes the gauges.
+    pub fn on_tick(&mut self, host: &impl Host) {
+        #[cfg(feature = "rego")]
+        if let Some(filter) = &self.filter {
+            self.services.on_tick(host, filter);
+        }
+        #[cfg(not(feature = "rego"))]
+        let _ = host;
+    }
+
+    /// The answer to an HTTP call the root context dispatched.
+    pub fn on_http_call_response(&mut self, host: &impl Host, token: u32, body_size: usize) {
+        #[cfg(feature = "rego")]
+        if let Some(filter) = &self.filter {
+            self.services.on_http_call_response(host, filter, token, body_size);
+        }
+        #[cfg(not(feature = "rego"))]
+        let _ = (host, token, body_size);
+    }
+
+    /// A new HTTP stream with context id `id`.
+    pub fn stream(&self, id: u32) -> Stream {
+        Stream { id, filter: self.filter.clone(), response_headers: Vec::new() }
+    }
+
+    /// The configured plugin, once `on_configure` succeeded.
+    pub fn filter(&self) -> Option<&Filter> {
+        self.filter.as_deref()
+    }
+}
+
+impl Stream {
+    /// The request headers arrived: decide the request and carry the decision out.
+    pub fn on_request_headers(&mut self, host: &impl Host) -> Action {
+        let Some(filter) = self.filter.clone() else {
+            // Envoy does not start streams for a refused configuration; if one comes, it is denied.
+            log(host, Level::Error, format_args!("#{} no configuration: denying", self.id));
+            return deny(host, 503, &[], DENIED_BODY);
+        };
+        let request = filter.begin(host);
+        let verdict = filter.decide(host, &request);
+        filter.finish(host, self, &request, &verdict);
+        if let Decision::Allow { response_headers, .. } = &verdict.decision {
+            self.response_headers.clone_from(response_headers);
+        }
+        apply(host, &verdict.decision)
+    }
+
+    /// The response headers arrived: add what the policy asked for.
+    pub fn on_response_headers(&mut self, host: &impl Host) -> Action {
+        for (name, value) in &self.response_headers {
+            host.add_response_header(name, value);
+        }
+        Action::Continue
+    }
+}
+
+impl Filter {
+    /// The identity behaviour.
+    pub fn identity(&self) -> &IdentityConfig {
+        &self.identity
+    }
+
+    /// The first phase of every request: removes every identity header from the proxy's map and
+    /// from what the decision will read, reads the clock once and resolves the peer.
+    pub fn begin(&self, host: &impl Host) -> Request {
+        // Non-UTF-8 header values are legal on the wire; the core sees them lossily, the upstream unchanged.
+        let headers = host
+            .request_headers()
+            .into_iter()
+            .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+            .collect();
+        let headers = StrippedHeaders::strip(headers, &self.identity);
+        for name in headers.removed_names() {
+            host.remove_request_header(name);
+        }
+        let started = self.metrics.timed().then(Instant::now);
+        let now = host.now();
+        let peer = self.peer(host, now);
+        Request { now, started, headers, peer }
+    }
+
+    /// Decides a request: the identity step, then in the authz module the policy.
+    pub fn decide(&self, host: &impl Host, request: &Request) -> Verdict {
+        let identity = self.identity.resolve(request.peer.as_ref(), &request.headers);
+        if let Some(reason) = &identity.deny {
+            return Verdict::without_policy(Decision::deny(self.identity.deny_status, reason.clone()), identity);
+        }
+        #[cfg(feature = "rego")]
+        if let Some(authz) = &self.authz {
+            return authz.decide(host, &self.identity, request, identity);
+        }
+        #[cfg(not(feature = "rego"))]
+        let _ = host;
+        let decision = identity.decision(&self.identity);
+        Verdict::without_policy(decision, identity)
+    }
+
+    /// Counts the decision, logs it, and hands the decision id and record on.
+    fn finish(&self, host: &impl Host, stream: &Stream, request: &Request, verdict: &Verdict) {
+        if let Some(started) = request.started {
+            self.metrics.record(host, u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+        }
+        #[cfg(feature = "rego")]
+        let authz = self.authz.is_some();
+        #[cfg(not(feature = "rego"))]
+        let authz = false;
+        self.metrics.count(host, &Counter::request_events(verdict, authz));
+        let id = stream.id;
+        match &verdict.decision {
+            Decision::Allow { .. } => {
+                let identity = verdict.identity.upstream_identity.as_deref().unwrap_or("none");
+                log(host, Level::Debug, format_args!("#{id} allow: upstream identity {identity}"));
+            }
+            Decision::Deny { status, reason, .. } => {
+                let level = if reason.is_error() { Level::Warn } else { Level::Debug };
+                log(host, level, format_args!("#{id} deny {status} ({}): {reason}", reason.code()));
+            }
+        }
+        if let Some(reason) = &verdict.would_deny {
+            log(host, Level::Info, format_args!("#{id} dry run: the policy would deny ({}): {reason}", reason.code()));
+        }
+        if let Some(decision_id) = &verdict.decision_id {
+            host.set_filter_state(DECISION_ID_FILTER_STATE, decision_id.as_bytes());
+        }
+        #[cfg(feature = "rego")]
+        if let (Some(authz), Some(record)) = (&self.authz, &verdict.decision_log) {
+            authz.log_decision(host, &self.metrics, record);
+        }
+    }
+
+    /// The validated peer of this request's connection, parsed once per certificate.
+    fn peer(&self, host: &impl Host, now: SystemTime) -> Result<PeerIdentity, PeerError> {
+        let text = |path: &[&str]| host.property(path).and_then(|bytes| String::from_utf8(bytes).ok());
+        let digest = text(property::PEER_CERTIFICATE_DIGEST);
+        let certificate =
+            || PeerCertificate { pem: host.property(property::PEER_CERTIFICATE), uri_san: text(property::PEER_URI_SAN) };
+        let rules = &self.identity.svid;
+        match self.cache.try_borrow_mut() {
+            Ok(mut cache) => rules.resolve(&mut cache, digest.as_deref(), certificate, now),
+            Err(_) => rules.resolve(&mut PeerCache::new(0), None, certificate, now),
+        }
+    }
+}
+
+/// Carries a decision out: edits the request and lets it continue, or answers locally and stops it.
+pub fn apply(host: &impl Host, decision: &Decision) -> Action {
+    match decision {
+        Decision::Allow { request_edits, .. } => {
+            for edit in request_edits {
+                match edit {
+                    HeaderEdit::Append(name, value) => host.add_request_header(name, value),
+                    HeaderEdit::Remove(name) => host.remove_request_header(name),
+                    HeaderEdit::Set(name, value) => host.set_request_header(name, value),
+                }
+            }
+            Action::Continue
+        }
+        Decision::Deny { status, headers, body, .. } => deny(host, *status, headers, body),
+    }
+}
+
+fn deny(host: &impl Host, status: u16, headers: &[(String, String)], body: &str) -> Action {
+    host.send_local_reply(status, headers, body.as_bytes());
+    Action::Pause
+}
+
+/// Writes one log line through the host.
+fn log(host: &impl Host, level: Level, message: fmt::Arguments<'_>) {
+    host.log(level, &message.to_string());
+}
+
+#[cfg(test)]
+mod tests;

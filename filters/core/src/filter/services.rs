@@ -1,0 +1,280 @@
+//! The authz module's policy step and its services: the bundle poller and the decision-log
+//! uploader run on the root context's timer and HTTP calls; every request reads the active policy.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use log::Level;
+
+use super::{Filter, Request, log};
+use crate::authz::service::{BundlePoller, Fetched, HttpResponse, LogUploader, Uploaded};
+use crate::authz::{Authorizer, RequestFacts};
+use crate::config::{ConfigError, IdentityConfig, PolicyConfig};
+use crate::decision::{Decision, Verdict};
+use crate::host::{Host, HttpCall, property};
+use crate::identity::IdentityOutcome;
+use crate::metrics::{BUNDLE_REVISION_PREFIX, Counter, Gauge, Metrics, POLICY_AGE_SECONDS};
+
+/// How often the root context checks whether a bundle poll or a log upload is due.
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// The policy side of a configured authz plugin, shared by its requests.
+#[derive(Debug)]
+pub(super) struct Authz {
+    authorizer: Authorizer,
+    /// Decision logs waiting for upload, when a log service is configured.
+    uploads: Option<RefCell<LogUploader>>,
+}
+
+/// The root context's side: the bundle poller, HTTP calls in flight and the bundle gauges.
+#[derive(Debug, Default)]
+pub(super) struct Services {
+    poller: Option<BundlePoller>,
+    /// HTTP calls in flight, by token.
+    calls: HashMap<u32, Callout>,
+    gauges: Option<Gauges>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Callout {
+    Bundle,
+    Logs,
+}
+
+/// The bundle gauges. A gauge is one Envoy stat for all VMs: the last write wins.
+#[derive(Debug)]
+struct Gauges {
+    policy_age: Gauge,
+    /// The active revision's info gauge (set to 1; the previous one goes back to 0).
+    revision: Option<Gauge>,
+}
+
+impl Authz {
+    /// The policy step of a request whose identity step passed: one snapshot of the active
+    /// policy, the attributes its input plan reads, the evaluation.
+    pub(super) fn decide(
+        &self,
+        host: &impl Host,
+        identity_config: &IdentityConfig,
+        request: &Request,
+        identity: IdentityOutcome,
+    ) -> Verdict {
+        let authorizer = &self.authorizer;
+        let active = match authorizer.policy_at(request.now) {
+            Ok(active) => active,
+            Err(reason) => {
+                return Verdict::without_policy(Decision::deny(authorizer.settings().error_status, reason), identity);
+            }
+        };
+        let plan = active.input_plan();
+        let fetch = |wanted: bool, path: &[&str]| {
+            wanted.then(|| host.property(path)).flatten().and_then(|bytes| String::from_utf8(bytes).ok())
+        };
+        let source_address = fetch(plan.source_address, property::SOURCE_ADDRESS);
+        let destination_address = fetch(plan.destination_address, property::DESTINATION_ADDRESS);
+        let destination_principal = fetch(plan.destination_principal, property::LOCAL_URI_SAN);
+        let protocol = fetch(plan.protocol, property::PROTOCOL);
+        let facts = RequestFacts {
+            headers: &request.headers,
+            peer: request.peer.as_ref(),
+            source_address: source_address.as_deref(),
+            destination_address: destination_address.as_deref(),
+            destination_principal: destination_principal.as_deref(),
+            protocol: protocol.as_deref(),
+            now: request.now,
+        };
+        authorizer.evaluate(&active, &facts, identity_config, identity)
+    }
+
+    /// A decision-log record: to Envoy's log and/or the upload buffer.
+    pub(super) fn log_decision(&self, host: &impl Host, metrics: &Metrics, record: &str) {
+        if self.authorizer.settings().decision_logs.as_ref().is_some_and(|logs| logs.console) {
+            host.log(Level::Info, record);
+        }
+        if let Some(uploads) = &self.uploads
+            && !uploads.try_borrow_mut().is_ok_and(|mut uploads| uploads.push(record.to_owned()))
+        {
+            metrics.count(host, &[Counter::DecisionLogsDropped]);
+        }
+    }
+}
+
+impl Services {
+    /// Compiles the policy and sets up the bundle poller and the log uploader it configures.
+    pub(super) fn configure(
+        &mut self,
+        host: &impl Host,
+        identity: &IdentityConfig,
+        policy: PolicyConfig,
+    ) -> Result<Authz, ConfigError> {
+        let authorizer = Authorizer::new(policy)?;
+        let settings = authorizer.settings();
+        log(
+            host,
+            Level::Info,
+            format_args!(
+                "svidgate_authz configured: {:?} mode, entrypoint {}, input {:?}, bundle {}",
+                identity.mode,
+                settings.entrypoint,
+                authorizer.input_plan(),
+                settings.bundle.as_ref().map_or("none", |b| b.service.cluster.as_str()),
+            ),
+        );
+        let now = host.now();
+        self.poller = settings.bundle.as_ref().map(|config| BundlePoller::new(config.clone(), now));
+        let log_service = settings.decision_logs.as_ref().and_then(|logs| logs.service.as_ref());
+        let uploads = log_service.map(|config| RefCell::new(LogUploader::new(config.clone(), now)));
+        if self.poller.is_some() || uploads.is_some() {
+            host.set_tick_period(TICK);
+        }
+        self.gauges = self
+            .poller
+            .as_ref()
+            .map(|_| Gauges { policy_age: Gauge::define(host, POLICY_AGE_SECONDS), revision: None });
+        self.calls.clear();
+        Ok(Authz { authorizer, uploads })
+    }
+
+    /// Starts a bundle poll or a log upload when one is due, and writes the policy-age gauge.
+    pub(super) fn on_tick(&mut self, host: &impl Host, filter: &Filter) {
+        let Some(authz) = &filter.authz else { return };
+        let now = host.now();
+        if let Some(call) = self.poller.as_mut().and_then(|poller| poller.poll(now)) {
+            self.dispatch(host, filter, call, Callout::Bundle, now);
+        }
+        if let Some(uploads) = &authz.uploads {
+            let call = uploads.try_borrow_mut().ok().and_then(|mut uploads| uploads.poll(now));
+            if let Some(call) = call {
+                self.dispatch(host, filter, call, Callout::Logs, now);
+            }
+        }
+        if let Some(gauges) = &self.gauges {
+            gauges.policy_age.set(host, authz.authorizer.policy_age(now).as_secs());
+        }
+    }
+
+    /// Routes the answer to an HTTP call to the bundle poller or the log uploader.
+    pub(super) fn on_http_call_response(&mut self, host: &impl Host, filter: &Filter, token: u32, body_size: usize) {
+        let Some(callout) = self.calls.remove(&token) else {
+            return;
+        };
+        let headers = host.http_call_response_headers();
+        let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        let status = header(":status").and_then(|s| s.parse().ok());
+        // Only a bundle's body is read: a log receiver's answer is its status.
+        let body = match callout {
+            Callout::Bundle => host.http_call_response_body(body_size),
+            Callout::Logs => None,
+        };
+        let response = HttpResponse { status, etag: header("etag"), body: body.as_deref().unwrap_or_default() };
+        self.on_response(host, filter, callout, host.now(), response);
+    }
+
+    /// Dispatches a call; one the proxy refuses (unknown cluster) counts as failed at once.
+    fn dispatch(&mut self, host: &impl Host, filter: &Filter, call: HttpCall, callout: Callout, now: SystemTime) {
+        match host.dispatch_http_call(&call) {
+            Ok(token) => {
+                self.calls.insert(token, callout);
+            }
+            Err(why) => {
+                log(host, Level::Warn, format_args!("svidgate_authz: cannot call cluster {}: {why}", call.cluster));
+                self.on_response(host, filter, callout, now, HttpResponse { status: None, etag: None, body: &[] });
+            }
+        }
+    }
+
+    fn on_response(
+        &mut self,
+        host: &impl Host,
+        filter: &Filter,
+        callout: Callout,
+        now: SystemTime,
+        response: HttpResponse<'_>,
+    ) {
+        match callout {
+            Callout::Bundle => self.on_bundle(host, filter, now, response),
+            Callout::Logs => on_upload(host, filter, now, response.status),
+        }
+    }
+
+    fn on_bundle(&mut self, host: &impl Host, filter: &Filter, now: SystemTime, response: HttpResponse<'_>) {
+        let (Some(authz), Some(poller)) = (&filter.authz, &mut self.poller) else {
+            return;
+        };
+        let (authorizer, metrics) = (&authz.authorizer, &filter.metrics);
+        let source = format!("bundle {} from cluster {}", poller.config().name, poller.config().service.cluster);
+        match poller.on_response(now, response) {
+            Fetched::NotModified => {
+                authorizer.confirm(now);
+                metrics.count(host, &[Counter::BundleNotModified]);
+            }
+            Fetched::Bundle(bundle) => match authorizer.activate(&bundle, now) {
+                Ok(()) => {
+                    poller.activated();
+                    metrics.count(host, &[Counter::BundleActivated]);
+                    log(host, Level::Info, format_args!("svidgate_authz: activated {source}, revision {:?}", bundle.revision));
+                    if let Some(gauges) = &mut self.gauges {
+                        if let Some(previous) = gauges.revision {
+                            previous.set(host, 0);
+                        }
+                        let revision = Gauge::define(host, &revision_gauge(&bundle.revision));
+                        revision.set(host, 1);
+                        gauges.revision = Some(revision);
+                    }
+                }
+                Err(e) => {
+                    metrics.count(host, &[Counter::BundleRejected]);
+                    log(
+                        host,
+                        Level::Error,
+                        format_args!(
+                            "svidgate_authz: rejected {source} revision {:?}, keeping the active policy: {e}",
+                            bundle.revision
+                        ),
+                    );
+                }
+            },
+            Fetched::Rejected(e) => {
+                metrics.count(host, &[Counter::BundleRejected]);
+                log(host, Level::Error, format_args!("svidgate_authz: rejected {source}, keeping the active policy: {e}"));
+            }
+            Fetched::Failed(why) => {
+                metrics.count(host, &[Counter::BundleFetchFailed]);
+                log(host, Level::Warn, format_args!("svidgate_authz: cannot fetch {source}, keeping the active policy: {why}"));
+            }
+        }
+    }
+}
+
+fn on_upload(host: &impl Host, filter: &Filter, now: SystemTime, status: Option<u16>) {
+    let Some(uploads) = filter.authz.as_ref().and_then(|authz| authz.uploads.as_ref()) else {
+        return;
+    };
+    let Ok(uploaded) = uploads.try_borrow_mut().map(|mut uploads| uploads.on_response(now, status)) else {
+        return;
+    };
+    let metrics = &filter.metrics;
+    match uploaded {
+        Uploaded::Sent(records) => metrics.add(host, Counter::DecisionLogsUploaded, records as u64),
+        Uploaded::Failed { dropped } => {
+            metrics.count(host, &[Counter::DecisionLogsUploadFailed]);
+            metrics.add(host, Counter::DecisionLogsDropped, dropped as u64);
+            log(
+                host,
+                Level::Warn,
+                format_args!("svidgate_authz: decision-log upload failed (status {status:?}); retrying, {dropped} records dropped"),
+            );
+        }
+    }
+}
+
+/// `svidgate.authz.bundle.revision.<revision>`, with characters outside `[A-Za-z0-9_-]` as `_`.
+fn revision_gauge(revision: &str) -> String {
+    let clean: String = revision
+        .chars()
+        .take(64)
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect();
+    format!("{BUNDLE_REVISION_PREFIX}.{}", if clean.is_empty() { "none" } else { &clean })
+}

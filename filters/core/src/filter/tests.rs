@@ -1,0 +1,300 @@
+//! The pipeline on a map-backed host: what the proxy is asked to do for a request, and the root
+//! context's bundle polling. Per-request decisions with certificates are specified by the
+//! scenario corpus (tests/cases), which runs this same pipeline natively and in both modules.
+
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::host::memory::{HttpCallResponse, LocalReply, MemoryHost};
+
+const T0: SystemTime = SystemTime::UNIX_EPOCH;
+const PERIMETER: &str = r#"{"mode": "perimeter"}"#;
+
+/// A configured plugin on a [`MemoryHost`], driven as the proxy drives it.
+struct Plugin {
+    host: MemoryHost,
+    root: Root,
+    next_stream: u32,
+}
+
+impl Plugin {
+    fn start(kind: ModuleKind, config: &str) -> Self {
+        let host = MemoryHost::new(config);
+        host.with(|s| s.now = Some(T0));
+        let mut root = Root::new(kind, "rev0");
+        assert!(root.on_vm_start(&host));
+        let configured = root.on_configure(&host);
+        let plugin = Self { host, root, next_stream: 2 };
+        assert!(configured, "{:?}", plugin.host.state().logs);
+        plugin
+    }
+
+    /// Sends a request through the request and response phases; returns the action taken on
+    /// the request headers.
+    fn request(&mut self, headers: &[(&str, &str)]) -> Action {
+        self.host.begin_request(headers.iter().copied());
+        let mut stream = self.root.stream(self.next_stream);
+        self.next_stream += 1;
+        let action = stream.on_request_headers(&self.host);
+        if action == Action::Continue {
+            assert_eq!(stream.on_response_headers(&self.host), Action::Continue);
+        }
+        action
+    }
+
+    fn upstream_headers(&self, name: &str) -> Vec<String> {
+        self.host.state().request_headers.values(name).map(str::to_owned).collect()
+    }
+
+    fn reply(&self) -> Option<LocalReply> {
+        self.host.state().local_reply.clone()
+    }
+
+    fn counter(&self, counter: Counter) -> u64 {
+        self.host.metric(counter.name()).unwrap_or_else(|| panic!("{} is not defined", counter.name()))
+    }
+
+    fn logs_at(&self, level: Level) -> Vec<String> {
+        self.host.state().logs.iter().filter(|(l, _)| *l == level).map(|(_, m)| m.clone()).collect()
+    }
+
+    fn advance(&self, by: Duration) {
+        self.host.with(|s| s.now = s.now.map(|now| now + by));
+    }
+
+    /// Runs the timer; returns the token of the HTTP call it dispatched, if any.
+    fn tick(&mut self) -> Option<u32> {
+        let before = self.host.state().http_calls.len();
+        self.root.on_tick(&self.host);
+        let calls = &self.host.state().http_calls;
+        (calls.len() > before).then(|| calls.last().map(|(token, _)| *token)).flatten()
+    }
+
+    /// Delivers the answer to call `token`.
+    fn respond(&mut self, token: u32, status: &str, headers: &[(&str, &str)], body: &[u8]) {
+        let headers =
+            [(":status", status)].into_iter().chain(headers.iter().copied()).map(|(n, v)| (n.to_owned(), v.to_owned()));
+        self.deliver(token, Some(HttpCallResponse { headers: headers.collect(), body: body.to_vec() }));
+    }
+
+    /// Reports call `token` as failed without a response (reset, timeout), as Envoy does.
+    fn fail(&mut self, token: u32) {
+        self.deliver(token, None);
+    }
+
+    fn deliver(&mut self, token: u32, response: Option<HttpCallResponse>) {
+        let size = response.as_ref().map_or(0, |response| response.body.len());
+        self.host.with(|s| s.http_call_response = response);
+        self.root.on_http_call_response(&self.host, token, size);
+        self.host.with(|s| s.http_call_response = None);
+    }
+}
+
+#[test]
+fn logs_version_and_revision_once_at_vm_start() {
+    let plugin = Plugin::start(ModuleKind::Identity, PERIMETER);
+    let starts: Vec<String> = plugin.logs_at(Level::Info).into_iter().filter(|l| l.ends_with(" starting")).collect();
+    assert_eq!(starts, [format!("svidgate_identity {} (rev0) starting", crate::VERSION)]);
+}
+
+#[test]
+fn refuses_a_bad_configuration_with_one_error_line() {
+    for (kind, config, expected) in [
+        (ModuleKind::Identity, r#"{"mode": "edge"}"#, "svidgate_identity: configuration refused: mode: unknown variant `edge`"),
+        (ModuleKind::Authz, r#"{"mode": "perimeter"}"#, "svidgate_authz: configuration refused: policy with rego or a bundle"),
+    ] {
+        let host = MemoryHost::new(config);
+        let mut root = Root::new(kind, "rev0");
+        assert!(!root.on_configure(&host), "{config}");
+        let errors: Vec<String> =
+            host.state().logs.iter().filter(|(l, _)| *l == Level::Error).map(|(_, m)| m.clone()).collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with(expected), "{errors:?}");
+        assert!(root.filter().is_none());
+    }
+}
+
+#[test]
+fn denies_a_stream_of_an_unconfigured_plugin() {
+    let host = MemoryHost::new("");
+    let root = Root::new(ModuleKind::Identity, "rev0");
+    host.begin_request([(":path", "/")]);
+    assert_eq!(root.stream(2).on_request_headers(&host), Action::Pause);
+    assert_eq!(host.state().local_reply.as_ref().map(|r| r.status), Some(503));
+}
+
+#[test]
+fn removes_every_identity_header_and_counts_the_spoof() {
+    for kind in [ModuleKind::Identity, ModuleKind::Authz] {
+        let config = match kind {
+            ModuleKind::Identity => PERIMETER.to_owned(),
+            _ => r#"{"mode": "perimeter", "policy": {"rego": "package envoy.authz\ndefault allow := true"}}"#.to_owned(),
+        };
+        let mut plugin = Plugin::start(kind, &config);
+        let action = plugin.request(&[
+            (":path", "/v1/generate"),
+            ("X-Forwarded-SPIFFE-ID", "spiffe://ai.internal/ns/admin/sa/root"),
+            ("x-forwarded-spiffe-id", "spiffe://ai.internal/ns/agents/sa/orchestrator"),
+            ("accept", "*/*"),
+        ]);
+        assert_eq!(action, Action::Continue, "{kind:?}");
+        assert!(plugin.upstream_headers("x-forwarded-spiffe-id").is_empty(), "{kind:?}");
+        assert_eq!(plugin.upstream_headers("accept"), ["*/*"]);
+        assert_eq!(plugin.counter(Counter::IdentitySpoofAttempts), 1, "{kind:?}");
+        assert_eq!(plugin.counter(Counter::IdentityInjected), 0, "{kind:?}");
+    }
+}
+
+#[test]
+fn denies_a_request_without_a_peer_when_one_is_required() {
+    let mut plugin = Plugin::start(ModuleKind::Identity, r#"{"trust_domains": ["ai.internal"], "require_peer": true}"#);
+    assert_eq!(plugin.request(&[(":path", "/"), ("x-forwarded-spiffe-id", "spiffe://ai.internal/forged")]), Action::Pause);
+    let reply = plugin.reply().unwrap();
+    assert_eq!((reply.status, reply.body.as_slice()), (403, DENIED_BODY.as_bytes()));
+    assert!(plugin.upstream_headers("x-forwarded-spiffe-id").is_empty(), "stripped on the deny path too");
+    assert_eq!(plugin.counter(Counter::IdentityDenied), 1);
+    assert_eq!(plugin.counter(Counter::IdentitySpoofAttempts), 1);
+    assert_eq!(plugin.logs_at(Level::Debug), ["#2 deny 403 (svidgate_no_peer_identity): no valid peer identity: no peer certificate"]);
+}
+
+#[test]
+fn applies_policy_header_edits_and_response_headers() {
+    let policy = r#"package envoy.authz
+import rego.v1
+allow := {"allowed": true, "headers": {"x-tenant": ["a", "b"]}, "request_headers_to_remove": ["cookie"],
+          "response_headers_to_add": {"x-policy": "seed"}}"#;
+    let config = serde_json::json!({"mode": "perimeter", "policy": {"rego": policy}}).to_string();
+    let mut plugin = Plugin::start(ModuleKind::Authz, &config);
+    assert_eq!(plugin.request(&[(":path", "/"), ("cookie", "session=1"), ("x-tenant", "forged")]), Action::Continue);
+    assert_eq!(plugin.upstream_headers("x-tenant"), ["a", "b"]);
+    assert!(plugin.upstream_headers("cookie").is_empty());
+    assert_eq!(plugin.host.state().response_headers.values("x-policy").collect::<Vec<_>>(), ["seed"]);
+    assert_eq!(plugin.counter(Counter::AuthzAllowed), 1);
+}
+
+#[test]
+fn reads_only_the_attributes_the_policy_plans_for() {
+    // The policy reads the source address: the host is asked for it, and nothing else optional.
+    let policy = "package envoy.authz\nimport rego.v1\nallow if input.attributes.source.address.socketAddress.address == \"10.1.2.3\"";
+    let config = serde_json::json!({"mode": "perimeter", "policy": {"rego": policy}}).to_string();
+    let mut plugin = Plugin::start(ModuleKind::Authz, &config);
+    plugin.host.set_property(property::SOURCE_ADDRESS, "10.1.2.3:45678");
+    assert_eq!(plugin.request(&[(":path", "/")]), Action::Continue);
+    plugin.host.set_property(property::SOURCE_ADDRESS, "10.9.9.9:45678");
+    assert_eq!(plugin.request(&[(":path", "/")]), Action::Pause);
+    assert_eq!(plugin.counter(Counter::AuthzDenied), 1);
+}
+
+mod bundles {
+    use super::*;
+    use crate::authz::bundle::tests::tar_gz;
+
+    const PATHS: &str = r#"package envoy.authz
+import rego.v1
+default allow := false
+allow if input.attributes.request.http.path in data.svidgate.allowed_paths
+"#;
+
+    fn bundle(revision: &str, paths: &[&str]) -> Vec<u8> {
+        let manifest = format!(r#"{{"revision": "{revision}", "roots": ["envoy/authz", "svidgate"]}}"#);
+        let data = serde_json::json!({"allowed_paths": paths}).to_string();
+        tar_gz(&[(".manifest", &manifest), ("envoy/authz/policy.rego", PATHS), ("svidgate/data.json", &data)])
+    }
+
+    fn plugin(policy: &str) -> Plugin {
+        Plugin::start(ModuleKind::Authz, &format!(r#"{{"mode": "perimeter", "policy": {policy}}}"#))
+    }
+
+    fn reason(plugin: &Plugin) -> Option<String> {
+        let logs = plugin.host.state().logs.clone();
+        logs.iter().rev().find_map(|(_, m)| m.split_once("(svidgate_").map(|(_, r)| r.split(')').next().unwrap_or_default().to_owned()))
+    }
+
+    #[test]
+    fn a_bundle_replaces_the_bootstrap_policy_whole() {
+        let mut plugin = plugin(r#"{"rego": "package envoy.authz\ndefault allow := false", "bundle": {"cluster": "b"}}"#);
+        assert_eq!(plugin.request(&[(":path", "/v1/generate")]), Action::Pause);
+        assert_eq!(plugin.host.state().tick_period, Some(services::TICK));
+        let token = plugin.tick().unwrap();
+        assert_eq!(plugin.host.state().http_calls[0].1.cluster, "b");
+        plugin.respond(token, "200", &[("etag", "\"r1\"")], &bundle("r1", &["/v1/generate"]));
+        assert_eq!(plugin.counter(Counter::BundleActivated), 1);
+        assert_eq!(plugin.host.metric("svidgate.authz.bundle.revision.r1"), Some(1));
+        assert_eq!(plugin.request(&[(":path", "/v1/generate")]), Action::Continue);
+        assert_eq!(plugin.request(&[(":path", "/v1/admin")]), Action::Pause);
+    }
+
+    #[test]
+    fn a_bundle_that_does_not_compile_leaves_the_active_policy() {
+        let mut plugin = plugin(r#"{"bundle": {"cluster": "b", "min_delay": "1s", "max_delay": "1s"}}"#);
+        assert_eq!(plugin.request(&[(":path", "/v1/generate")]), Action::Pause);
+        assert_eq!(reason(&plugin).as_deref(), Some("policy_not_ready"));
+        let token = plugin.tick().unwrap();
+        plugin.respond(token, "200", &[], &bundle("good", &["/v1/generate"]));
+        let unknown_builtin = "package envoy.authz\nimport rego.v1\nallow if crypto.no_such_builtin(input)\n";
+        for source in [unknown_builtin, "package other\nallow := true\n", "package envoy.authz\nallow if {"] {
+            plugin.advance(Duration::from_secs(1));
+            let token = plugin.tick().unwrap();
+            let archive = tar_gz(&[(".manifest", r#"{"revision": "bad", "roots": ["envoy/authz"]}"#), ("p.rego", source)]);
+            plugin.respond(token, "200", &[], &archive);
+        }
+        assert_eq!(plugin.counter(Counter::BundleRejected), 3);
+        let errors = plugin.logs_at(Level::Error);
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors.iter().all(|e| e.contains("keeping the active policy")), "{errors:?}");
+        assert_eq!(plugin.request(&[(":path", "/v1/generate")]), Action::Continue);
+    }
+
+    #[test]
+    fn past_max_policy_age_every_request_is_denied_until_the_service_confirms() {
+        let mut plugin =
+            plugin(r#"{"bundle": {"cluster": "b", "min_delay": "10s", "max_delay": "10s"}, "max_policy_age": "60s"}"#);
+        let token = plugin.tick().unwrap();
+        plugin.respond(token, "200", &[("etag", "\"r1\"")], &bundle("r1", &["/"]));
+        plugin.advance(Duration::from_secs(60));
+        assert_eq!(plugin.request(&[(":path", "/")]), Action::Continue);
+        // The service stops answering.
+        let token = plugin.tick().unwrap();
+        plugin.fail(token);
+        assert_eq!(plugin.counter(Counter::BundleFetchFailed), 1);
+        plugin.advance(Duration::from_secs(1));
+        assert_eq!(plugin.request(&[(":path", "/")]), Action::Pause);
+        assert_eq!(reason(&plugin).as_deref(), Some("policy_stale"));
+        assert_eq!(plugin.counter(Counter::AuthzErrorPolicyStale), 1);
+        assert_eq!(plugin.host.metric(crate::metrics::POLICY_AGE_SECONDS), Some(60));
+        // It answers again: 304 confirms the active policy.
+        plugin.advance(Duration::from_secs(10));
+        let token = plugin.tick().unwrap();
+        let polled = plugin.host.state().http_calls.last().map(|(_, call)| call.headers.clone()).unwrap_or_default();
+        assert!(polled.contains(&("if-none-match".to_owned(), "\"r1\"".to_owned())), "{polled:?}");
+        plugin.respond(token, "304", &[], b"");
+        assert_eq!(plugin.request(&[(":path", "/")]), Action::Continue);
+    }
+
+    #[test]
+    fn an_unknown_cluster_counts_as_a_failed_fetch() {
+        let mut plugin = plugin(r#"{"rego": "package envoy.authz\ndefault allow := true", "bundle": {"cluster": "nowhere"}}"#);
+        plugin.host.with(|s| s.clusters = Some(vec!["b".to_owned()]));
+        assert_eq!(plugin.tick(), None);
+        assert_eq!(plugin.counter(Counter::BundleFetchFailed), 1);
+        assert_eq!(plugin.request(&[(":path", "/")]), Action::Continue, "the bootstrap policy keeps deciding");
+    }
+
+    #[test]
+    fn decision_ids_reach_filter_state_the_log_and_the_response_header() {
+        let mut plugin = plugin(
+            r#"{"bundle": {"cluster": "b", "name": "authz"}, "decision_logs": {"console": true, "decision_id_header": "x-svidgate-decision-id"}}"#,
+        );
+        let token = plugin.tick().unwrap();
+        plugin.respond(token, "200", &[], &bundle("r5", &[]));
+        assert_eq!(plugin.request(&[(":path", "/v1/generate"), ("x-request-id", "req-9")]), Action::Pause);
+        let reply = plugin.reply().unwrap();
+        assert!(reply.headers.contains(&("x-svidgate-decision-id".to_owned(), "req-9".to_owned())), "{reply:?}");
+        assert_eq!(plugin.host.state().filter_state.get(DECISION_ID_FILTER_STATE).map(Vec::as_slice), Some(&b"req-9"[..]));
+        let record = plugin.logs_at(Level::Info).into_iter().find(|l| l.starts_with('{')).unwrap();
+        let record: serde_json::Value = serde_json::from_str(&record).unwrap();
+        assert_eq!(record["bundles"], serde_json::json!({"authz": {"revision": "r5"}}));
+        assert_eq!(record["decision_id"], "req-9");
+        assert_eq!(record["svidgate"]["reason"], "svidgate_policy_denied");
+    }
+}

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use svidgate_core::authz::testing::PolicyDir;
+use svidgate_core::authz::testing::{PolicyDir, TestOutcome};
 
 fn policies_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies")
@@ -99,4 +99,70 @@ fn loads_data_json_at_the_path_of_its_directory() {
     let dir = PolicyDir::load(&scratch.0).unwrap();
     assert_eq!(dir.data, serde_json::json!({"root": 1, "allowed_callers": {"generate": ["a"]}}));
     assert_eq!(dir.run_tests()[0].failure, None);
+}
+
+/// The outcome of every test rule of a scratch policy directory.
+fn run_tests(name: &str, files: &[(&str, &str)]) -> Vec<TestOutcome> {
+    let scratch = Scratch::new(name, files).unwrap();
+    PolicyDir::load(&scratch.0).unwrap().run_tests()
+}
+
+/// (rule, passed, why it ran on the interpreter only) for every test rule of a scratch directory.
+fn outcomes(name: &str, files: &[(&str, &str)]) -> Vec<(String, bool, Option<String>)> {
+    run_tests(name, files).into_iter().map(|o| (o.rule, o.failure.is_none(), o.interpreter_only)).collect()
+}
+
+#[test]
+fn runs_test_rules_on_the_modules_vm_with_their_with_clauses_hoisted() {
+    let got = outcomes("vm", &[
+        ("p.rego", "package p\nimport rego.v1\ndefault allow := false\nallow if input.user in data.users\nnamed if input == \"alice\"\n"),
+        ("data.json", r#"{"users": ["alice"]}"#),
+        ("p_test.rego", "package p_test\nimport rego.v1\n\
+            test_without_with if data.users == [\"alice\"]\n\
+            test_input if data.p.allow with input as {\"user\": \"alice\"}\n\
+            test_input_built_first if { user := \"alice\"; data.p.allow with input as {\"user\": user} }\n\
+            test_result_read_after if { r := data.p.allow with input as {\"user\": \"eve\"}; r == false }\n\
+            test_base_data if { data.p.allow with input as {\"user\": \"bob\"} with data.users as [\"bob\"] }\n\
+            test_string_input if { data.p.named with input as \"alice\"; true }\n"),
+    ]);
+    let on_both = |rule: &str| (format!("data.p_test.{rule}"), true, None);
+    assert_eq!(got, vec![
+        on_both("test_without_with"),
+        on_both("test_input"),
+        on_both("test_input_built_first"),
+        on_both("test_result_read_after"),
+        on_both("test_base_data"),
+        on_both("test_string_input"),
+    ]);
+}
+
+#[test]
+fn says_why_a_test_rule_runs_on_the_interpreter_only() {
+    let got = outcomes("interpreter-only", &[
+        ("p.rego", "package p\nimport rego.v1\ndefault allow := false\nallow if input.user == \"alice\"\n"),
+        ("p_test.rego", "package p_test\nimport rego.v1\n\
+            test_rule_mocked if { not data.p.allow with data.p.allow as false }\n\
+            test_two_inputs if { data.p.allow with input as {\"user\": \"alice\"}; not data.p.allow with input as {\"user\": \"eve\"} }\n\
+            test_reads_input_without_with if { data.p.allow with input as {\"user\": \"alice\"}; not data.p.allow }\n"),
+    ]);
+    let only = |rule: &str, why: &str| (format!("data.p_test.{rule}"), true, Some(why.to_owned()));
+    assert_eq!(got, vec![
+        only("test_rule_mocked", "`with data.p.allow` replaces a rule"),
+        only("test_two_inputs", "`with input` takes several values in one rule"),
+        only("test_reads_input_without_with", "without its `with` clauses the rule gives another result"),
+    ]);
+}
+
+#[test]
+fn fails_a_test_where_the_modules_vm_and_the_interpreter_disagree() {
+    // Two complete definitions of `x` with different values: the interpreter (like OPA) reports
+    // a conflict, regorus 0.14.1's VM evaluates `not x` to true. The module would allow.
+    let got = run_tests("disagree", &[
+        ("p.rego", "package p\nimport rego.v1\nx := 1 if input.a\nx := 2 if input.a\n"),
+        ("p_test.rego", "package p_test\nimport rego.v1\ntest_conflict if { not data.p.x with input as {\"a\": true} }\n"),
+    ]);
+    let [outcome] = got.as_slice() else { panic!("{got:?}") };
+    assert_eq!((outcome.rule.as_str(), outcome.interpreter_only.as_deref()), ("data.p_test.test_conflict", None));
+    let failure = outcome.failure.as_deref().unwrap_or_default();
+    assert!(failure.ends_with("the engines disagree: the module's VM gives true"), "{failure}");
 }

@@ -19,8 +19,9 @@ svidgate: policy tool for the svidgate Proxy-Wasm modules (same engine and built
 
 Usage:
   svidgate test DIR [--coverage]
-      run every test_* rule under DIR (*.rego, *_test.rego, data.json), and compile every policy
-      rule for the module's VM; --coverage prints covered and missed lines per file
+      run every test_* rule under DIR (*.rego, *_test.rego, data.json) on regorus's interpreter
+      and on the module's VM (a rule fails where they disagree), and compile every policy rule
+      for the module's VM; --coverage prints covered and missed lines per file
   svidgate eval --policy DIR [--data FILE] --input FILE|- [--entrypoint PATH]
       evaluate the entrypoint (default envoy/authz/allow) for one input and print the result and
       the decision the module would take
@@ -114,13 +115,21 @@ fn test(args: &Args) -> Result<ExitCode> {
     };
     let mut failed = 0;
     for outcome in &outcomes {
+        let engines = match &outcome.interpreter_only {
+            Some(why) => format!(" (interpreter only: {why})"),
+            None => String::new(),
+        };
         match &outcome.failure {
-            None => println!("PASS {}", outcome.rule),
+            None => println!("PASS {}{engines}", outcome.rule),
             Some(why) => {
                 failed += 1;
-                println!("FAIL {}: {why}", outcome.rule);
+                println!("FAIL {}{engines}: {why}", outcome.rule);
             }
         }
+    }
+    let interpreter_only = outcomes.iter().filter(|o| o.interpreter_only.is_some()).count();
+    if interpreter_only > 0 {
+        println!("{interpreter_only} test rules ran on the interpreter only; every other one on the module's VM too");
     }
     if let Some(report) = coverage {
         for file in report.files.iter().filter(|f| !is_test_module(&f.path)) {

@@ -9,6 +9,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
+use super::data;
 use super::gzip::{self, GzipError};
 
 const BLOCK: usize = 512;
@@ -88,7 +89,8 @@ impl Bundle {
                 "data.json" => {
                     let value: Json = serde_json::from_slice(contents).map_err(|e| invalid(&path, e))?;
                     let dir: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-                    merge(&mut data, dir.split_last().map_or(&[][..], |(_, d)| d), value)?;
+                    data::merge(&mut data, dir.split_last().map_or(&[][..], |(_, d)| d), value)
+                        .map_err(|conflict| BundleError::DataConflict(conflict.0))?;
                 }
                 _ if file.ends_with(".rego") => {
                     let source = String::from_utf8(contents.to_vec()).map_err(|e| invalid(&path, e))?;
@@ -143,35 +145,6 @@ fn check_data_roots(value: &Json, path: &mut Vec<String>, roots: &[String]) -> R
         checked?;
     }
     Ok(())
-}
-
-/// Puts `value` at `dir` inside `data`, merging objects; a scalar written twice is a conflict.
-fn merge(data: &mut Json, dir: &[&str], value: Json) -> Result<(), BundleError> {
-    let mut at = data;
-    for key in dir {
-        let object = at.as_object_mut().ok_or_else(|| BundleError::DataConflict(dir.join("/")))?;
-        at = object.entry((*key).to_owned()).or_insert_with(|| Json::Object(Map::new()));
-    }
-    match (at, value) {
-        (Json::Object(existing), Json::Object(new)) => {
-            for (key, child) in new {
-                let mut path = dir.to_vec();
-                path.push(&key);
-                let slot = existing.entry(key.clone()).or_insert_with(|| Json::Object(Map::new()));
-                if slot.as_object().is_some_and(Map::is_empty) {
-                    *slot = child;
-                } else {
-                    merge(slot, &[], child).map_err(|_| BundleError::DataConflict(path.join("/")))?;
-                }
-            }
-            Ok(())
-        }
-        (slot, value) if slot.as_object().is_some_and(Map::is_empty) => {
-            *slot = value;
-            Ok(())
-        }
-        _ => Err(BundleError::DataConflict(dir.join("/"))),
-    }
 }
 
 /// The regular files of a tar stream (ustar, GNU long names, pax `path`), as (path, contents).

@@ -6,6 +6,7 @@
 //! evaluates and turns the result into a [`Decision`]. Every failure on that path is a denial.
 
 pub mod bundle;
+pub mod data;
 pub mod decision_log;
 mod gzip;
 mod input;

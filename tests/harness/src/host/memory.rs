@@ -29,7 +29,7 @@ impl From<wasmtime::Error> for Fail {
 pub(crate) type HostResult<T = ()> = Result<T, Fail>;
 
 /// The guest's exported linear memory.
-fn memory(caller: &mut Caller<'_, HostState>) -> HostResult<Memory> {
+fn memory<T>(caller: &mut Caller<'_, T>) -> HostResult<Memory> {
     match caller.get_export("memory") {
         Some(Extern::Memory(memory)) => Ok(memory),
         _ => Err(Fail::Trap(wasmtime::Error::msg(
@@ -47,7 +47,7 @@ fn range(ptr: u32, len: u32) -> HostResult<std::ops::Range<usize>> {
 }
 
 /// Copies `len` bytes at `ptr` out of guest memory.
-pub(crate) fn read(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> HostResult<Vec<u8>> {
+pub(crate) fn read<T>(caller: &mut Caller<'_, T>, ptr: u32, len: u32) -> HostResult<Vec<u8>> {
     let memory = memory(caller)?;
     let bytes = memory
         .data(&caller)
@@ -57,14 +57,14 @@ pub(crate) fn read(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Ho
 }
 
 /// Reads a little-endian `u32` at `ptr`.
-pub(crate) fn read_u32(caller: &mut Caller<'_, HostState>, ptr: u32) -> HostResult<u32> {
+pub(crate) fn read_u32<T>(caller: &mut Caller<'_, T>, ptr: u32) -> HostResult<u32> {
     let bytes = read(caller, ptr, 4)?;
     let bytes = <[u8; 4]>::try_from(bytes.as_slice()).map_err(|_| Fail::BadPointer)?;
     Ok(u32::from_le_bytes(bytes))
 }
 
 /// Copies `bytes` into guest memory at `ptr`.
-pub(crate) fn write(caller: &mut Caller<'_, HostState>, ptr: u32, bytes: &[u8]) -> HostResult {
+pub(crate) fn write<T>(caller: &mut Caller<'_, T>, ptr: u32, bytes: &[u8]) -> HostResult {
     let memory = memory(caller)?;
     let len = u32::try_from(bytes.len()).map_err(|_| Fail::BadPointer)?;
     let target = memory
@@ -76,12 +76,12 @@ pub(crate) fn write(caller: &mut Caller<'_, HostState>, ptr: u32, bytes: &[u8]) 
 }
 
 /// Writes a little-endian `u32` at `ptr`.
-pub(crate) fn write_u32(caller: &mut Caller<'_, HostState>, ptr: u32, value: u32) -> HostResult {
+pub(crate) fn write_u32<T>(caller: &mut Caller<'_, T>, ptr: u32, value: u32) -> HostResult {
     write(caller, ptr, &value.to_le_bytes())
 }
 
 /// Writes a little-endian `u64` at `ptr`.
-pub(crate) fn write_u64(caller: &mut Caller<'_, HostState>, ptr: u32, value: u64) -> HostResult {
+pub(crate) fn write_u64<T>(caller: &mut Caller<'_, T>, ptr: u32, value: u64) -> HostResult {
     write(caller, ptr, &value.to_le_bytes())
 }
 

@@ -46,7 +46,7 @@
 mod abi;
 mod memory;
 mod state;
-mod wasi;
+pub(crate) mod wasi;
 
 use anyhow::{Context as _, Result, anyhow};
 use state::{CalloutResponse, HeaderMap, HostState, MetricKind, MetricValue, ROOT_CONTEXT_ID, StreamState};
@@ -676,6 +676,6 @@ fn buffer_len(buffer: &[u8]) -> u32 {
 
 /// Converts a wasmtime error (its own type since wasmtime 42) into an `anyhow::Error`, keeping
 /// its chain of causes.
-fn wasm_error(error: wasmtime::Error) -> anyhow::Error {
+pub(crate) fn wasm_error(error: wasmtime::Error) -> anyhow::Error {
     anyhow::Error::from_boxed(error.into())
 }

@@ -3,6 +3,7 @@
 //! Everything lives in [`HostState`], the `Store` data of one [`super::Plugin`], so two plugins
 //! never share anything and tests can run in parallel.
 
+use super::wasi::WasiState;
 use super::{HttpCall, LocalReply, LogEntry, LogLevel, PluginOptions};
 /// The header map both this host and the core's map-backed host keep, so that the native and the
 /// wasm runs of the corpus apply header edits with the very same semantics.
@@ -79,7 +80,7 @@ impl HostState {
     }
 
     /// Appends guest output on stdout (`fd` 1) or stderr (`fd` 2), logging each complete line.
-    pub(crate) fn write_stdio(&mut self, fd: u32, bytes: &[u8]) {
+    fn log_stdio(&mut self, fd: u32, bytes: &[u8]) {
         let (index, level) = if fd == 1 { (0, LogLevel::Info) } else { (1, LogLevel::Error) };
         let Some(pending) = self.stdio.get_mut(index) else {
             return;
@@ -168,6 +169,40 @@ impl HostState {
     /// Whether reads of a missing map answer NotFound (access log phase) rather than BadArgument.
     pub(crate) fn in_log_phase(&self) -> bool {
         self.effective_stream().is_some_and(|stream| stream.log_phase)
+    }
+}
+
+/// What Envoy's modules get through WASI (proxy-wasm-cpp-host): no arguments or environment,
+/// stdout and stderr as log lines (info and error), the plugin's clock, deterministic randomness.
+impl WasiState for HostState {
+    fn args(&self) -> &[Vec<u8>] {
+        &[]
+    }
+
+    fn environ(&self) -> &[Vec<u8>] {
+        &[]
+    }
+
+    fn realtime_nanos(&self) -> u64 {
+        self.clock.realtime_nanos()
+    }
+
+    fn monotonic_nanos(&self) -> u64 {
+        self.clock.monotonic_nanos()
+    }
+
+    fn fill_random(&mut self, buffer: &mut [u8]) -> std::io::Result<()> {
+        self.random.fill(buffer);
+        Ok(())
+    }
+
+    fn write_stdio(&mut self, fd: u32, bytes: &[u8]) -> std::io::Result<()> {
+        self.log_stdio(fd, bytes);
+        Ok(())
+    }
+
+    fn is_terminal(&self, _fd: u32) -> bool {
+        true
     }
 }
 

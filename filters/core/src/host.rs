@@ -46,8 +46,8 @@ pub trait Host {
     /// The proxy's wall clock.
     fn now(&self) -> SystemTime;
 
-    /// Writes one line to the proxy's log.
-    fn log(&self, level: log::Level, message: &str);
+    /// Writes one line to the proxy's log; a host may skip formatting a line its log level drops.
+    fn log(&self, level: log::Level, message: std::fmt::Arguments<'_>);
 
     /// The plugin configuration (readable while the root context is configured).
     fn plugin_configuration(&self) -> Vec<u8>;

@@ -54,7 +54,7 @@ impl Host for ProxyWasm {
         hostcalls::get_current_time().unwrap_or(SystemTime::UNIX_EPOCH)
     }
 
-    fn log(&self, level: log::Level, message: &str) {
+    fn log(&self, level: log::Level, message: std::fmt::Arguments<'_>) {
         let level = match level {
             log::Level::Error => LogLevel::Error,
             log::Level::Warn => LogLevel::Warn,
@@ -62,7 +62,12 @@ impl Host for ProxyWasm {
             log::Level::Debug => LogLevel::Debug,
             log::Level::Trace => LogLevel::Trace,
         };
-        let _ = hostcalls::log(level, message);
+        // Envoy drops lines below its log level (info unless raised): ask first, so that the
+        // debug line of every decision costs one host call, not formatting and a host call.
+        if hostcalls::get_log_level().is_ok_and(|current| (level as u32) < (current as u32)) {
+            return;
+        }
+        let _ = hostcalls::log(level, &message.to_string());
     }
 
     fn plugin_configuration(&self) -> Vec<u8> {

@@ -138,6 +138,33 @@ fn logs_decisions_without_header_values() -> Result<()> {
 }
 
 #[test]
+fn formats_no_decision_line_envoys_log_level_drops() -> Result<()> {
+    let svid = TrustDomainCa::new(TRUST_DOMAIN)?.svid(ORCHESTRATOR)?;
+    for kind in [ModuleKind::Identity, ModuleKind::Authz] {
+        let mut fuel = Vec::new();
+        for level in [LogLevel::Trace, LogLevel::Info] {
+            let options = PluginOptions {
+                plugin_config: config_of(kind).as_bytes().to_vec(),
+                log_level: Some(level),
+                ..PluginOptions::default()
+            };
+            let mut plugin = kind.module()?.start(options)?;
+            present(&mut plugin, &svid, ORCHESTRATOR);
+            get(&mut plugin, &[])?;
+            let (allowed, spent) = get(&mut plugin, &[])?;
+            ensure!(allowed, "{kind:?}: {:?}", plugin.logs());
+            let decision_lines = plugin.logs().iter().filter(|l| l.message.contains(" allow: upstream identity")).count();
+            ensure!(decision_lines == if level == LogLevel::Trace { 2 } else { 0 }, "{kind:?} at {level:?}");
+            fuel.push(spent);
+        }
+        // At info level the module asks Envoy's level and never formats the debug line.
+        println!("{kind:?}: fuel per request at trace level {}, at info level {}", fuel[0], fuel[1]);
+        ensure!(fuel[1] < fuel[0], "{kind:?}: {fuel:?}");
+    }
+    Ok(())
+}
+
+#[test]
 fn writes_masked_opa_decision_logs_to_the_proxy_log() -> Result<()> {
     let config = r#"{"trust_domains": ["ai.internal"],
         "policy": {"rego": "package envoy.authz\nimport rego.v1\ndefault allow := false\nallow if input.attributes.request.http.headers[\"x-tenant\"] == \"research\"",

@@ -211,11 +211,16 @@ impl Filter {
     /// The first phase of every request: removes every identity header from the proxy's map and
     /// from what the decision will read, reads the clock once and resolves the peer.
     pub fn begin(&self, host: &impl Host) -> Request {
-        // Non-UTF-8 header values are legal on the wire; the core sees them lossily, the upstream unchanged.
+        // Non-UTF-8 header values are legal on the wire; the core sees them lossily, the upstream
+        // unchanged. A valid value keeps its buffer: no copy per header.
         let headers = host
             .request_headers()
             .into_iter()
-            .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+            .map(|(name, value)| {
+                let value = String::from_utf8(value)
+                    .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned());
+                (name, value)
+            })
             .collect();
         let headers = StrippedHeaders::strip(headers, &self.identity);
         for name in headers.removed_names() {
@@ -252,7 +257,7 @@ impl Filter {
         let authz = self.authz.is_some();
         #[cfg(not(feature = "rego"))]
         let authz = false;
-        self.metrics.count(host, &Counter::request_events(verdict, authz));
+        self.metrics.count(host, Counter::request_events(verdict, authz));
         let id = stream.id;
         match &verdict.decision {
             Decision::Allow { .. } => {
@@ -314,7 +319,7 @@ fn deny(host: &impl Host, status: u16, headers: &[(String, String)], body: &str)
 
 /// Writes one log line through the host.
 fn log(host: &impl Host, level: Level, message: fmt::Arguments<'_>) {
-    host.log(level, &message.to_string());
+    host.log(level, message);
 }
 
 #[cfg(test)]

@@ -90,12 +90,12 @@ impl Authz {
     /// A decision-log record: to Envoy's log and/or the upload buffer.
     pub(super) fn log_decision(&self, host: &impl Host, metrics: &Metrics, record: &str) {
         if self.authorizer.settings().decision_logs.as_ref().is_some_and(|logs| logs.console) {
-            host.log(Level::Info, record);
+            host.log(Level::Info, format_args!("{record}"));
         }
         if let Some(uploads) = &self.uploads
             && !uploads.try_borrow_mut().is_ok_and(|mut uploads| uploads.push(record.to_owned()))
         {
-            metrics.count(host, &[Counter::DecisionLogsDropped]);
+            metrics.count(host, [Counter::DecisionLogsDropped]);
         }
     }
 }
@@ -207,12 +207,12 @@ impl Services {
         match poller.on_response(now, response) {
             Fetched::NotModified => {
                 authorizer.confirm(now);
-                metrics.count(host, &[Counter::BundleNotModified]);
+                metrics.count(host, [Counter::BundleNotModified]);
             }
             Fetched::Bundle(bundle) => match authorizer.activate(&bundle, now) {
                 Ok(()) => {
                     poller.activated();
-                    metrics.count(host, &[Counter::BundleActivated]);
+                    metrics.count(host, [Counter::BundleActivated]);
                     log(host, Level::Info, format_args!("svidgate_authz: activated {source}, revision {:?}", bundle.revision));
                     if let Some(gauges) = &mut self.gauges {
                         if let Some(previous) = gauges.revision {
@@ -224,7 +224,7 @@ impl Services {
                     }
                 }
                 Err(e) => {
-                    metrics.count(host, &[Counter::BundleRejected]);
+                    metrics.count(host, [Counter::BundleRejected]);
                     log(
                         host,
                         Level::Error,
@@ -236,11 +236,11 @@ impl Services {
                 }
             },
             Fetched::Rejected(e) => {
-                metrics.count(host, &[Counter::BundleRejected]);
+                metrics.count(host, [Counter::BundleRejected]);
                 log(host, Level::Error, format_args!("svidgate_authz: rejected {source}, keeping the active policy: {e}"));
             }
             Fetched::Failed(why) => {
-                metrics.count(host, &[Counter::BundleFetchFailed]);
+                metrics.count(host, [Counter::BundleFetchFailed]);
                 log(host, Level::Warn, format_args!("svidgate_authz: cannot fetch {source}, keeping the active policy: {why}"));
             }
         }
@@ -258,7 +258,7 @@ fn on_upload(host: &impl Host, filter: &Filter, now: SystemTime, status: Option<
     match uploaded {
         Uploaded::Sent(records) => metrics.add(host, Counter::DecisionLogsUploaded, records as u64),
         Uploaded::Failed { dropped } => {
-            metrics.count(host, &[Counter::DecisionLogsUploadFailed]);
+            metrics.count(host, [Counter::DecisionLogsUploadFailed]);
             metrics.add(host, Counter::DecisionLogsDropped, dropped as u64);
             log(
                 host,

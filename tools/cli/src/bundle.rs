@@ -8,20 +8,34 @@ use anyhow::{Context, Result, bail};
 use svidgate_cli::write_bundle;
 use svidgate_core::authz::testing::PolicyDir;
 
-use crate::Args;
+/// write an OPA bundle: .manifest, policy modules (tests left out) and data.json files
+#[derive(Debug, clap::Args)]
+pub(crate) struct BuildArgs {
+    /// the policy directory
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// where the bundle (.tar.gz) is written
+    #[arg(short, long, value_name = "BUNDLE.tar.gz")]
+    output: PathBuf,
+    /// the revision written to .manifest
+    #[arg(long, value_name = "REV")]
+    revision: Option<String>,
+    /// a root the bundle owns, written to .manifest (repeatable)
+    #[arg(long = "root", value_name = "ROOT")]
+    roots: Vec<String>,
+}
 
-pub(crate) fn build(args: &Args) -> Result<ExitCode> {
-    let root = PathBuf::from(args.positional(0, "DIR")?);
-    let output = args.option(&["-o", "--output"]).context("-o BUNDLE.tar.gz is required")?;
+pub(crate) fn build(args: &BuildArgs) -> Result<ExitCode> {
+    let root = &args.dir;
+    let output = &args.output;
     // Load first: a directory that does not load (bad data.json) makes no bundle.
-    let dir = PolicyDir::load(&root)?;
+    let dir = PolicyDir::load(root)?;
     let mut manifest = serde_json::Map::new();
-    if let Some(revision) = args.option(&["--revision"]) {
-        manifest.insert("revision".into(), revision.into());
+    if let Some(revision) = &args.revision {
+        manifest.insert("revision".into(), revision.as_str().into());
     }
-    let roots = args.options("--root");
-    if !roots.is_empty() {
-        manifest.insert("roots".into(), roots.into());
+    if !args.roots.is_empty() {
+        manifest.insert("roots".into(), args.roots.clone().into());
     }
     let mut entries: Vec<(String, Vec<u8>)> = vec![(".manifest".into(), serde_json::to_vec(&manifest)?)];
     for (name, source) in dir.policy_modules() {
@@ -34,8 +48,8 @@ pub(crate) fn build(args: &Args) -> Result<ExitCode> {
         bail!("{} holds no policy module or data file", root.display());
     }
     let gzip = write_bundle(&entries)?;
-    std::fs::write(output, &gzip).with_context(|| format!("cannot write {output}"))?;
-    println!("wrote {output}: {} files, {} bytes", entries.len(), gzip.len());
+    std::fs::write(output, &gzip).with_context(|| format!("cannot write {}", output.display()))?;
+    println!("wrote {}: {} files, {} bytes", output.display(), entries.len(), gzip.len());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -7,33 +7,22 @@ mod replay;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
+use clap::{CommandFactory, Parser, Subcommand};
 use regorus::Value;
 use svidgate_core::authz::testing::{PolicyDir, is_test_module};
 use svidgate_core::authz::decision_for_result;
-use svidgate_core::config::{DEFAULT_ENTRYPOINT, IdentityConfig, PolicyConfig, normalize_entrypoint};
+use svidgate_core::config::{IdentityConfig, PolicyConfig, normalize_entrypoint};
 use svidgate_core::decision::Decision;
 
-const USAGE: &str = "\
-svidgate: policy tool for the svidgate Proxy-Wasm modules (same engine and builtins as svidgate_authz.wasm)
-
-Usage:
-  svidgate test DIR [--coverage]
-      run every test_* rule under DIR (*.rego, *_test.rego, data.json) on regorus's interpreter
-      and on the module's VM (a rule fails where they disagree), and compile every policy rule
-      for the module's VM; --coverage prints covered and missed lines per file
-  svidgate eval --policy DIR [--data FILE] --input FILE|- [--entrypoint PATH]
-      evaluate the entrypoint (default envoy/authz/allow) for one input and print the result and
-      the decision the module would take
-  svidgate bundle build DIR -o BUNDLE.tar.gz [--revision REV] [--root ROOT]...
-      write an OPA bundle: .manifest, policy modules (tests left out) and data.json files
-  svidgate replay LOG.jsonl --policy DIR [--fail-on-change]
-      re-evaluate recorded OPA decision logs against DIR and print every decision that would change
-";
+const EXIT_STATUS: &str = "\
+Exit status: 0 on success, 1 when a test fails (test) or a decision would change
+(replay --fail-on-change), 2 on usage and runtime errors.";
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
+    // Usage errors (unknown flags or commands, missing values) exit 2 with clap's message.
+    let cli = Cli::parse();
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("svidgate: {e:#}");
@@ -42,69 +31,76 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &[String]) -> Result<ExitCode> {
-    match args.first().map(String::as_str) {
-        Some("test") => test(&Args::parse(args.get(1..).unwrap_or_default(), &["--coverage"])?),
-        Some("eval") => eval(&Args::parse(args.get(1..).unwrap_or_default(), &[])?),
-        Some("bundle") if args.get(1).map(String::as_str) == Some("build") => {
-            bundle::build(&Args::parse(args.get(2..).unwrap_or_default(), &[])?)
-        }
-        Some("replay") => replay::replay(&Args::parse(args.get(1..).unwrap_or_default(), &["--fail-on-change"])?),
-        Some("help" | "--help" | "-h") | None => {
-            print!("{USAGE}");
+/// policy tool for the svidgate Proxy-Wasm modules (same engine and builtins as svidgate_authz.wasm)
+#[derive(Debug, Parser)]
+// An option given twice keeps its last value, as it did before clap.
+#[command(name = "svidgate", version, args_override_self = true, after_help = EXIT_STATUS)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Test(TestArgs),
+    Eval(EvalArgs),
+    /// OPA bundles: bundle build
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+    Replay(replay::ReplayArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum BundleCommand {
+    Build(bundle::BuildArgs),
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Some(Command::Test(args)) => test(&args),
+        Some(Command::Eval(args)) => eval(&args),
+        Some(Command::Bundle(BundleCommand::Build(args))) => bundle::build(&args),
+        Some(Command::Replay(args)) => replay::replay(&args),
+        None => {
+            Cli::command().print_help()?;
             Ok(ExitCode::SUCCESS)
         }
-        Some(other) => bail!("unknown command {other:?}\n\n{USAGE}"),
     }
 }
 
-/// Positional arguments, `--flag value` options (repeatable) and boolean switches.
-#[derive(Debug, Default)]
-pub(crate) struct Args {
-    positional: Vec<String>,
-    options: Vec<(String, String)>,
-    switches: Vec<String>,
+/// run every test_* rule under DIR on the interpreter and on the module's VM, and compile every policy rule for the VM
+#[derive(Debug, clap::Args)]
+struct TestArgs {
+    /// the policy directory: *.rego, *_test.rego and data.json files
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// print covered and missed lines per file
+    #[arg(long)]
+    coverage: bool,
 }
 
-impl Args {
-    fn parse(args: &[String], switches: &[&str]) -> Result<Self> {
-        let mut parsed = Self::default();
-        let mut rest = args.iter();
-        while let Some(arg) = rest.next() {
-            if switches.contains(&arg.as_str()) {
-                parsed.switches.push(arg.clone());
-            } else if arg.starts_with('-') && arg != "-" {
-                let value = rest.next().with_context(|| format!("{arg} needs a value"))?;
-                parsed.options.push((arg.clone(), value.clone()));
-            } else {
-                parsed.positional.push(arg.clone());
-            }
-        }
-        Ok(parsed)
-    }
-
-    pub(crate) fn positional(&self, index: usize, what: &str) -> Result<&str> {
-        self.positional.get(index).map(String::as_str).with_context(|| format!("missing {what}\n\n{USAGE}"))
-    }
-
-    pub(crate) fn option(&self, names: &[&str]) -> Option<&str> {
-        self.options.iter().rev().find(|(n, _)| names.contains(&n.as_str())).map(|(_, v)| v.as_str())
-    }
-
-    pub(crate) fn options(&self, name: &str) -> Vec<&str> {
-        self.options.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
-    }
-
-    pub(crate) fn switch(&self, name: &str) -> bool {
-        self.switches.iter().any(|s| s == name)
-    }
+/// evaluate the entrypoint for one input; print the result and the decision the module would take
+#[derive(Debug, clap::Args)]
+struct EvalArgs {
+    /// the policy: a directory (*.rego, data.json) or one .rego file
+    #[arg(short, long, value_name = "DIR")]
+    policy: PathBuf,
+    /// data document (JSON) instead of the policy's data.json; - reads standard input
+    #[arg(short, long, value_name = "FILE")]
+    data: Option<PathBuf>,
+    /// input document (JSON); - reads standard input
+    #[arg(short, long, value_name = "FILE|-")]
+    input: PathBuf,
+    /// the rule to evaluate, as a path or data.a.b
+    #[arg(short, long, value_name = "PATH", default_value = "envoy/authz/allow")]
+    entrypoint: String,
 }
 
-fn test(args: &Args) -> Result<ExitCode> {
-    let dir = PolicyDir::load(Path::new(args.positional(0, "DIR")?))?;
+fn test(args: &TestArgs) -> Result<ExitCode> {
+    let dir = PolicyDir::load(&args.dir)?;
     // With coverage, the test rules run (once) on an engine that records it, after the same
     // compile check `run_tests` makes.
-    let (outcomes, coverage) = if args.switch("--coverage") {
+    let (outcomes, coverage) = if args.coverage {
         let mut outcomes = dir.compile_outcomes();
         let mut engine = dir.engine().map_err(anyhow::Error::msg)?;
         engine.set_enable_coverage(true);
@@ -143,15 +139,14 @@ fn test(args: &Args) -> Result<ExitCode> {
     Ok(if failed == 0 && !outcomes.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn eval(args: &Args) -> Result<ExitCode> {
-    let policy = args.option(&["--policy", "-p"]).context("--policy DIR is required")?;
-    let mut dir = load_policies(Path::new(policy))?;
-    if let Some(data) = args.option(&["--data", "-d"]) {
-        dir.data = serde_json::from_str(&read(data)?).with_context(|| format!("{data} is not json"))?;
+fn eval(args: &EvalArgs) -> Result<ExitCode> {
+    let mut dir = load_policies(&args.policy)?;
+    if let Some(data) = &args.data {
+        dir.data = serde_json::from_str(&read(data)?).with_context(|| format!("{} is not json", data.display()))?;
     }
-    let input = args.option(&["--input", "-i"]).context("--input FILE|- is required")?;
-    let input = Value::from_json_str(&read(input)?).with_context(|| format!("{input} is not json"))?;
-    let entrypoint = normalize_entrypoint(args.option(&["--entrypoint", "-e"]).unwrap_or(DEFAULT_ENTRYPOINT));
+    let input = Value::from_json_str(&read(&args.input)?)
+        .with_context(|| format!("{} is not json", args.input.display()))?;
+    let entrypoint = normalize_entrypoint(&args.entrypoint);
     let evaluator = Evaluator::new(&dir, &entrypoint)?;
     let result = evaluator.evaluate(input)?;
     println!("{}", serde_json::to_string_pretty(&to_json(&result)?)?);
@@ -200,7 +195,7 @@ pub(crate) fn load_policies(path: &Path) -> Result<PolicyDir> {
     }
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     Ok(PolicyDir {
-        modules: vec![(name, read(&path.to_string_lossy())?)],
+        modules: vec![(name, read(path)?)],
         data: serde_json::json!({}),
         data_files: Vec::new(),
     })
@@ -214,9 +209,19 @@ pub(crate) fn to_json(value: &Value) -> Result<serde_json::Value> {
 }
 
 /// A file, or standard input for `-`.
-pub(crate) fn read(path: &str) -> Result<String> {
-    if path == "-" {
+pub(crate) fn read(path: &Path) -> Result<String> {
+    if path == Path::new("-") {
         return Ok(std::io::read_to_string(std::io::stdin())?);
     }
-    std::fs::read_to_string(PathBuf::from(path)).with_context(|| format!("cannot read {path}"))
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
 }

@@ -4,23 +4,36 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use regorus::Value;
 use svidgate_core::config::{DEFAULT_ENTRYPOINT, normalize_entrypoint};
 
-use crate::{Args, Evaluator, describe, load_policies, read, to_json};
+use crate::{Evaluator, describe, load_policies, read, to_json};
 
-pub(crate) fn replay(args: &Args) -> Result<ExitCode> {
-    let log = args.positional(0, "LOG.jsonl")?;
-    let policy = args.option(&["--policy", "-p"]).context("--policy DIR is required")?;
-    let dir = load_policies(Path::new(policy))?;
+/// re-evaluate recorded OPA decision logs against DIR and print every decision that would change
+#[derive(Debug, clap::Args)]
+pub(crate) struct ReplayArgs {
+    /// the decision log: one OPA decision-log record (JSON) per line; - reads standard input
+    #[arg(value_name = "LOG.jsonl")]
+    log: PathBuf,
+    /// the new policy: a directory (*.rego, data.json) or one .rego file
+    #[arg(short, long, value_name = "DIR")]
+    policy: PathBuf,
+    /// exit 1 if any decision would change
+    #[arg(long)]
+    fail_on_change: bool,
+}
+
+pub(crate) fn replay(args: &ReplayArgs) -> Result<ExitCode> {
+    let log = args.log.display();
+    let dir = load_policies(&args.policy)?;
     // One compiled policy per entrypoint the log names.
     let mut evaluators: HashMap<String, Evaluator> = HashMap::new();
     let (mut total, mut changed) = (0usize, 0usize);
-    for (number, line) in read(log)?.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (number, line) in read(&args.log)?.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let record: serde_json::Value =
             serde_json::from_str(line).with_context(|| format!("{log}:{}: not json", number + 1))?;
         let entrypoint =
@@ -52,5 +65,5 @@ pub(crate) fn replay(args: &Args) -> Result<ExitCode> {
         }
     }
     println!("{total} decisions replayed, {changed} would change");
-    Ok(if changed > 0 && args.switch("--fail-on-change") { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if changed > 0 && args.fail_on_change { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

@@ -138,3 +138,113 @@ fn replay_reports_decisions_a_new_policy_changes() {
     let gated = svidgate(&["replay", &log, "--policy", &policy, "--fail-on-change"]);
     assert_eq!(gated.status.code(), Some(1));
 }
+
+#[test]
+fn eval_reads_its_input_from_stdin() {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_svidgate"))
+        .args(["eval", "-p", &seed(), "-i", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(generate(ORCHESTRATOR).as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout(&out).ends_with("decision: allow\n"), "{}", stdout(&out));
+}
+
+#[test]
+fn refuses_unknown_flags() {
+    let scratch = Scratch::new("typo");
+    let bundle = scratch.0.join("b.tar.gz").to_string_lossy().into_owned();
+    let out = svidgate(&["bundle", "build", &seed(), "-o", &bundle, "--revison", "r1"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unexpected argument '--revison'"), "{stderr}");
+    assert!(stderr.contains("a similar argument exists: '--revision'"), "{stderr}");
+    assert!(!Path::new(&bundle).exists(), "a bundle was written without its revision");
+
+    for args in [&["test", &seed(), "--coverag"][..], &["frobnicate"], &["bundle", "publish", &seed()]] {
+        let out = svidgate(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: {}", stdout(&out));
+    }
+}
+
+#[test]
+fn refuses_a_missing_value() {
+    let scratch = Scratch::new("missing");
+    let input = scratch.file("in.json", &generate(ORCHESTRATOR));
+    let out = svidgate(&["eval", "--input", &input, "--policy"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("a value is required for '--policy <DIR>'"), "{stderr}");
+
+    let out = svidgate(&["bundle", "build", &seed()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the following required arguments were not provided:\n  --output <BUNDLE.tar.gz>"), "{stderr}");
+}
+
+#[test]
+fn keeps_the_last_value_of_an_option_given_twice() {
+    let scratch = Scratch::new("twice");
+    let input = scratch.file("in.json", &generate(ORCHESTRATOR));
+    let out = svidgate(&["eval", "-p", "no/such/policy", "-i", &input, "-p", &seed()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout(&out).ends_with("decision: allow\n"), "{}", stdout(&out));
+}
+
+#[test]
+fn prints_its_version() {
+    let out = svidgate(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(stdout(&out), format!("svidgate {}\n", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn each_command_has_help() {
+    let listing = stdout(&svidgate(&["--help"]));
+    let commands: [(&[&str], &str, &[&str]); 4] = [
+        (
+            &["test"],
+            "run every test_* rule under DIR and compile every policy rule for the module's VM",
+            &["<DIR>", "--coverage"],
+        ),
+        (
+            &["eval"],
+            "evaluate the entrypoint for one input; print the result and the decision the module would take",
+            &["-p, --policy <DIR>", "-d, --data <FILE>", "-i, --input <FILE|->", "-e, --entrypoint <PATH>"],
+        ),
+        (
+            &["bundle", "build"],
+            "write an OPA bundle: .manifest, policy modules (tests left out) and data.json files",
+            &["<DIR>", "-o, --output <BUNDLE.tar.gz>", "--revision <REV>", "--root <ROOT>"],
+        ),
+        (
+            &["replay"],
+            "re-evaluate recorded OPA decision logs against DIR and print every decision that would change",
+            &["<LOG.jsonl>", "-p, --policy <DIR>", "--fail-on-change"],
+        ),
+    ];
+    for (command, about, options) in commands {
+        let out = svidgate(&[command, &["--help"]].concat());
+        assert!(out.status.success(), "{command:?}");
+        let help = stdout(&out);
+        assert!(help.starts_with(&format!("{about}\n\nUsage: svidgate {} ", command.join(" "))), "{help}");
+        // Every option on its own line, with a description after it.
+        for option in options {
+            let line = help.lines().find(|l| l.trim_start().starts_with(option));
+            let described = line.and_then(|l| l.split_once(option)).is_some_and(|(_, rest)| rest.trim().len() > 10);
+            assert!(described, "{command:?}: {option} is not described:\n{help}");
+        }
+    }
+    // The top-level listing: one line per command.
+    for name in ["test", "eval", "replay"] {
+        let (_, about, _) = commands.iter().find(|(c, _, _)| c == &[name]).unwrap();
+        assert!(listing.contains(&format!("  {name:<8}{about}\n")), "{name}:\n{listing}");
+    }
+    assert!(listing.contains("  bundle  OPA bundles: bundle build\n"), "{listing}");
+    assert!(stdout(&svidgate(&["eval", "--help"])).contains("[default: envoy/authz/allow]"));
+}

@@ -1,10 +1,10 @@
 //! `svidgate-oci`: package the built modules as OCI artifacts, push them, pin their digests.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail, ensure};
+use clap::{CommandFactory, Parser, Subcommand};
 use svidgate_oci::artifact::KINDS;
 use svidgate_oci::registry::{Credentials, Options, Registry};
 use svidgate_oci::render::{Pin, Pins};
@@ -14,69 +14,112 @@ use time::OffsetDateTime;
 /// The modules `cargo xtask build` ships.
 const MODULE_FILES: [&str; 2] = ["svidgate_identity.wasm", "svidgate_authz.wasm"];
 
-const HELP: &str = "\
-svidgate-oci <command> [options]
-
-Commands:
-  package  build, for each module, the Istio/Solo compat image (one tar+gzip layer holding
-           plugin.wasm) and the CNCF wasm artifact (one application/wasm layer) as OCI image
-           layouts, check them against Istio's fetcher and the CNCF spec, write pins.json and
-           print the digests to pin
-             --modules DIR   built modules (default: $SVIDGATE_WASM_DIR, else target/modules)
-             --out DIR       where the layouts go (default: target/oci)
-             --version V     org.opencontainers.image.version (default: the workspace version)
-             --revision R    org.opencontainers.image.revision (default: $SVIDGATE_GIT_SHA, else
-                             `git rev-parse --short=12 HEAD`); each module must embed it
-             --source URL    org.opencontainers.image.source (default: the workspace repository)
-           Timestamps are $SOURCE_DATE_EPOCH, else the revision's commit time: the same module
-           and revision give the same digests.
-  push     push every layout under --out to a registry and check the digest it stores
-             --registry HOST[:PORT][/NAMESPACE]   required; images go to <registry>/<module>:<tag>
-             --out DIR       the layouts (default: target/oci)
-             --plain-http    plain HTTP (loopback registries only)
-             --ca-file PEM   an extra CA to trust (a private registry)
-           Credentials come from the environment, never the command line:
-           SVIDGATE_OCI_USERNAME and SVIDGATE_OCI_PASSWORD (basic, or exchanged for a token when
-           the registry asks), or SVIDGATE_OCI_TOKEN (a bearer token).
-  render   fill the digest placeholders of the deployment manifests from pins.json
-             --registry HOST[:PORT]/NAMESPACE     required: where the images are pulled from
-             --pins FILE     (default: target/oci/pins.json)
-             --in DIR        the templates (default: envoy/k8s); every *.yaml below it
-             --out DIR       where the filled manifests go (default: target/k8s)
-  help     print this text
-";
-
 fn main() -> Result<()> {
-    let mut args = std::env::args().skip(1);
-    let command = args.next().unwrap_or_else(|| "help".to_owned());
-    let flags = Flags::parse(args.collect())?;
-    match command.as_str() {
-        "package" => package(flags),
-        "push" => push(flags),
-        "render" => render_manifests(flags),
-        "help" | "--help" | "-h" => {
-            print!("{HELP}");
-            Ok(())
-        }
-        other => bail!("unknown command {other:?}\n\n{HELP}"),
+    // Usage errors (unknown flags or commands, missing or repeated options) exit 2 with clap's
+    // message; failures of a command exit 1.
+    match Cli::parse().command {
+        Some(OciCommand::Package(args)) => package(args),
+        Some(OciCommand::Push(args)) => push(args),
+        Some(OciCommand::Render(args)) => render_manifests(args),
+        None => Ok(Cli::command().print_help()?),
     }
 }
 
+/// package the built svidgate modules as OCI artifacts, push them, pin their digests
+#[derive(Debug, Parser)]
+#[command(name = "svidgate-oci", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<OciCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+enum OciCommand {
+    Package(PackageArgs),
+    Push(PushArgs),
+    Render(RenderArgs),
+}
+
+/// package each module as OCI image layouts, check them, write pins.json, print the digests to pin
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+For each module: the Istio/Solo compat image (one tar+gzip layer holding plugin.wasm) and the
+CNCF wasm artifact (one application/wasm layer), as OCI image layouts checked against Istio's
+fetcher and the CNCF spec.
+
+The revision defaults to $SVIDGATE_GIT_SHA, else `git rev-parse --short=12 HEAD`.
+Timestamps are $SOURCE_DATE_EPOCH, else the revision's commit time: the same module and
+revision give the same digests.")]
+struct PackageArgs {
+    /// built modules (default: $SVIDGATE_WASM_DIR, else target/modules)
+    #[arg(long, value_name = "DIR")]
+    modules: Option<PathBuf>,
+    /// where the layouts go (default: target/oci)
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// org.opencontainers.image.version (default: the workspace version)
+    #[arg(long = "version", value_name = "V")]
+    image_version: Option<String>,
+    /// org.opencontainers.image.revision, which each module must embed (default: below)
+    #[arg(long, value_name = "R")]
+    revision: Option<String>,
+    /// org.opencontainers.image.source (default: the workspace repository)
+    #[arg(long, value_name = "URL")]
+    source: Option<String>,
+}
+
+/// push every layout under --out to a registry and check the digest it stores
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Credentials come from the environment, never the command line: SVIDGATE_OCI_USERNAME and
+SVIDGATE_OCI_PASSWORD (basic, or exchanged for a token when the registry asks), or
+SVIDGATE_OCI_TOKEN (a bearer token).")]
+struct PushArgs {
+    /// where to push: images go to <registry>/<module>:<tag>
+    #[arg(long, value_name = "HOST[:PORT][/NAMESPACE]")]
+    registry: String,
+    /// the layouts (default: target/oci)
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// plain HTTP (loopback registries only)
+    #[arg(long)]
+    plain_http: bool,
+    /// an extra CA to trust (a private registry)
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
+}
+
+/// fill the digest placeholders of the deployment manifests from pins.json
+#[derive(Debug, clap::Args)]
+struct RenderArgs {
+    /// where the images are pulled from
+    #[arg(long, value_name = "HOST[:PORT]/NAMESPACE")]
+    registry: String,
+    /// the pins (default: target/oci/pins.json)
+    #[arg(long, value_name = "FILE")]
+    pins: Option<PathBuf>,
+    /// the templates: every *.yaml below it (default: envoy/k8s)
+    #[arg(long = "in", value_name = "DIR")]
+    templates: Option<PathBuf>,
+    /// where the filled manifests go (default: target/k8s)
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
 /// Builds, gates and writes every artifact, then prints the pins.
-fn package(mut flags: Flags) -> Result<()> {
-    let modules_dir = flags.path("--modules").unwrap_or_else(default_modules_dir);
-    let out = flags.path("--out").unwrap_or_else(|| workspace_root().join("target/oci"));
-    let revision = match flags.value("--revision") {
+fn package(args: PackageArgs) -> Result<()> {
+    let modules_dir = args.modules.unwrap_or_else(default_modules_dir);
+    let out = args.out.unwrap_or_else(|| workspace_root().join("target/oci"));
+    let revision = match args.revision {
         Some(revision) => revision,
         None => default_revision()?,
     };
     let provenance = Provenance {
-        version: flags.value("--version").unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
-        source: flags.value("--source").unwrap_or_else(|| env!("CARGO_PKG_REPOSITORY").to_owned()),
+        version: args.image_version.unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
+        source: args.source.unwrap_or_else(|| env!("CARGO_PKG_REPOSITORY").to_owned()),
         created: created(&revision)?,
         revision,
     };
-    flags.finish()?;
     let mut pins = Pins::default();
     for file in MODULE_FILES {
         let module =
@@ -105,12 +148,9 @@ fn package(mut flags: Flags) -> Result<()> {
 }
 
 /// Pushes every layout the last `package` wrote, gated again as read from disk.
-fn push(mut flags: Flags) -> Result<()> {
-    let target = flags.value("--registry").context("--registry HOST[:PORT][/NAMESPACE] is required")?;
-    let out = flags.path("--out").unwrap_or_else(|| workspace_root().join("target/oci"));
-    let plain_http = flags.switch("--plain-http");
-    let ca_file = flags.path("--ca-file");
-    flags.finish()?;
+fn push(args: PushArgs) -> Result<()> {
+    let PushArgs { registry: target, out, plain_http, ca_file } = args;
+    let out = out.unwrap_or_else(|| workspace_root().join("target/oci"));
     let (host, namespace) = match target.trim_end_matches('/').split_once('/') {
         Some((host, namespace)) => (host.to_owned(), Some(namespace.to_owned())),
         None => (target.clone(), None),
@@ -140,12 +180,11 @@ fn push(mut flags: Flags) -> Result<()> {
 }
 
 /// Fills the deployment templates.
-fn render_manifests(mut flags: Flags) -> Result<()> {
-    let registry = flags.value("--registry").context("--registry HOST[:PORT]/NAMESPACE is required")?;
-    let pins_path = flags.path("--pins").unwrap_or_else(|| workspace_root().join("target/oci/pins.json"));
-    let input = flags.path("--in").unwrap_or_else(|| workspace_root().join("envoy/k8s"));
-    let out = flags.path("--out").unwrap_or_else(|| workspace_root().join("target/k8s"));
-    flags.finish()?;
+fn render_manifests(args: RenderArgs) -> Result<()> {
+    let registry = args.registry;
+    let pins_path = args.pins.unwrap_or_else(|| workspace_root().join("target/oci/pins.json"));
+    let input = args.templates.unwrap_or_else(|| workspace_root().join("envoy/k8s"));
+    let out = args.out.unwrap_or_else(|| workspace_root().join("target/k8s"));
     let vars = read_pins(&pins_path)?.variables(&registry)?;
     for template in svidgate_oci::render::manifest_files(&input)? {
         let relative = template.strip_prefix(&input).unwrap_or(&template);
@@ -245,69 +284,53 @@ fn workspace_root() -> PathBuf {
     manifest.parent().and_then(Path::parent).unwrap_or(manifest).to_owned()
 }
 
-/// `--name value` options and `--switch` flags, each at most once.
-struct Flags(BTreeMap<String, Option<String>>);
-
-impl Flags {
-    fn parse(args: Vec<String>) -> Result<Self> {
-        const SWITCHES: [&str; 1] = ["--plain-http"];
-        let mut flags = BTreeMap::new();
-        let mut args = args.into_iter();
-        while let Some(name) = args.next() {
-            ensure!(name.starts_with("--"), "unexpected argument {name:?}\n\n{HELP}");
-            let value = if SWITCHES.contains(&name.as_str()) {
-                None
-            } else {
-                Some(args.next().with_context(|| format!("{name} needs a value"))?)
-            };
-            ensure!(flags.insert(name.clone(), value).is_none(), "{name} is given twice");
-        }
-        Ok(Self(flags))
-    }
-
-    fn value(&mut self, name: &str) -> Option<String> {
-        self.0.remove(name).flatten()
-    }
-
-    fn path(&mut self, name: &str) -> Option<PathBuf> {
-        self.value(name).map(PathBuf::from)
-    }
-
-    fn switch(&mut self, name: &str) -> bool {
-        self.0.remove(name).is_some()
-    }
-
-    /// Refuses options the command did not take.
-    fn finish(self) -> Result<()> {
-        match self.0.keys().next() {
-            Some(unknown) => bail!("unknown option {unknown:?}\n\n{HELP}"),
-            None => Ok(()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn flags(args: &[&str]) -> Result<Flags> {
-        Flags::parse(args.iter().map(|a| (*a).to_owned()).collect())
+    use clap::error::ErrorKind;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("svidgate-oci").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
     }
 
     #[test]
     fn reads_options_and_switches() {
-        let mut parsed = flags(&["--registry", "127.0.0.1:5000/svidgate", "--plain-http"]).unwrap();
-        assert_eq!(parsed.value("--registry").as_deref(), Some("127.0.0.1:5000/svidgate"));
-        assert!(parsed.switch("--plain-http"));
-        assert!(parsed.finish().is_ok());
+        let Some(OciCommand::Push(push)) = parse(&["push", "--registry", "127.0.0.1:5000/svidgate", "--plain-http"])
+            .unwrap()
+            .command
+        else {
+            panic!("not a push")
+        };
+        assert_eq!(push.registry, "127.0.0.1:5000/svidgate");
+        assert!(push.plain_http);
+        assert_eq!((push.out, push.ca_file), (None, None));
+    }
+
+    #[test]
+    fn package_takes_an_image_version_beside_its_own_version_flag() {
+        let Some(OciCommand::Package(package)) = parse(&["package", "--version", "1.2.3"]).unwrap().command else {
+            panic!("not a package")
+        };
+        assert_eq!(package.image_version.as_deref(), Some("1.2.3"));
+        assert_eq!(parse(&["--version"]).unwrap_err().kind(), ErrorKind::DisplayVersion);
     }
 
     #[test]
     fn refuses_unknown_repeated_and_valueless_options() {
-        assert!(flags(&["--registry"]).is_err());
-        assert!(flags(&["--out", "a", "--out", "b"]).is_err());
-        assert!(flags(&["positional"]).is_err());
-        assert!(flags(&["--colour", "always"]).unwrap().finish().is_err());
+        let kind = |args: &[&str]| parse(args).unwrap_err().kind();
+        assert_eq!(kind(&["push", "--registry"]), ErrorKind::InvalidValue);
+        assert_eq!(kind(&["push", "--registry", "r", "--out", "a", "--out", "b"]), ErrorKind::ArgumentConflict);
+        assert_eq!(kind(&["push", "--registry", "r", "positional"]), ErrorKind::UnknownArgument);
+        assert_eq!(kind(&["push", "--registry", "r", "--colour", "always"]), ErrorKind::UnknownArgument);
+        assert_eq!(kind(&["push"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(kind(&["render", "--registry", "r", "--plain-http"]), ErrorKind::UnknownArgument);
+        assert_eq!(kind(&["pull"]), ErrorKind::InvalidSubcommand);
     }
 
     #[test]

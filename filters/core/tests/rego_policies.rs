@@ -1,6 +1,8 @@
 //! Runs the `*_test.rego` files under policies/ on the engine the authz module ships (regorus's
 //! VM with the same builtin families), so a policy the module cannot run fails here.
 
+#![allow(clippy::unwrap_used, reason = "test helpers: a failed set-up fails the test")]
+
 use std::path::{Path, PathBuf};
 
 use svidgate_core::authz::testing::{PolicyDir, TestOutcome};

@@ -3,7 +3,6 @@
 
 use anyhow::{Context as _, Result, anyhow, ensure};
 use std::path::Path;
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use svidgate_harness::host::{Action, HttpCall, LocalReply, LogEntry, LogLevel, Module, Plugin, PluginOptions, Stream};
@@ -18,22 +17,8 @@ fn probe() -> Result<&'static Module> {
 }
 
 fn build_probe() -> Result<Module> {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hostprobe/Cargo.toml");
-    // A target directory of its own: sharing the workspace's would deadlock on cargo's build lock.
     let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hostprobe");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--quiet", "--target", "wasm32-wasip1", "--manifest-path"])
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target_dir)
-        // Flags meant for the host build (coverage, sanitizers) must not leak into the wasm build.
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .status()
-        .context("running cargo")?;
-    ensure!(status.success(), "cargo build of {} failed: {status}", manifest.display());
-    Module::load(&target_dir.join("wasm32-wasip1/release/hostprobe.wasm"))
+    Module::load(&svidgate_harness::fixtures::build_wasm("hostprobe", &target_dir)?)
 }
 
 /// Starts the probe with a plugin configuration (see the probe's docs for the syntax).

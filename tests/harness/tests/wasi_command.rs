@@ -3,7 +3,7 @@
 //! wasm32-wasip1 on first use. Most run the binary, as cargo does, to see its exit status and
 //! output.
 
-use anyhow::{Context as _, Result, anyhow, ensure};
+use anyhow::{Context as _, Result, anyhow};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -21,33 +21,7 @@ fn wasicmd() -> Result<&'static Path> {
 }
 
 fn build_wasicmd() -> Result<PathBuf> {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wasicmd/Cargo.toml");
-    // A target directory of its own: sharing the workspace's would deadlock on cargo's build lock.
-    let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasicmd");
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--target",
-            "wasm32-wasip1",
-            "--manifest-path",
-        ])
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target_dir)
-        // Flags meant for the host build (coverage, sanitizers) must not leak into the wasm build.
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .status()
-        .context("running cargo")?;
-    ensure!(
-        status.success(),
-        "cargo build of {} failed: {status}",
-        manifest.display()
-    );
-    Ok(target_dir.join("wasm32-wasip1/release/wasicmd.wasm"))
+    svidgate_harness::fixtures::build_wasm("wasicmd", &Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasicmd"))
 }
 
 /// Runs `svidgate-wasi-run wasicmd.wasm ARGS...` as cargo runs a test binary.

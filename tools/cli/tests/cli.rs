@@ -209,7 +209,7 @@ fn each_command_has_help() {
     let commands: [(&[&str], &str, &[&str]); 4] = [
         (
             &["test"],
-            "run every test_* rule under DIR and compile every policy rule for the module's VM",
+            "run every test_* rule under DIR on the interpreter and on the module's VM, and compile every policy rule for the VM",
             &["<DIR>", "--coverage"],
         ),
         (

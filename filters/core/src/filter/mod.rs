@@ -296,7 +296,7 @@ impl Filter {
 }
 
 /// Carries a decision out: edits the request and lets it continue, or answers locally and stops it.
-pub fn apply(host: &impl Host, decision: &Decision) -> Action {
+fn apply(host: &impl Host, decision: &Decision) -> Action {
     match decision {
         Decision::Allow { request_edits, .. } => {
             for edit in request_edits {

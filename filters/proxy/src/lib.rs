@@ -8,7 +8,8 @@
 //! What the pinned SDK (proxy-wasm 0.2.5) does when Envoy answers a host call with a status it
 //! does not expect: it panics, for every call this crate makes except `proxy_get_property`
 //! (NotFound, SerializationFailure and InternalFailure come back as values), `proxy_get_buffer_bytes`
-//! (NotFound) and `proxy_http_call` (BadArgument, InternalFailure). A panic in the module traps the
+//! (NotFound), `proxy_http_call` (BadArgument, InternalFailure) and the metric updates (NotFound,
+//! BadArgument: an id the plugin never defined, so nothing to count). A panic in the module traps the
 //! Wasm VM, and Envoy applies the filter's `failure_policy`: `FAIL_CLOSED` answers 503 to every
 //! request from then on, `FAIL_RELOAD` answers 503 until a fresh VM is loaded. Either way nothing
 //! reaches the upstream unauthorized (`tests/e2e/tests/crash.rs`). So the port's methods that

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
+use crate::path::PathGuard;
 use crate::peer::SvidRules;
 use crate::spiffe::{SpiffeId, SpiffeIdError, TrustDomain};
 
@@ -124,6 +125,8 @@ pub enum ConfigError {
 pub struct Config {
     /// Identity behaviour, the same in both modules.
     pub identity: IdentityConfig,
+    /// Which request paths are refused before anything reads them, the same in both modules.
+    pub path_guard: PathGuard,
     /// The Rego policy: always set for the authz module, never for the identity module.
     pub policy: Option<PolicyConfig>,
 }
@@ -246,14 +249,14 @@ impl Config {
                 if raw.policy.is_some() {
                     return Err(ConfigError::PolicyNotSupported);
                 }
-                Ok(Self { identity: raw.identity()?, policy: None })
+                Ok(Self { identity: raw.identity()?, path_guard: raw.path_guard(), policy: None })
             }
             #[cfg(feature = "rego")]
             ModuleKind::Authz => {
                 let raw: RawConfig<policy::RawPolicy> = raw(bytes)?;
-                let identity = raw.identity()?;
+                let (identity, path_guard) = (raw.identity()?, raw.path_guard());
                 let policy = raw.policy.ok_or(ConfigError::MissingPolicy)?.typed()?;
-                Ok(Self { identity, policy: Some(policy) })
+                Ok(Self { identity, path_guard, policy: Some(policy) })
             }
         }
     }
@@ -270,9 +273,11 @@ impl IdentityConfig {
         self.headers.first().map_or(DEFAULT_IDENTITY_HEADER, String::as_str)
     }
 
-    /// Whether `name` (lower-case) is one of the identity headers.
+    /// Whether `name` is one of the identity headers or a variant of one: names compare ignoring
+    /// ASCII case and with `_` and `-` as the same character, because CGI-style stacks (WSGI,
+    /// Rack, PHP) read `x_forwarded_spiffe_id` and `X-Forwarded-SPIFFE-ID` as the same key.
     pub fn is_identity_header(&self, name: &str) -> bool {
-        self.headers.iter().any(|h| h.eq_ignore_ascii_case(name))
+        self.headers.iter().any(|h| same_header_key(h, name))
     }
 }
 
@@ -314,6 +319,13 @@ pub fn parse_duration(value: &str) -> Option<Duration> {
     }
 }
 
+/// Whether two header names reach a CGI-style application as the same key: equal ignoring ASCII
+/// case, with `_` and `-` as the same character.
+pub fn same_header_key(a: &str, b: &str) -> bool {
+    let key = |c: u8| if c == b'_' { b'-' } else { c.to_ascii_lowercase() };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(a, b)| key(a) == key(b))
+}
+
 /// Lower-cases `name` if it is a valid, non-pseudo HTTP header name (RFC 9110 token).
 pub fn header_name(name: &str) -> Option<String> {
     let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
@@ -334,7 +346,25 @@ struct RawConfig<P> {
     require_peer: bool,
     max_svid_ttl: Option<String>,
     deny_status: Option<u16>,
+    path_guard: Option<RawPathGuard>,
     policy: Option<P>,
+}
+
+/// `path_guard`: `false` to turn it off, or which other request-target forms to let through.
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "expected true, false or an object of asterisk_form and authority_form")]
+enum RawPathGuard {
+    Enabled(bool),
+    Forms(RawPathForms),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPathForms {
+    #[serde(default)]
+    asterisk_form: bool,
+    #[serde(default)]
+    authority_form: bool,
 }
 
 /// Reads the JSON into `T`; a type error names the dotted path of the key it is about.
@@ -412,6 +442,18 @@ fn key_at(json: &[u8], line: usize, column: usize) -> String {
 }
 
 impl<P> RawConfig<P> {
+    fn path_guard(&self) -> PathGuard {
+        match &self.path_guard {
+            None => PathGuard::default(),
+            Some(RawPathGuard::Enabled(enabled)) => PathGuard { enabled: *enabled, ..PathGuard::default() },
+            Some(RawPathGuard::Forms(forms)) => PathGuard {
+                enabled: true,
+                asterisk_form: forms.asterisk_form,
+                authority_form: forms.authority_form,
+            },
+        }
+    }
+
     fn identity(&self) -> Result<IdentityConfig, ConfigError> {
         let mode = self.mode.unwrap_or(Mode::Sidecar);
         let headers = match &self.identity_headers {

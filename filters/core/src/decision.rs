@@ -1,6 +1,7 @@
 //! What the core tells a filter to do with a request: decisions are data, and they fail closed.
 
 use crate::identity::IdentityOutcome;
+use crate::path::{InputError, PathError};
 use crate::peer::PeerError;
 
 /// The outcome for one request. There is no third variant: every error is a [`Decision::Deny`].
@@ -73,9 +74,16 @@ pub enum DenyReason {
     /// A trusted forwarder sent an identity header that is not exactly one allowed SPIFFE ID.
     #[error("trusted forwarder sent an invalid identity header: {0}")]
     ForwardedIdentityInvalid(String),
+    /// The request cannot be turned into the policy's input, as OPA's Envoy plugin refuses it
+    /// (an invalid escape in the path or query, a `;` in the query): answered 400.
+    #[error("request cannot be read as policy input: {0}")]
+    InputError(InputError),
     /// The policy result is neither a boolean nor an object of the OPA Envoy plugin's shape.
     #[error("policy result is malformed: {0}")]
     InvalidResult(String),
+    /// The `:path` is not in normal form (the path guard): answered 400.
+    #[error("path refused: {0}")]
+    PathNotNormalized(PathError),
     /// `require_peer` is set and the connection has no validated SPIFFE ID.
     #[error("no valid peer identity: {0}")]
     NoPeerIdentity(PeerError),
@@ -116,8 +124,10 @@ impl DenyReason {
             Self::EvaluationError(_) => "svidgate_evaluation_error",
             Self::EvaluationLimit(_) => "svidgate_evaluation_limit",
             Self::ForwardedIdentityInvalid(_) => "svidgate_forwarded_identity_invalid",
+            Self::InputError(_) => "svidgate_input_error",
             Self::InvalidResult(_) => "svidgate_invalid_result",
             Self::NoPeerIdentity(_) => "svidgate_no_peer_identity",
+            Self::PathNotNormalized(_) => "svidgate_path_not_normalized",
             Self::PolicyDenied => "svidgate_policy_denied",
             Self::PolicyEditsIdentityHeader(_) => "svidgate_policy_edits_identity_header",
             Self::PolicyNotReady => "svidgate_policy_not_ready",
@@ -147,6 +157,10 @@ impl Decision {
         Self::Deny { status, reason, headers: Vec::new(), body: DENIED_BODY.to_owned() }
     }
 }
+
+/// The status of a request refused for its form (the path guard, input errors), as OPA's Envoy
+/// plugin answers a request it cannot read.
+pub const BAD_REQUEST: u16 = 400;
 
 /// The body of svidgate's own denials: deliberately says nothing about why.
 pub const DENIED_BODY: &str = "svidgate: access denied\n";

@@ -13,6 +13,7 @@
 //! - [`spiffe`]: SPIFFE IDs and trust domains, parsed by the spec.
 //! - [`peer`]: the peer's X509-SVID checked against the SPIFFE rules and the clock, with a cache.
 //! - [`identity`]: stripping and injecting the identity header.
+//! - [`path`]: the path guard, and `parsed_path`/`parsed_query` as OPA's Envoy plugin builds them.
 //! - [`authz`] (feature `rego`): the Rego decision with the OPA Envoy plugin's input and result.
 //! - [`decision`]: decisions and deny reasons.
 //! - [`metrics`]: the metrics filters keep.
@@ -23,6 +24,7 @@ pub mod filter;
 pub mod host;
 pub mod identity;
 pub mod metrics;
+pub mod path;
 pub mod peer;
 mod pem;
 pub mod spiffe;

@@ -48,6 +48,8 @@ pub enum Counter {
     IdentityInjected,
     /// Identity headers that arrived from a peer that may not set them.
     IdentitySpoofAttempts,
+    /// Requests refused because their `:path` is not in normal form (the path guard).
+    PathGuardRefused,
 }
 
 /// The histogram of decision latency, in microseconds (authz module).
@@ -59,12 +61,14 @@ pub const BUNDLE_REVISION_PREFIX: &str = "svidgate.authz.bundle.revision";
 
 impl Counter {
     /// Counters of the identity module.
-    pub const IDENTITY: [Self; 3] = [Self::IdentitySpoofAttempts, Self::IdentityInjected, Self::IdentityDenied];
+    pub const IDENTITY: [Self; 4] =
+        [Self::IdentitySpoofAttempts, Self::IdentityInjected, Self::IdentityDenied, Self::PathGuardRefused];
     /// Counters of the authz module.
-    pub const AUTHZ: [Self; 20] = [
+    pub const AUTHZ: [Self; 21] = [
         Self::IdentitySpoofAttempts,
         Self::IdentityInjected,
         Self::IdentityDenied,
+        Self::PathGuardRefused,
         Self::AuthzAllowed,
         Self::AuthzDenied,
         Self::AuthzErrors,
@@ -107,17 +111,24 @@ impl Counter {
             Self::IdentityDenied => "svidgate.identity.denied",
             Self::IdentityInjected => "svidgate.identity.injected",
             Self::IdentitySpoofAttempts => "svidgate.identity.spoof_attempts",
+            Self::PathGuardRefused => "svidgate.path_guard.refused",
         }
     }
 
     /// The counters one request moves: the identity ones, and in the authz module the decision's
     /// outcome (allowed, denied, errors by kind, dry-run denials). No allocation: a request
-    /// moves at most six.
+    /// moves at most seven.
     pub fn request_events(verdict: &Verdict, authz: bool) -> impl Iterator<Item = Self> {
         let (identity, decision) = (&verdict.identity, &verdict.decision);
         let spoof = identity.spoof_attempt.then_some(Self::IdentitySpoofAttempts);
-        let denied = identity.deny.is_some().then_some(Self::IdentityDenied);
+        let denied = matches!(
+            decision,
+            Decision::Deny { reason: DenyReason::NoPeerIdentity(_) | DenyReason::ForwardedIdentityInvalid(_), .. }
+        )
+        .then_some(Self::IdentityDenied);
         let injected = (decision.is_allow() && identity.upstream_identity.is_some()).then_some(Self::IdentityInjected);
+        let path_refused =
+            matches!(decision, Decision::Deny { reason: DenyReason::PathNotNormalized(_), .. }).then_some(Self::PathGuardRefused);
         let (outcome, kind) = match decision {
             _ if !authz => (None, None),
             Decision::Allow { .. } => (Some(Self::AuthzAllowed), None),
@@ -125,7 +136,7 @@ impl Counter {
             Decision::Deny { .. } => (Some(Self::AuthzDenied), None),
         };
         let dry_run = (authz && verdict.would_deny.is_some()).then_some(Self::AuthzDryRunDenied);
-        [spoof, denied, injected, outcome, kind, dry_run].into_iter().flatten()
+        [spoof, denied, injected, path_refused, outcome, kind, dry_run].into_iter().flatten()
     }
 
     /// The counter of an error's kind.

@@ -163,20 +163,27 @@ async fn bundles_decision_logs_and_staleness_in_real_envoy() {
     assert_eq!(site.generate(TOOL_RUNTIME.name, "e2e-after-corrupt").await, 200);
     assert!(std::fs::read_to_string(site.envoy.log_path()).unwrap().contains("rejected bundle svidgate"));
 
-    // Decision logs: OPA's schema, the bundle revision, masked credentials, ids shared with the access log.
+    // Decision logs: OPA's schema, the bundle revision, masked credentials, ids shared with the
+    // access log. The client's x-request-id is recorded in request_context, never the id.
+    let request_id = |e: &Value| e["request_context"]["http"]["headers"]["x-request-id"][0].as_str().map(str::to_owned);
     let events = site
         .logs
-        .wait_for(|events| events.iter().any(|e| e["decision_id"] == "e2e-after-corrupt"), Duration::from_secs(10))
+        .wait_for(|events| events.iter().any(|e| request_id(e).as_deref() == Some("e2e-after-corrupt")), Duration::from_secs(10))
         .await
         .unwrap();
-    let record = events.iter().find(|e| e["decision_id"] == "e2e-r2" && e["result"]["allowed"] == true).expect("record of an allowed r2 request");
+    let record = events
+        .iter()
+        .find(|e| request_id(e).as_deref() == Some("e2e-r2") && e["result"]["allowed"] == true)
+        .expect("record of an allowed r2 request");
     assert_eq!(record["path"], "envoy/authz/allow");
     assert_eq!(record["bundles"], json!({"svidgate": {"revision": "r2"}}));
     assert_eq!(record["labels"]["cluster"], "e2e");
     assert_eq!(record["input"]["attributes"]["source"]["principal"], TOOL_RUNTIME.spiffe_id);
     assert!(record["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{record}");
     assert!(record["metrics"]["timer_rego_query_eval_ns"].as_u64().is_some_and(|ns| ns > 0), "{record}");
-    let denied = events.iter().find(|e| e["decision_id"] == "e2e-denied").expect("record of the denial");
+    let denied = events.iter().find(|e| request_id(e).as_deref() == Some("e2e-denied")).expect("record of the denial");
+    let decision_id = denied["decision_id"].as_str().expect("a decision id").to_owned();
+    assert!(decision_id.len() == 36 && decision_id != "e2e-denied", "svidgate's own id: {decision_id}");
     assert_eq!(denied["svidgate"]["decision"], "deny");
     assert!(!serde_json::to_string(&events).unwrap().contains("e2e-secret-token"), "authorization is masked");
     assert_eq!(denied["erased"], json!(["/input/attributes/request/http/headers/authorization"]), "{denied}");
@@ -187,11 +194,12 @@ async fn bundles_decision_logs_and_staleness_in_real_envoy() {
     let access_log = site.run.path().join(format!("{}-access.log", MODEL_SERVER.name));
     let logged = || -> Option<Value> {
         let text = std::fs::read_to_string(&access_log).ok()?;
-        text.lines().filter_map(|l| serde_json::from_str(l).ok()).find(|e: &Value| e["decision_id"] == "e2e-denied")
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).find(|e: &Value| e["decision_id"] == decision_id.as_str())
     };
     site.wait("decision id in the access log", Duration::from_secs(5), || async { logged().is_some() }).await;
     let entry = logged().unwrap();
     assert_eq!(entry["status"], 403);
+    assert_eq!(entry["request_id"], "e2e-denied");
 
     // The corrupt bundle never confirmed r2, so r2 has been ageing since. Serving r2 again (the
     // same bytes under a new ETag) confirms it without compiling it: the age starts from zero.

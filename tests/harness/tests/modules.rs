@@ -183,7 +183,8 @@ fn writes_masked_opa_decision_logs_to_the_proxy_log() -> Result<()> {
     ensure!(!allowed);
     let logged = records(&mut plugin);
     let [record] = logged.as_slice() else { anyhow::bail!("expected one record, got {logged:?}") };
-    ensure!(record["decision_id"] == "req-denied", "{record}");
+    ensure!(record["request_context"]["http"]["headers"]["x-request-id"] == serde_json::json!(["req-denied"]), "{record}");
+    ensure!(record["decision_id"].as_str().is_some_and(|id| id.len() == 36), "{record}");
     ensure!(record["path"] == "envoy/authz/allow");
     ensure!(record["result"] == false);
     ensure!(record["labels"]["cluster"] == "eu-1");
@@ -344,6 +345,7 @@ fn uploads_decision_logs_in_gzip_batches_and_retries_failed_ones() -> Result<()>
                           "decision_id_header": "x-svidgate-decision-id"}}}"#;
     let mut plugin = start(ModuleKind::Authz, config)?;
     present(&mut plugin, &TrustDomainCa::new(TRUST_DOMAIN)?.svid(ORCHESTRATOR)?, ORCHESTRATOR);
+    let mut decision_ids = Vec::new();
     for n in 0..3 {
         let request_id = format!("req-{n}");
         let mut stream = plugin.stream();
@@ -351,10 +353,12 @@ fn uploads_decision_logs_in_gzip_batches_and_retries_failed_ones() -> Result<()>
             &[(":method", "GET"), (":path", "/"), ("x-request-id", &request_id), ("authorization", "Bearer secret")],
             true,
         )?;
-        ensure!(stream.filter_state("svidgate_decision_id") == Some(request_id.as_bytes()));
+        let decision_id = String::from_utf8(stream.filter_state("svidgate_decision_id").context("no decision id")?.to_vec())?;
+        ensure!(decision_id.len() == 36 && decision_id != request_id, "a UUID of svidgate's: {decision_id}");
         stream.response_headers(&[(":status", "200")], true)?;
-        ensure!(stream.response_header_map().contains(&("x-svidgate-decision-id".into(), request_id.clone())));
+        ensure!(stream.response_header_map().contains(&("x-svidgate-decision-id".into(), decision_id.clone())));
         stream.finish()?;
+        decision_ids.push(decision_id);
     }
     ensure!(!plugin.logs().iter().any(|l| l.message.starts_with('{')), "console is off");
     plugin.tick()?;
@@ -366,7 +370,10 @@ fn uploads_decision_logs_in_gzip_batches_and_retries_failed_ones() -> Result<()>
     let json = gunzip(&upload.body)?;
     let records: Vec<serde_json::Value> = serde_json::from_str(&json)?;
     let ids: Vec<&str> = records.iter().filter_map(|r| r["decision_id"].as_str()).collect();
-    ensure!(ids == ["req-0", "req-1", "req-2"], "{json}");
+    ensure!(ids == decision_ids, "{json}");
+    let request_ids: Vec<&serde_json::Value> =
+        records.iter().map(|r| &r["request_context"]["http"]["headers"]["x-request-id"][0]).collect();
+    ensure!(request_ids == ["req-0", "req-1", "req-2"], "{json}");
     ensure!(!json.contains("Bearer secret"), "authorization is masked by default");
     plugin.respond_http_call(upload.token, &[(":status", "500")], &[])?;
     ensure!(plugin.counter(Counter::DecisionLogsUploadFailed.name()) == Some(1));

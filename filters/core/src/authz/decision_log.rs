@@ -10,8 +10,11 @@ use crate::config::DecisionLogConfig;
 /// What one decision record is made of.
 #[derive(Debug)]
 pub struct DecisionRecord<'a> {
-    /// The request's `x-request-id`, or a generated id.
+    /// The decision's own id (a random UUID).
     pub decision_id: &'a str,
+    /// The request's `x-request-id`, recorded as OPA records request headers:
+    /// `request_context.http.headers["x-request-id"]`.
+    pub request_id: Option<&'a str>,
     /// The entrypoint, as OPA's `path` (`envoy/authz/allow`).
     pub path: &'a str,
     /// The input the policy saw.
@@ -29,12 +32,13 @@ pub struct DecisionRecord<'a> {
 }
 
 impl DecisionLogConfig {
-    /// Whether an allowed decision with this id is in the sample (deterministic per id).
+    /// Whether an allowed decision with this id is in the sample. The id is svidgate's random
+    /// one, so a client cannot pick requests that fall out of the audit sample.
     pub fn samples(&self, decision_id: &str) -> bool {
         if self.sample_allowed >= 1.0 {
             return true;
         }
-        // FNV-1a: the same request id is in or out of the sample on every proxy.
+        // FNV-1a of the id: an even spread over the sample.
         let hash = decision_id
             .bytes()
             .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
@@ -62,6 +66,9 @@ impl DecisionLogConfig {
             }
             if let Some((name, revision)) = record.bundle {
                 object.insert("bundles".into(), json!({ name: {"revision": revision} }));
+            }
+            if let Some(request_id) = record.request_id {
+                object.insert("request_context".into(), json!({"http": {"headers": {"x-request-id": [request_id]}}}));
             }
         }
         let erased: Vec<&str> = self.mask.iter().filter(|p| erase(&mut entry, p)).map(String::as_str).collect();
@@ -141,7 +148,8 @@ mod tests {
         .unwrap();
         let result = regorus::Value::from_json_str(r#"{"allowed": true}"#).unwrap();
         let line = cfg.record(&DecisionRecord {
-            decision_id: "req-1",
+            decision_id: "9b2f0c1e-5a43-4d7e-8a1b-2c3d4e5f6a7b",
+            request_id: Some("req-1"),
             path: "envoy/authz/allow",
             input: &input,
             result: &result,
@@ -152,7 +160,8 @@ mod tests {
         });
         assert!(!line.contains('\n') && !line.contains("secret"), "{line}");
         let record: Json = serde_json::from_str(&line).unwrap();
-        assert_eq!(record["decision_id"], "req-1");
+        assert_eq!(record["decision_id"], "9b2f0c1e-5a43-4d7e-8a1b-2c3d4e5f6a7b");
+        assert_eq!(record["request_context"], json!({"http": {"headers": {"x-request-id": ["req-1"]}}}));
         assert_eq!(record["path"], "envoy/authz/allow");
         assert_eq!(record["labels"]["cluster"], "eu-1");
         assert_eq!(record["labels"]["type"], "svidgate");

@@ -291,53 +291,23 @@ fn socket_address(address: Option<&str>) -> Value {
     object(vec![(&KEYS.socket_address, object(fields))])
 }
 
-/// As OPA: the path without query, split on "/", percent-decoded.
+/// As OPA's Envoy plugin (`crate::path::parsed_path`); a path it cannot decode was refused
+/// before the input is built (`crate::path::check_input`).
 fn parsed_path(path: &str) -> Value {
-    let segments = path.trim_start_matches('/').split('/').map(|s| Value::from(percent_decode(s, false)));
-    Value::from(segments.collect::<Vec<_>>())
+    let segments = crate::path::parsed_path(path).unwrap_or_default();
+    Value::from(segments.into_iter().map(Value::from).collect::<Vec<_>>())
 }
 
 /// As Go's `url.ParseQuery`: every key maps to the list of its decoded values.
 fn parsed_query(query: &str) -> Value {
     let mut map: BTreeMap<Value, Value> = BTreeMap::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let entry = map.entry(Value::from(percent_decode(key, true))).or_insert_with(Value::new_array);
+    for (key, value) in crate::path::parsed_query(query).unwrap_or_default() {
+        let entry = map.entry(Value::from(key)).or_insert_with(Value::new_array);
         if let Ok(values) = entry.as_array_mut() {
-            values.push(Value::from(percent_decode(value, true)));
+            values.push(Value::from(value));
         }
     }
     Value::from(map)
-}
-
-fn percent_decode(s: &str, plus_is_space: bool) -> String {
-    if !(s.contains('%') || plus_is_space && s.contains('+')) {
-        return s.to_owned();
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (b, hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(decoded)) => {
-                out.push(decoded);
-                i += 3;
-            }
-            (b'+', _) if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn opt_str(value: Option<&str>) -> Value {

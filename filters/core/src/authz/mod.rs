@@ -39,7 +39,7 @@ pub struct Authorizer {
     confirmed: Cell<Option<SystemTime>>,
     /// The entrypoint as OPA's decision-log `path`.
     path: String,
-    /// Numbers decisions of requests without an `x-request-id`.
+    /// Numbers decisions, for the id of a decision when the system has no randomness to give.
     decisions: Cell<u64>,
 }
 
@@ -169,7 +169,7 @@ impl Authorizer {
         let (Some(logs), Some((input, _))) = (logs, logged) else {
             return Verdict { decision, identity, would_deny, decision_id: None, decision_log: None };
         };
-        let id = self.decision_id(facts);
+        let id = self.decision_id();
         if let Some(header) = &logs.decision_id_header {
             decision.add_response_header(header, &id);
         }
@@ -179,6 +179,7 @@ impl Authorizer {
         let decision_log = sampled.then(|| {
             logs.record(&DecisionRecord {
                 decision_id: &id,
+                request_id: facts.headers.get("x-request-id"),
                 path: &self.path,
                 input: &input,
                 result: &result,
@@ -191,17 +192,40 @@ impl Authorizer {
         Verdict { decision, identity, would_deny, decision_id: Some(id), decision_log }
     }
 
-    /// The request's `x-request-id` (Envoy sets one on every request), else a local number.
-    fn decision_id(&self, facts: &RequestFacts<'_>) -> String {
-        match facts.headers.get("x-request-id").filter(|id| !id.is_empty()) {
-            Some(id) => id.to_owned(),
-            None => {
-                let n = self.decisions.get().wrapping_add(1);
-                self.decisions.set(n);
-                format!("svidgate-{n}")
-            }
+    /// A new decision id: a random UUID (version 4). Never the request's `x-request-id`, which
+    /// a client can choose (to collide ids, forge correlations, or pick ids the sampling drops);
+    /// that one is recorded beside it, in the record's `request_context`.
+    fn decision_id(&self) -> String {
+        let mut bytes = [0_u8; 16];
+        if getrandom::fill(&mut bytes).is_err() {
+            // No randomness (never seen on WASI or Linux): unique within this VM all the same.
+            let n = self.decisions.get().wrapping_add(1);
+            self.decisions.set(n);
+            bytes = u128::from(n).to_be_bytes();
+        }
+        uuid_v4(bytes)
+    }
+}
+
+/// `xxxxxxxx-xxxx-4xxx-Nxxx-xxxxxxxxxxxx` from 16 random bytes (RFC 9562 version 4, variant 10).
+fn uuid_v4(mut bytes: [u8; 16]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    if let Some(version) = bytes.get_mut(6) {
+        *version = (*version & 0x0f) | 0x40;
+    }
+    if let Some(variant) = bytes.get_mut(8) {
+        *variant = (*variant & 0x3f) | 0x80;
+    }
+    let mut id = String::with_capacity(36);
+    for (i, byte) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            id.push('-');
+        }
+        for nibble in [byte >> 4, byte & 0x0f] {
+            id.push(char::from(HEX.get(usize::from(nibble)).copied().unwrap_or(b'0')));
         }
     }
+    id
 }
 
 /// What svidgate did, for the decision log's `svidgate` field.

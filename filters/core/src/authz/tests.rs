@@ -186,3 +186,19 @@ fn policy_evaluates_to_undefined_when_no_rule_matches() {
     assert_eq!(policy.evaluate(Value::from_json_str(r#"{"x": 2}"#).unwrap()), Ok(Value::Undefined));
     assert_eq!(policy.evaluate(Value::from_json_str(r#"{"x": 1}"#).unwrap()), Ok(Value::Bool(true)));
 }
+
+#[test]
+fn decision_ids_are_random_version_4_uuids() {
+    assert_eq!(uuid_v4([0xff; 16]), "ffffffff-ffff-4fff-bfff-ffffffffffff");
+    assert_eq!(uuid_v4([0; 16]), "00000000-0000-4000-8000-000000000000");
+    let authorizer = Authorizer::new(PolicyConfig::inline(Vec::new(), serde_json::json!({}), "p/allow")).unwrap();
+    let (a, b) = (authorizer.decision_id(), authorizer.decision_id());
+    assert_ne!(a, b);
+    for id in [a, b] {
+        let groups: Vec<usize> = id.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{id}");
+        assert!(id.chars().all(|c| c == '-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{id}");
+        assert_eq!(id.as_bytes()[14], b'4', "{id}");
+        assert!(matches!(id.as_bytes()[19], b'8' | b'9' | b'a' | b'b'), "{id}");
+    }
+}

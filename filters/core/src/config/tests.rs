@@ -159,3 +159,22 @@ fn parses_durations() {
     assert_eq!(parse_duration("h"), None);
     assert_eq!(parse_duration("10"), None);
 }
+
+#[test]
+fn reads_the_path_guard_on_by_default() {
+    let guard = |json: &str| Config::parse(ModuleKind::Identity, json.as_bytes()).map(|config| config.path_guard);
+    assert_eq!(guard(r#"{"mode": "perimeter"}"#).unwrap(), PathGuard::default());
+    assert!(PathGuard::default().enabled);
+    assert!(!guard(r#"{"mode": "perimeter", "path_guard": false}"#).unwrap().enabled);
+    assert_eq!(
+        guard(r#"{"mode": "perimeter", "path_guard": {"asterisk_form": true}}"#).unwrap(),
+        PathGuard { enabled: true, asterisk_form: true, authority_form: false }
+    );
+    for (json, expected) in [
+        (r#"{"mode": "perimeter", "path_guard": "off"}"#, "path_guard: expected true, false or an object"),
+        (r#"{"mode": "perimeter", "path_guard": {"asterisk": true}}"#, "path_guard: expected true, false or an object"),
+    ] {
+        let err = guard(json).unwrap_err().to_string();
+        assert!(err.contains(expected), "{json}: {err}");
+    }
+}

@@ -5,7 +5,8 @@
 //! [`Stream`], whose callbacks run one phase each:
 //!
 //! 1. **request headers**: remove every identity header from the proxy's map (before anything
-//!    reads headers), resolve the peer's SVID, take the identity step, then, in the authz module,
+//!    reads headers), resolve the peer's SVID, refuse a path not in normal form (before anything
+//!    reads the path), take the identity step, then, in the authz module,
 //!    take one snapshot of the active policy, fetch only the attributes it reads, evaluate, and
 //!    turn the result into a decision; count, log, and carry the decision out;
 //! 2. **response headers**: add the policy's `response_headers_to_add`.
@@ -26,10 +27,11 @@ use std::time::{Instant, SystemTime};
 use log::Level;
 
 use crate::config::{Config, ConfigError, IdentityConfig, ModuleKind};
-use crate::decision::{DENIED_BODY, Decision, HeaderEdit, Verdict};
+use crate::decision::{BAD_REQUEST, DENIED_BODY, Decision, DenyReason, HeaderEdit, Verdict};
 use crate::host::{Action, Host, property};
 use crate::identity::StrippedHeaders;
 use crate::metrics::{Counter, Metrics};
+use crate::path::PathGuard;
 use crate::peer::{PeerCache, PeerCertificate, PeerError, PeerIdentity};
 
 /// How many peer certificates a plugin keeps parsed.
@@ -54,6 +56,7 @@ pub struct Root {
 #[derive(Debug)]
 pub struct Filter {
     identity: IdentityConfig,
+    path_guard: PathGuard,
     cache: RefCell<PeerCache>,
     metrics: Metrics,
     #[cfg(feature = "rego")]
@@ -117,7 +120,7 @@ impl Root {
     }
 
     fn configure(&mut self, host: &impl Host, config: Config) -> Result<Filter, ConfigError> {
-        let identity = config.identity;
+        let (identity, path_guard) = (config.identity, config.path_guard);
         let cache = RefCell::new(PeerCache::new(PEER_CACHE_CAPACITY));
         let Some(policy) = config.policy else {
             log(
@@ -127,15 +130,15 @@ impl Root {
             );
             let metrics = Metrics::define(host, &Counter::IDENTITY, None);
             #[cfg(feature = "rego")]
-            return Ok(Filter { identity, cache, metrics, authz: None });
+            return Ok(Filter { identity, path_guard, cache, metrics, authz: None });
             #[cfg(not(feature = "rego"))]
-            return Ok(Filter { identity, cache, metrics });
+            return Ok(Filter { identity, path_guard, cache, metrics });
         };
         #[cfg(feature = "rego")]
         {
             let authz = self.services.configure(host, &identity, policy)?;
             let metrics = Metrics::define(host, &Counter::AUTHZ, Some(crate::metrics::DECISION_LATENCY_US));
-            Ok(Filter { identity, cache, metrics, authz: Some(authz) })
+            Ok(Filter { identity, path_guard, cache, metrics, authz: Some(authz) })
         }
         // Without Rego there is no authz module, so no configuration carries a policy.
         #[cfg(not(feature = "rego"))]
@@ -202,6 +205,13 @@ impl Stream {
     }
 }
 
+impl Request {
+    /// The request's `:path`, query included (empty when there is none: `CONNECT` over HTTP/2).
+    pub fn path(&self) -> &str {
+        self.headers.get(":path").unwrap_or_default()
+    }
+}
+
 impl Filter {
     /// The identity behaviour.
     pub fn identity(&self) -> &IdentityConfig {
@@ -232,9 +242,12 @@ impl Filter {
         Request { now, started, headers, peer }
     }
 
-    /// Decides a request: the identity step, then in the authz module the policy.
+    /// Decides a request: the path guard, the identity step, then in the authz module the policy.
     pub fn decide(&self, host: &impl Host, request: &Request) -> Verdict {
         let identity = self.identity.resolve(request.peer.as_ref(), &request.headers);
+        if let Err(error) = self.path_guard.check(request.path()) {
+            return Verdict::without_policy(Decision::deny(BAD_REQUEST, DenyReason::PathNotNormalized(error)), identity);
+        }
         if let Some(reason) = &identity.deny {
             return Verdict::without_policy(Decision::deny(self.identity.deny_status, reason.clone()), identity);
         }

@@ -11,7 +11,7 @@ use super::{Filter, Request, log};
 use crate::authz::service::{BundlePoller, Fetched, HttpResponse, LogUploader, Uploaded};
 use crate::authz::{Authorizer, RequestFacts};
 use crate::config::{ConfigError, IdentityConfig, PolicyConfig};
-use crate::decision::{Decision, Verdict};
+use crate::decision::{BAD_REQUEST, Decision, DenyReason, Verdict};
 use crate::host::{Host, HttpCall, property};
 use crate::identity::IdentityOutcome;
 use crate::metrics::{BUNDLE_REVISION_PREFIX, Counter, Gauge, Metrics, POLICY_AGE_SECONDS};
@@ -61,6 +61,10 @@ impl Authz {
         identity: IdentityOutcome,
     ) -> Verdict {
         let authorizer = &self.authorizer;
+        // What OPA's Envoy plugin refuses before it evaluates anything, whatever the policy reads.
+        if let Err(error) = crate::path::check_input(request.path()) {
+            return Verdict::without_policy(Decision::deny(BAD_REQUEST, DenyReason::InputError(error)), identity);
+        }
         let active = match authorizer.policy_at(request.now) {
             Ok(active) => active,
             Err(reason) => {

@@ -135,10 +135,12 @@ fn removes_every_identity_header_and_counts_the_spoof() {
             (":path", "/v1/generate"),
             ("X-Forwarded-SPIFFE-ID", "spiffe://ai.internal/ns/admin/sa/root"),
             ("x-forwarded-spiffe-id", "spiffe://ai.internal/ns/agents/sa/orchestrator"),
+            ("x_forwarded_spiffe_id", "spiffe://ai.internal/ns/admin/sa/root"),
             ("accept", "*/*"),
         ]);
         assert_eq!(action, Action::Continue, "{kind:?}");
         assert!(plugin.upstream_headers("x-forwarded-spiffe-id").is_empty(), "{kind:?}");
+        assert!(plugin.upstream_headers("x_forwarded_spiffe_id").is_empty(), "{kind:?}");
         assert_eq!(plugin.upstream_headers("accept"), ["*/*"]);
         assert_eq!(plugin.counter(Counter::IdentitySpoofAttempts), 1, "{kind:?}");
         assert_eq!(plugin.counter(Counter::IdentityInjected), 0, "{kind:?}");
@@ -148,13 +150,38 @@ fn removes_every_identity_header_and_counts_the_spoof() {
 #[test]
 fn denies_a_request_without_a_peer_when_one_is_required() {
     let mut plugin = Plugin::start(ModuleKind::Identity, r#"{"trust_domains": ["ai.internal"], "require_peer": true}"#);
-    assert_eq!(plugin.request(&[(":path", "/"), ("x-forwarded-spiffe-id", "spiffe://ai.internal/forged")]), Action::Pause);
+    let forged = [("x-forwarded-spiffe-id", "spiffe://ai.internal/forged"), ("X_Forwarded_Spiffe_Id", "spiffe://ai.internal/forged")];
+    assert_eq!(plugin.request(&[&[(":path", "/")][..], &forged].concat()), Action::Pause);
     let reply = plugin.reply().unwrap();
     assert_eq!((reply.status, reply.body.as_slice()), (403, DENIED_BODY.as_bytes()));
     assert!(plugin.upstream_headers("x-forwarded-spiffe-id").is_empty(), "stripped on the deny path too");
+    assert!(plugin.upstream_headers("x_forwarded_spiffe_id").is_empty(), "variants too");
     assert_eq!(plugin.counter(Counter::IdentityDenied), 1);
     assert_eq!(plugin.counter(Counter::IdentitySpoofAttempts), 1);
     assert_eq!(plugin.logs_at(Level::Debug), ["#2 deny 403 (svidgate_no_peer_identity): no valid peer identity: no peer certificate"]);
+}
+
+#[test]
+fn strips_identity_headers_on_the_error_path_too() {
+    // An instruction budget no evaluation fits in: the request is denied as an error.
+    let policy = "package envoy.authz\nimport rego.v1\nallow if count(input.attributes.request.http.method) > 0";
+    let config = serde_json::json!({"mode": "perimeter", "policy": {"rego": policy, "max_instructions": 1}}).to_string();
+    let mut plugin = Plugin::start(ModuleKind::Authz, &config);
+    let action = plugin.request(&[(":method", "GET"), (":path", "/"), ("x-forwarded_spiffe-id", "forged")]);
+    assert_eq!(action, Action::Pause);
+    assert_eq!(plugin.counter(Counter::AuthzErrorEvaluationLimit), 1);
+    assert!(plugin.upstream_headers("x-forwarded_spiffe-id").is_empty());
+    assert_eq!(plugin.counter(Counter::IdentitySpoofAttempts), 1);
+}
+
+#[test]
+fn refuses_a_path_not_in_normal_form_before_anything_reads_it() {
+    let mut plugin = Plugin::start(ModuleKind::Identity, PERIMETER);
+    assert_eq!(plugin.request(&[(":path", "/v1/agent/%2e%2e/admin"), ("x_forwarded_spiffe_id", "forged")]), Action::Pause);
+    assert_eq!(plugin.reply().map(|r| r.status), Some(400));
+    assert!(plugin.upstream_headers("x_forwarded_spiffe_id").is_empty());
+    assert_eq!(plugin.counter(Counter::PathGuardRefused), 1);
+    assert_eq!(plugin.logs_at(Level::Debug), ["#2 deny 400 (svidgate_path_not_normalized): path refused: path has a dot segment"]);
 }
 
 #[test]
@@ -287,14 +314,21 @@ allow if input.attributes.request.http.path in data.svidgate.allowed_paths
         );
         let token = plugin.tick().unwrap();
         plugin.respond(token, "200", &[], &bundle("r5", &[]));
+        // The client's x-request-id is recorded, never taken as the decision's id.
         assert_eq!(plugin.request(&[(":path", "/v1/generate"), ("x-request-id", "req-9")]), Action::Pause);
         let reply = plugin.reply().unwrap();
-        assert!(reply.headers.contains(&("x-svidgate-decision-id".to_owned(), "req-9".to_owned())), "{reply:?}");
-        assert_eq!(plugin.host.state().filter_state.get(DECISION_ID_FILTER_STATE).map(Vec::as_slice), Some(&b"req-9"[..]));
+        let (_, id) = reply.headers.iter().find(|(name, _)| name == "x-svidgate-decision-id").cloned().unwrap();
+        assert_eq!(id.len(), 36, "a UUID: {id}");
+        assert_eq!(plugin.host.state().filter_state.get(DECISION_ID_FILTER_STATE), Some(&id.clone().into_bytes()));
         let record = plugin.logs_at(Level::Info).into_iter().find(|l| l.starts_with('{')).unwrap();
         let record: serde_json::Value = serde_json::from_str(&record).unwrap();
         assert_eq!(record["bundles"], serde_json::json!({"authz": {"revision": "r5"}}));
-        assert_eq!(record["decision_id"], "req-9");
+        assert_eq!(record["decision_id"], id.as_str());
+        assert_eq!(record["request_context"]["http"]["headers"]["x-request-id"], serde_json::json!(["req-9"]));
         assert_eq!(record["svidgate"]["reason"], "svidgate_policy_denied");
+        // The same request id again: another decision, another id.
+        plugin.request(&[(":path", "/v1/generate"), ("x-request-id", "req-9")]);
+        let again = plugin.host.state().filter_state.get(DECISION_ID_FILTER_STATE).cloned().unwrap();
+        assert_ne!(again, id.into_bytes());
     }
 }

@@ -44,6 +44,21 @@ pub fn template(name: &str) -> Result<String> {
     std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
 }
 
+/// A config as Envoy runs without the HTTP hardening of the configs under `envoy/`
+/// (`headers_with_underscores_action`, `normalize_path`, `merge_slashes`,
+/// `path_with_escaped_slashes_action`): Envoy's defaults, which forward all of it.
+pub fn without_http_hardening(config: &str) -> String {
+    const KEYS: [&str; 5] = [
+        "common_http_protocol_options:",
+        "headers_with_underscores_action:",
+        "normalize_path:",
+        "merge_slashes:",
+        "path_with_escaped_slashes_action:",
+    ];
+    let kept: Vec<&str> = config.lines().filter(|line| !KEYS.iter().any(|key| line.trim_start().starts_with(key))).collect();
+    kept.join("\n") + "\n"
+}
+
 /// A JSON string literal of `value`, which YAML reads as the same string.
 pub fn yaml_string(value: &str) -> Result<String> {
     Ok(serde_json::to_string(value)?)

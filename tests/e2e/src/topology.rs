@@ -56,6 +56,11 @@ pub struct SidecarOptions {
     pub allow_expired_certificate: bool,
     /// Peers whose identity header names the original caller (the orchestrator trusts the gateway).
     pub trusted_forwarders: Vec<String>,
+    /// Run Envoy as it comes, without the HTTP hardening every config under `envoy/` carries
+    /// (underscores refused, paths normalized): to show what svidgate holds on its own.
+    pub envoy_defaults: bool,
+    /// The svidgate plugin configuration, instead of the workload's sidecar configuration.
+    pub plugin: Option<Value>,
 }
 
 /// Where sidecars of one run start: the run directory, the trust domain, the app binary.
@@ -180,7 +185,13 @@ impl Policy {
 impl SidecarOptions {
     /// A sidecar of the demo, loading `authz_wasm`.
     pub fn new(authz_wasm: &Path) -> Self {
-        Self { authz_wasm: authz_wasm.to_owned(), allow_expired_certificate: false, trusted_forwarders: Vec::new() }
+        Self {
+            authz_wasm: authz_wasm.to_owned(),
+            allow_expired_certificate: false,
+            trusted_forwarders: Vec::new(),
+            envoy_defaults: false,
+            plugin: None,
+        }
     }
 }
 
@@ -225,9 +236,15 @@ impl Sidecar {
             ("allow_expired_certificate", options.allow_expired_certificate.to_string()),
         ];
         sidecar_vars.extend(extra.iter().cloned());
-        let config = envoy::render(&envoy::template(template)?, &sidecar_vars)?;
+        let mut config = envoy::render(&envoy::template(template)?, &sidecar_vars)?;
+        if options.envoy_defaults {
+            config = envoy::without_http_hardening(&config);
+        }
         let version = 1;
-        write_ecds(&ecds_path, version, &options.authz_wasm, &policy, &options.trusted_forwarders)?;
+        match &options.plugin {
+            Some(plugin) => write_ecds_plugin(&ecds_path, version, &options.authz_wasm, plugin)?,
+            None => write_ecds(&ecds_path, version, &options.authz_wasm, &policy, &options.trusted_forwarders)?,
+        }
         let envoy = Envoy::start(&format!("envoy-{}", workload.name), &config, dir).await?;
         let inbound_port = envoy.listener_port("inbound").await?;
         Ok(Self {
@@ -297,13 +314,17 @@ impl Sidecar {
 
 /// Renders `authz-ecds.yaml` for one sidecar and replaces its ECDS file atomically.
 fn write_ecds(path: &Path, version: u32, authz_wasm: &Path, policy: &Policy, trusted_forwarders: &[String]) -> Result<()> {
-    let plugin = plugin_configuration(policy, trusted_forwarders).to_string();
+    write_ecds_plugin(path, version, authz_wasm, &plugin_configuration(policy, trusted_forwarders))
+}
+
+/// Renders `authz-ecds.yaml` with `wasm` and its plugin configuration, atomically.
+fn write_ecds_plugin(path: &Path, version: u32, wasm: &Path, plugin: &Value) -> Result<()> {
     let ecds = envoy::render(
         &envoy::template("authz-ecds.yaml")?,
         &[
             ("version", version.to_string()),
-            ("authz_wasm", path_str(authz_wasm)),
-            ("plugin_configuration", envoy::yaml_string(&plugin)?),
+            ("authz_wasm", path_str(wasm)),
+            ("plugin_configuration", envoy::yaml_string(&plugin.to_string())?),
         ],
     )?;
     envoy::write_atomically(path, &ecds)

@@ -27,6 +27,10 @@ pub struct Seen {
     pub method: String,
     /// The path.
     pub path: String,
+    /// The request target as received: path and query, undecoded.
+    pub target: String,
+    /// Every header name as received, in order, repeats kept.
+    pub header_names: Vec<String>,
     /// Every `x-forwarded-spiffe-id` value, in order.
     #[serde(rename = "x-forwarded-spiffe-id")]
     pub identities: Vec<String>,

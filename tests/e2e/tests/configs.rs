@@ -155,11 +155,54 @@ fn check_plugin(module: &str, json: &str) -> Result<()> {
     Ok(())
 }
 
-/// Validates one file with Envoy and checks its plugin configurations; returns how many it had.
+/// The HTTP connection manager settings every config under `envoy/` must carry (README "Security").
+const HARDENING: [(&str, &str); 4] = [
+    ("common_http_protocol_options.headers_with_underscores_action", "REJECT_REQUEST"),
+    ("normalize_path", "true"),
+    ("merge_slashes", "true"),
+    ("path_with_escaped_slashes_action", "REJECT_REQUEST"),
+];
+
+/// Checks every HTTP connection manager of a config for [`HARDENING`]; returns how many it had.
+fn check_hardening(config: &str) -> Result<usize> {
+    fn managers<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
+        match value {
+            Value::Mapping(map) => {
+                let kind = value.get("@type").and_then(Value::as_str).unwrap_or_default();
+                if kind.ends_with(".HttpConnectionManager") {
+                    out.push(value);
+                }
+                map.values().for_each(|v| managers(v, out));
+            }
+            Value::Sequence(items) => items.iter().for_each(|v| managers(v, out)),
+            _ => {}
+        }
+    }
+    let config: Value = serde_yaml::from_str(config)?;
+    let mut found = Vec::new();
+    managers(&config, &mut found);
+    for hcm in &found {
+        let prefix = hcm.get("stat_prefix").and_then(Value::as_str).unwrap_or("?");
+        for (key, want) in HARDENING {
+            let value = key.split('.').try_fold(*hcm, |at, part| at.get(part));
+            let got = match value {
+                Some(Value::Bool(b)) => b.to_string(),
+                Some(Value::String(s)) => s.clone(),
+                _ => String::new(),
+            };
+            ensure!(got == want, "HTTP connection manager {prefix}: {key} is {got:?}, not {want}");
+        }
+    }
+    Ok(found.len())
+}
+
+/// Validates one file with Envoy, checks its connection managers' hardening and its plugin
+/// configurations; returns how many plugin configurations it had.
 fn check(label: &str, config: &str, dir: &Path) -> Result<usize> {
     let path: PathBuf = dir.join(label.replace('/', "-"));
     std::fs::write(&path, config)?;
     envoy::validate(&path).with_context(|| label.to_owned())?;
+    ensure!(check_hardening(config).with_context(|| label.to_owned())? > 0, "{label}: no HTTP connection manager");
     let plugins = plugin_configurations(config)?;
     for (module, json) in &plugins {
         check_plugin(module, json).with_context(|| label.to_owned())?;

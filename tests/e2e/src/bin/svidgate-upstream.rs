@@ -1,8 +1,9 @@
 //! `svidgate-upstream --name NAME`: the small app behind a demo sidecar.
 //!
 //! It listens on a free loopback port (printed first: `listening 127.0.0.1:PORT`) and answers
-//! every request with JSON naming the service, the method, the path and every
-//! `x-forwarded-spiffe-id` value it received; it prints the same JSON as one line on stdout, so
+//! every request with JSON naming the service, the method, the path, the request target as
+//! received (path and query, undecoded), every header name as received (in order, repeats kept)
+//! and every `x-forwarded-spiffe-id` value; it prints the same JSON as one line on stdout, so
 //! tests can check what reached it (and what did not).
 
 use std::convert::Infallible;
@@ -58,6 +59,8 @@ async fn answer(name: Arc<str>, request: Request<hyper::body::Incoming>) -> Resu
         "service": &*name,
         "method": request.method().as_str(),
         "path": request.uri().path(),
+        "target": request.uri().path_and_query().map(|p| p.as_str()).unwrap_or_default(),
+        "header_names": request.headers().iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(),
         IDENTITY_HEADER: values(IDENTITY_HEADER),
         "marker": values(MARKER_HEADER).first(),
     });

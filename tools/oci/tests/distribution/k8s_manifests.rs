@@ -16,11 +16,13 @@ use crate::layout_gate::package;
 use crate::support::{Scratch, cli, run, workspace_root};
 
 /// The kinds the manifests may hold, at the API versions the tested controllers serve.
-const KINDS: [(&str, &str); 8] = [
+const KINDS: [(&str, &str); 10] = [
     ("ClusterSPIFFEID", "spire.spiffe.io/v1alpha1"),
     ("WasmPlugin", "extensions.istio.io/v1alpha1"),
     ("PeerAuthentication", "security.istio.io/v1"),
+    ("EnvoyFilter", "networking.istio.io/v1alpha3"),
     ("EnvoyExtensionPolicy", "gateway.envoyproxy.io/v1alpha1"),
+    ("ClientTrafficPolicy", "gateway.envoyproxy.io/v1alpha1"),
     ("Namespace", "v1"),
     ("ConfigMap", "v1"),
     ("Deployment", "apps/v1"),
@@ -231,6 +233,32 @@ fn nothing_fails_open_and_every_module_is_pinned_by_digest() -> Result<()> {
             assert_eq!(image["url"], format!("${{registry}}/svidgate-identity@sha256:{sha256}"), "{}", doc.name());
         }
     }
+    Ok(())
+}
+
+#[test]
+fn every_proxy_refuses_underscore_headers_and_normalizes_paths() -> Result<()> {
+    let docs = documents(&k8s_dir())?;
+    // Istio: one EnvoyFilter on every HTTP connection manager of the mesh, sidecars and gateways.
+    let [filter] = of_kind(&docs, "EnvoyFilter")[..] else { anyhow::bail!("expected one EnvoyFilter") };
+    assert_eq!(at(&filter.value, "/metadata/namespace"), "istio-system", "{}", filter.name());
+    let patch = at(&filter.value, "/spec/configPatches/0");
+    assert_eq!(at(patch, "/applyTo"), "NETWORK_FILTER");
+    assert_eq!(at(patch, "/match/context"), "ANY");
+    assert_eq!(at(patch, "/match/listener/filterChain/filter/name"), "envoy.filters.network.http_connection_manager");
+    let hcm = at(patch, "/patch/value/typed_config");
+    assert_eq!(at(hcm, "/common_http_protocol_options/headers_with_underscores_action"), "REJECT_REQUEST");
+    assert_eq!(at(hcm, "/normalize_path"), true);
+    assert_eq!(at(hcm, "/merge_slashes"), true);
+    assert_eq!(at(hcm, "/path_with_escaped_slashes_action"), "REJECT_REQUEST");
+    // Envoy Gateway: a ClientTrafficPolicy on the gateway the svidgate extension policy targets.
+    let [policy] = of_kind(&docs, "ClientTrafficPolicy")[..] else { anyhow::bail!("expected one ClientTrafficPolicy") };
+    let [extension] = of_kind(&docs, "EnvoyExtensionPolicy")[..] else { anyhow::bail!("expected one EnvoyExtensionPolicy") };
+    assert_eq!(at(&policy.value, "/spec/targetRefs"), at(&extension.value, "/spec/targetRefs"), "{}", policy.name());
+    assert_eq!(at(&policy.value, "/metadata/namespace"), at(&extension.value, "/metadata/namespace"));
+    assert_eq!(at(&policy.value, "/spec/headers/withUnderscoresAction"), "RejectRequest");
+    assert_eq!(at(&policy.value, "/spec/path/escapedSlashesAction"), "RejectRequest");
+    assert_eq!(at(&policy.value, "/spec/path/disableMergeSlashes"), false);
     Ok(())
 }
 

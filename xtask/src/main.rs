@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use clap::{CommandFactory, Parser, Subcommand};
 
 const TARGET: &str = "wasm32-wasip1";
@@ -28,6 +28,11 @@ const WASM_OPT_FLAGS: [&str; 5] = [
 const ENVOY_VERSION: &str = "1.40.0";
 /// The authz module with the test-only crash trigger, built apart from the shipped one.
 const CRASH_TARGET_DIR: &str = "target/svidgate-crash-trigger";
+/// The cargo-fuzz targets (fuzz/fuzz_targets), each with its seeds in fuzz/seeds/<target>.
+const FUZZ_TARGETS: [&str; 7] =
+    ["peer_certificate", "plugin_configuration", "bundle", "policy_result", "path", "identity_headers", "spiffe_id"];
+/// How long `cargo xtask test` runs each fuzz target.
+const TEST_FUZZ_SECONDS: u64 = 10;
 
 fn main() -> Result<()> {
     // A usage error (an unknown step or flag) exits 2 with clap's message; a failed step exits 1.
@@ -39,6 +44,7 @@ fn main() -> Result<()> {
         Some(Step::Demo(args)) => demo(&args),
         Some(Step::Oci { args }) => oci(args),
         Some(Step::Bench) => bench(),
+        Some(Step::Fuzz(args)) => fuzz(&args).map(|_| ()),
         None => Ok(Xtask::command().print_help()?),
     }
 }
@@ -100,6 +106,25 @@ enum Step {
     },
     /// build the modules, then run the criterion benchmarks (core decision path, request through the harness)
     Bench,
+    /// run the cargo-fuzz targets from their committed seeds (nightly; installs cargo-fuzz)
+    ///
+    /// One target per parser that reads bytes from the network or the control plane (fuzz/):
+    /// peer certificates, plugin configuration, bundles (gzip, tar), policy results, paths, header
+    /// stripping, SPIFFE IDs. Each starts from fuzz/seeds/<target>/ and keeps what it finds in
+    /// target/fuzz/corpus/<target>/; a crash fails the step, its input saved under
+    /// target/fuzz/artifacts/<target>/. `cargo xtask test` runs each for a few seconds.
+    #[command(verbatim_doc_comment)]
+    Fuzz(FuzzArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct FuzzArgs {
+    /// how long each target runs
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    seconds: u64,
+    /// the targets to run (default: all)
+    #[arg(value_name = "TARGET", value_parser = clap::builder::PossibleValuesParser::new(FUZZ_TARGETS))]
+    targets: Vec<String>,
 }
 
 // The options svidgate-demo takes (tests/e2e/src/bin/svidgate-demo.rs), checked here before the
@@ -265,6 +290,15 @@ fn test() -> Result<()> {
     wasm.args(["--package", "svidgate-core", "--lib", "--target", TARGET, "--", "--no-capture"]);
     wasm.env("CARGO_TARGET_WASM32_WASIP1_RUNNER", runner);
     run_tests(&mut wasm, &mut totals)?;
+    // Every fuzz target for a few seconds from its seeds: each counts as one test.
+    let fuzz_args = FuzzArgs { seconds: TEST_FUZZ_SECONDS, targets: Vec::new() };
+    match fuzz(&fuzz_args) {
+        Ok(runs) => totals.passed += runs.len() as u64,
+        Err(error) => {
+            println!("fuzzing failed: {error:#}");
+            totals.failed += 1;
+        }
+    }
     println!("{} passed, {} failed", totals.passed, totals.failed);
     ensure!(totals.failed == 0, "tests failed");
     ensure!(totals.passed > 0, "no test ran");
@@ -301,6 +335,57 @@ fn run_tests(cargo: &mut Command, totals: &mut Totals) -> Result<()> {
         totals.failed += 1;
     }
     Ok(())
+}
+
+/// Runs each fuzz target for `seconds` from its committed seeds; returns (target, executions).
+fn fuzz(args: &FuzzArgs) -> Result<Vec<(String, u64)>> {
+    // rustup's `cargo +nightly`, with nothing of the stable cargo that runs xtask passed on.
+    let nightly = || {
+        let mut cargo = Command::new("cargo");
+        cargo.arg("+nightly").current_dir(workspace_root());
+        cargo.env_remove("CARGO").env_remove("RUSTUP_TOOLCHAIN").env_remove("RUSTC").env_remove("RUSTDOC");
+        cargo
+    };
+    // libFuzzer's sanitizer coverage needs nightly; RUSTUP_AUTO_INSTALL=0 machines need it asked for.
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly-")) {
+        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+    }
+    if !nightly().args(["fuzz", "--version"]).stdout(Stdio::null()).stderr(Stdio::null()).status()?.success() {
+        run(nightly().args(["install", "cargo-fuzz", "--locked", "--quiet"]))?;
+    }
+    run(nightly().args(["fuzz", "build"]))?;
+    let targets: Vec<&str> =
+        if args.targets.is_empty() { FUZZ_TARGETS.to_vec() } else { args.targets.iter().map(String::as_str).collect() };
+    let mut runs = Vec::new();
+    for target in targets {
+        let corpus = workspace_root().join("target/fuzz/corpus").join(target);
+        let artifacts = workspace_root().join("target/fuzz/artifacts").join(target);
+        std::fs::create_dir_all(&corpus)?;
+        std::fs::create_dir_all(&artifacts)?;
+        let seeds = workspace_root().join("fuzz/seeds").join(target);
+        let mut command = nightly();
+        command.args(["fuzz", "run", target]).arg(&corpus).arg(&seeds).arg("--");
+        command.arg(format!("-max_total_time={}", args.seconds)).arg(format!("-artifact_prefix={}/", artifacts.display()));
+        command.arg("-print_final_stats=1");
+        let output = command.output().with_context(|| format!("running {command:?}"))?;
+        let log = String::from_utf8_lossy(&output.stderr);
+        let executions = log
+            .lines()
+            .find_map(|line| line.strip_prefix("stat::number_of_executed_units:"))
+            .and_then(|n| n.trim().parse::<u64>().ok());
+        match (output.status.success(), executions) {
+            (true, Some(executions)) => {
+                println!("fuzz {target}: {executions} executions in {} s, no crash", args.seconds);
+                runs.push((target.to_owned(), executions));
+            }
+            _ => {
+                let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+                bail!("fuzz target {target} failed ({}); crash inputs under {}:\n{}", output.status, artifacts.display(), tail.join("\n"));
+            }
+        }
+    }
+    Ok(runs)
 }
 
 /// Builds everything the demo needs, then becomes the demo (`svidgate-demo`), so Ctrl-C reaches

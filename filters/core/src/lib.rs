@@ -21,6 +21,7 @@
 pub mod config;
 pub mod decision;
 pub mod filter;
+pub mod fuzzing;
 pub mod host;
 pub mod identity;
 pub mod metrics;

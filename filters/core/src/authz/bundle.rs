@@ -67,11 +67,15 @@ struct Manifest {
 impl Bundle {
     /// Reads a `.tar.gz` bundle that inflates to at most `limit` bytes.
     pub fn from_tar_gz(bytes: &[u8], limit: usize) -> Result<Self, BundleError> {
-        let tar = gzip::decode(bytes, limit)?;
+        Self::from_tar(&gzip::decode(bytes, limit)?)
+    }
+
+    /// Reads an uncompressed tar stream of a bundle.
+    pub fn from_tar(tar: &[u8]) -> Result<Self, BundleError> {
         let mut manifest = Manifest::default();
         let mut modules = Vec::new();
         let mut data = Json::Object(Map::new());
-        for (path, contents) in entries(&tar)? {
+        for (path, contents) in entries(tar)? {
             let file = path.rsplit('/').next().unwrap_or(&path);
             match file {
                 ".manifest" if path == ".manifest" => {

@@ -21,6 +21,7 @@
 pub mod config;
 pub mod decision;
 pub mod filter;
+#[cfg(feature = "rego")]
 pub mod fuzzing;
 pub mod host;
 pub mod identity;

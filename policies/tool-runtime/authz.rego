@@ -13,6 +13,6 @@ default allow := {
 
 allow := {"allowed": true} if {
 	input.attributes.request.http.method == "POST"
-	["v1", "tools", tool] := input.parsed_path
+	["v1", "tools", tool] = input.parsed_path
 	tool in data.allowed_tools[input.attributes.source.principal]
 }

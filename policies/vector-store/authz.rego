@@ -14,7 +14,7 @@ default allow := {
 
 allow := {"allowed": true} if {
 	input.attributes.request.http.method == "POST"
-	["v1", "collections", collection, operation] := input.parsed_path
+	["v1", "collections", collection, operation] = input.parsed_path
 	role := {"query": "readers", "upsert": "writers"}[operation]
 	input.attributes.source.principal in data.collections[collection][role]
 }

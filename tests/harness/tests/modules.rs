@@ -387,3 +387,45 @@ fn uploads_decision_logs_in_gzip_batches_and_retries_failed_ones() -> Result<()>
     ensure!(plugin.counter(Counter::DecisionLogsDropped.name()) == Some(0));
     Ok(())
 }
+
+/// The engine as the CLI and every native test build it (with the regex crate's features
+/// unified with the rest of the workspace: Unicode classes on) and as the authz module ships it
+/// (only what the module enables) answer the same to patterns whose meaning depends on Unicode
+/// support, and answer as RE2, OPA's dialect: ASCII `\d`, `\w`, `\b`, `(?i)` folding case,
+/// `\p{..}` an error (a deny) even under `not`.
+#[test]
+fn the_module_and_the_native_engine_agree_on_unicode_sensitive_patterns() -> Result<()> {
+    let rego = "package envoy.authz\nimport rego.v1\ndefault allow := false\n\
+        headers := input.attributes.request.http.headers\n\
+        allow if { headers[\"x-mode\"] == \"match\"; regex.match(headers[\"x-pattern\"], headers[\"x-name\"]) }\n\
+        allow if { headers[\"x-mode\"] == \"not\"; not regex.match(headers[\"x-pattern\"], headers[\"x-name\"]) }\n";
+    let config = serde_json::json!({"trust_domains": ["ai.internal"], "policy": {"rego": rego}}).to_string();
+    let parsed = svidgate_core::config::Config::parse(svidgate_core::config::ModuleKind::Authz, config.as_bytes())?;
+    let native = svidgate_core::authz::Policy::compile(&parsed.policy.context("no policy")?)?;
+    let mut module = start(ModuleKind::Authz, &config)?;
+    // (mode, pattern, name, what RE2 answers)
+    let cases = [
+        ("match", r"(?i)^STRASSE$", "strasse", true),
+        ("match", r"(?i)^k$", "\u{212a}", true),
+        ("match", r"^\d+$", "345", true),
+        ("match", r"^\d+$", "٣٤٥", false),
+        ("match", r"^\w+$", "héllo", false),
+        ("match", r"\bfoo\b", "éfooé", true),
+        ("match", r"^[\s]+$", "\u{a0}", false),
+        ("match", r"^\pL+$", "abc", false),
+        ("not", r"^\pL+$", "abc", false),
+        ("not", r"^\d+$", "٣", true),
+    ];
+    for (mode, pattern, name, re2) in cases {
+        let headers = serde_json::json!({"x-mode": mode, "x-pattern": pattern, "x-name": name});
+        let input = serde_json::json!({"attributes": {"request": {"http": {"headers": headers}}}});
+        let ours = native.evaluate(regorus::Value::from_json_str(&input.to_string())?);
+        let native_allows = matches!(ours, Ok(regorus::Value::Bool(true)));
+        let (module_allows, _) = get(&mut module, &[("x-mode", mode), ("x-pattern", pattern), ("x-name", name)])?;
+        ensure!(
+            native_allows == re2 && module_allows == re2,
+            "{mode} {pattern:?} on {name:?}: RE2 {re2}, native engine {ours:?}, module allows {module_allows}"
+        );
+    }
+    Ok(())
+}

@@ -29,7 +29,8 @@ fn count(span: &Span, params: &[Ref<Expr>], args: &[Value], strict: bool) -> Res
         Value::Array(a) => a.len(),
         Value::Set(a) => a.len(),
         Value::Object(a) => a.len(),
-        Value::String(a) => a.encode_utf16().count(),
+        // svidgate patch: OPA counts a string's code points (Go runes), not UTF-16 units.
+        Value::String(a) => a.chars().count(),
         a if strict => {
             let span = params[0].span();
             bail!(span.error(

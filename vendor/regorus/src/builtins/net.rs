@@ -100,13 +100,14 @@ fn _cidr_contains(cidr: Arc<str>, cidr_or_ip: Arc<str>) -> Result<bool> {
     let net = cidr
         .parse::<IpNet>()
         .map_err(|e| anyhow!("Error parsing {cidr}: {e}"))?;
+    let net = unmap_net(net);
 
     if cidr_or_ip.contains("/") {
         let subnet = cidr_or_ip
             .parse::<IpNet>()
             .map_err(|e| anyhow!("Error parsing {cidr_or_ip} as CIDR: {e}"))?;
 
-        return Ok(net.contains(&subnet));
+        return Ok(net.contains(&unmap_net(subnet)));
     }
 
     // if the caller did not provide a CIDR string, try to parse
@@ -114,7 +115,20 @@ fn _cidr_contains(cidr: Arc<str>, cidr_or_ip: Arc<str>) -> Result<bool> {
     let subnet = cidr_or_ip
         .parse::<IpAddr>()
         .map_err(|e| anyhow!("Error parsing {cidr_or_ip} as IP address: {e}"))?;
-    Ok(net.contains(&subnet))
+    Ok(net.contains(&subnet.to_canonical()))
+}
+
+/// Go's `net` package compares an IPv4-mapped IPv6 address (`::ffff:10.0.0.1`) as the IPv4
+/// address it maps, and an IPv4-mapped network (`::ffff:10.0.0.0/104`) as the IPv4 network
+/// (`10.0.0.0/8`); OPA's `net.cidr_contains` inherits that. svidgate patch.
+fn unmap_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        _ => net,
+    }
 }
 
 pub fn cidr_expand(

@@ -31,9 +31,122 @@ const REGEX_SIZE_LIMIT: usize = 100 * 1024;
 
 /// Compile a regex pattern with a size limit to bound resource consumption.
 fn compile_regex(pattern: &str) -> core::result::Result<Regex, regex::Error> {
-    RegexBuilder::new(pattern)
+    RegexBuilder::new(&re2_syntax(pattern))
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
+}
+
+/// Whether compiling failed only because this build leaves out a Unicode table (the regex
+/// crate's unicode-gencat, unicode-script, ... features), not because the pattern is invalid.
+fn unicode_unavailable(error: &regex::Error) -> bool {
+    let regex::Error::Syntax(message) = error else { return false };
+    [
+        "Unicode property not found",
+        "Unicode property value not found",
+        "Unicode-aware Perl class not found",
+        "Unicode-aware case insensitivity matching is not available",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
+}
+
+/// Rewrites an RE2 pattern (OPA's regex dialect, Go's `regexp`) into the regex crate's syntax with
+/// the same meaning where the two differ:
+///
+/// - `\d`, `\w`, `\s` and their negations are ASCII-only in RE2 (`[0-9]`, `[0-9A-Za-z_]`,
+///   `[\t\n\f\r ]`), Unicode-aware in the regex crate: `\d` would accept `٣`;
+/// - `\b` and `\B` are ASCII word boundaries in RE2;
+/// - inside a character class, RE2 reads `[` (other than `[:name:]`), `&` and `~` as literals, where
+///   the regex crate reads nested classes and the set operations `&&`, `~~`.
+///
+/// `\p{..}` and `\P{..}` classes are refused (an evaluation error), in every build alike.
+/// Everything else (flags such as `(?i)` with Unicode case folding, repetitions, groups) means
+/// the same in both and is kept as written; what RE2 refuses and the regex crate
+/// accepts (look-around is refused by both) stays an error or a match as the regex crate decides.
+fn re2_syntax(pattern: &str) -> alloc::borrow::Cow<'_, str> {
+    if !pattern.contains(['\\', '[']) {
+        return alloc::borrow::Cow::Borrowed(pattern);
+    }
+    let mut out = alloc::string::String::with_capacity(pattern.len() + 16);
+    let mut chars = pattern.chars().peekable();
+    let mut in_class = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let Some(next) = chars.next() else {
+                    out.push('\\');
+                    break;
+                };
+                let ascii = match (next, in_class) {
+                    ('d', false) => "[0-9]",
+                    ('D', false) => "[^0-9]",
+                    ('w', false) => "[0-9A-Za-z_]",
+                    ('W', false) => "[^0-9A-Za-z_]",
+                    ('s', false) => "[\\t\\n\\f\\r ]",
+                    ('S', false) => "[^\\t\\n\\f\\r ]",
+                    ('b', false) => "(?-u:\\b)",
+                    ('B', false) => "(?-u:\\B)",
+                    ('d', true) => "0-9",
+                    ('w', true) => "0-9A-Za-z_",
+                    ('s', true) => "\\t\\n\\f\\r ",
+                    ('D', true) => "[^0-9]",
+                    ('W', true) => "[^0-9A-Za-z_]",
+                    ('S', true) => "[^\\t\\n\\f\\r ]",
+                    // Unicode classes need tables a lean build leaves out and a fuller one links
+                    // in: refused in every build alike (an error, see `unicode_unavailable`), so
+                    // that a policy behaves the same in the module and in tools and tests.
+                    ('p' | 'P', _) => {
+                        // Skip the class name (`\pL` or `\p{Greek}`).
+                        if chars.next() == Some('{') {
+                            chars.by_ref().take_while(|&c| c != '}').for_each(drop);
+                        }
+                        "\\p{svidgate-unicode-classes-unavailable}"
+                    }
+                    _ => {
+                        out.push('\\');
+                        out.push(next);
+                        continue;
+                    }
+                };
+                out.push_str(ascii);
+            }
+            '[' if !in_class => {
+                in_class = true;
+                out.push('[');
+                if chars.peek() == Some(&'^') {
+                    out.push('^');
+                    chars.next();
+                }
+                // A `]` right after the opening bracket is a literal in both dialects.
+                if chars.peek() == Some(&']') {
+                    out.push_str("\\]");
+                    chars.next();
+                }
+            }
+            '[' if chars.peek() == Some(&':') => {
+                // `[:alpha:]` inside a class: ASCII in both dialects; copied up to `:]`.
+                out.push('[');
+                while let Some(c) = chars.next() {
+                    out.push(c);
+                    if c == ':' && chars.peek() == Some(&']') {
+                        out.push(']');
+                        chars.next();
+                        break;
+                    }
+                }
+            }
+            '[' | '&' | '~' if in_class => {
+                out.push('\\');
+                out.push(c);
+            }
+            ']' if in_class => {
+                in_class = false;
+                out.push(']');
+            }
+            _ => out.push(c),
+        }
+    }
+    alloc::borrow::Cow::Owned(out)
 }
 
 /// Compile a regex pattern, using the cache when the `cache` feature
@@ -72,6 +185,9 @@ fn compile_regex_for_builtin(span: &Span, pattern: &str) -> Result<Regex> {
             anyhow::Error::new(crate::utils::limits::LimitError::RegexSizeLimitExceeded {
                 limit: REGEX_SIZE_LIMIT,
             })
+        }
+        e if unicode_unavailable(&e) => {
+            anyhow::Error::new(crate::utils::limits::LimitError::RegexUnicodeUnavailable)
         }
         _ => anyhow::anyhow!(span.error("invalid regex")),
     })
@@ -189,6 +305,9 @@ fn is_valid(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool) ->
                 limit: REGEX_SIZE_LIMIT,
             },
         )),
+        Err(e) if unicode_unavailable(&e) => Err(anyhow::Error::new(
+            crate::utils::limits::LimitError::RegexUnicodeUnavailable,
+        )),
         // Syntax errors mean the pattern is genuinely invalid.
         Err(_) => Ok(Value::Bool(false)),
     }
@@ -229,6 +348,11 @@ fn regex_replace(
                 crate::utils::limits::LimitError::RegexSizeLimitExceeded {
                     limit: REGEX_SIZE_LIMIT,
                 },
+            ));
+        }
+        Err(e) if unicode_unavailable(&e) => {
+            return Err(anyhow::Error::new(
+                crate::utils::limits::LimitError::RegexUnicodeUnavailable,
             ));
         }
         // TODO: This behavior is due to OPA test not raising error. Should we raise error?

@@ -138,7 +138,25 @@ fn lower(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool) -> Re
     let name = "lower";
     ensure_args_count(span, name, params, args, 1)?;
     let s = ensure_string(name, &params[0], &args[0])?;
-    Ok(Value::String(s.to_lowercase().into()))
+    Ok(Value::String(go_case(&s, char::to_lowercase).into()))
+}
+
+/// Go's `strings.ToUpper`/`ToLower` (what OPA's `upper` and `lower` call): each code point mapped
+/// on its own by Unicode's simple case mapping, so `upper("ß")` stays `"ß"` (Rust's full mapping
+/// gives `"SS"`) and a final sigma lowers to `σ`. A code point whose only mapping takes several
+/// (full mapping) keeps itself, except U+0130 `İ`, whose simple lowercase is `i`.
+/// svidgate patch.
+fn go_case<I: Iterator<Item = char>>(s: &str, map: fn(char) -> I) -> String {
+    s.chars()
+        .map(|c| {
+            let mut mapped = map(c);
+            match (mapped.next(), mapped.next()) {
+                (Some(single), None) => single,
+                _ if c == '\u{130}' => 'i',
+                _ => c,
+            }
+        })
+        .collect()
 }
 
 fn replace(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool) -> Result<Value> {
@@ -752,7 +770,7 @@ fn upper(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool) -> Re
     let name = "upper";
     ensure_args_count(span, name, params, args, 1)?;
     let s = ensure_string(name, &params[0], &args[0])?;
-    Ok(Value::String(s.to_uppercase().into()))
+    Ok(Value::String(go_case(&s, char::to_uppercase).into()))
 }
 
 #[cfg(test)]

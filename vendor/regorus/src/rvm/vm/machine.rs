@@ -940,6 +940,7 @@ impl RegoVM {
                 LimitError::RegexSizeLimitExceeded { limit } => {
                     VmError::RegexSizeLimitExceeded { limit, pc: self.pc }
                 }
+                LimitError::RegexUnicodeUnavailable => VmError::RegexUnicodeUnavailable { pc: self.pc },
             })
     }
 

@@ -28,6 +28,10 @@ pub enum LimitError {
         /// Configured compiled-NFA size ceiling in bytes.
         limit: usize,
     },
+    /// Reported when a regex needs a Unicode table this build leaves out (a `\p{..}` class
+    /// without the regex crate's unicode-gencat/unicode-script features). An error, never
+    /// undefined: OPA would answer, so `not regex.match(...)` must not flip to true. svidgate patch.
+    RegexUnicodeUnavailable,
 }
 
 impl fmt::Debug for LimitError {
@@ -47,6 +51,7 @@ impl fmt::Debug for LimitError {
                 .debug_struct("RegexSizeLimitExceeded")
                 .field("limit", limit)
                 .finish(),
+            Self::RegexUnicodeUnavailable => f.write_str("RegexUnicodeUnavailable"),
         }
     }
 }
@@ -72,6 +77,9 @@ impl fmt::Display for LimitError {
             }
             Self::RegexSizeLimitExceeded { limit } => {
                 write!(f, "compiled regex exceeded size limit ({} bytes)", limit)
+            }
+            Self::RegexUnicodeUnavailable => {
+                write!(f, "regex needs a Unicode table this build does not include")
             }
         }
     }

@@ -157,14 +157,14 @@ fn says_why_a_test_rule_runs_on_the_interpreter_only() {
 
 #[test]
 fn fails_a_test_where_the_modules_vm_and_the_interpreter_disagree() {
-    // Two complete definitions of `x` with different values: the interpreter (like OPA) reports
-    // a conflict, regorus 0.14.1's VM evaluates `not x` to true. The module would allow.
+    // A default value for a function: the interpreter (like OPA) applies it, regorus 0.14.1's VM
+    // leaves the call undefined (tests/differential lists it). The module would decide otherwise.
     let got = run_tests("disagree", &[
-        ("p.rego", "package p\nimport rego.v1\nx := 1 if input.a\nx := 2 if input.a\n"),
-        ("p_test.rego", "package p_test\nimport rego.v1\ntest_conflict if { not data.p.x with input as {\"a\": true} }\n"),
+        ("p.rego", "package p\nimport rego.v1\ndefault f(_) := \"fallback\"\nf(x) := \"pos\" if x > 0\n"),
+        ("p_test.rego", "package p_test\nimport rego.v1\ntest_default if { data.p.f(-5) == \"fallback\" }\n"),
     ]);
     let [outcome] = got.as_slice() else { panic!("{got:?}") };
-    assert_eq!((outcome.rule.as_str(), outcome.interpreter_only.as_deref()), ("data.p_test.test_conflict", None));
+    assert_eq!((outcome.rule.as_str(), outcome.interpreter_only.as_deref()), ("data.p_test.test_default", None));
     let failure = outcome.failure.as_deref().unwrap_or_default();
-    assert!(failure.ends_with("the engines disagree: the module's VM gives true"), "{failure}");
+    assert!(failure.ends_with("the engines disagree: the module's VM gives \"<undefined>\""), "{failure}");
 }

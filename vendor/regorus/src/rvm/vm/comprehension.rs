@@ -220,6 +220,26 @@ impl RegoVM {
     }
 
     #[allow(clippy::if_then_some_else_none)]
+    /// Inserts `key: value` into an object comprehension's result; a key already there with
+    /// another value is OPA's `eval_conflict_error` ("object keys must be unique"). svidgate patch.
+    fn insert_unique(
+        object: &mut crate::Rc<crate::value::Object>,
+        key: Value,
+        value: Value,
+        pc: usize,
+    ) -> Option<VmError> {
+        match object.get(&key) {
+            Some(existing) if *existing != value => {
+                Some(VmError::ConflictingOutputs { what: "object keys must be unique", pc })
+            }
+            Some(_) => None,
+            None => {
+                crate::Rc::make_mut(object).insert(key, value);
+                None
+            }
+        }
+    }
+
     fn execute_comprehension_yield_run_to_completion(
         &mut self,
         value_reg: u8,
@@ -254,12 +274,24 @@ impl RegoVM {
                     crate::Rc::make_mut(set).insert(value_to_add);
                 }
             }
+            // svidgate patch: an undefined element (a builtin error in the body, non-strict) is
+            // left out, as OPA and the set arm do; it used to be kept as "<undefined>".
             (&ComprehensionMode::Array, &mut Value::Array(ref mut arr)) => {
-                crate::Rc::make_mut(arr).push(value_to_add);
+                if !matches!(value_to_add, Value::Undefined) {
+                    crate::Rc::make_mut(arr).push(value_to_add);
+                }
             }
             (&ComprehensionMode::Object, &mut Value::Object(ref mut obj)) => {
                 if let Some(key) = key_value {
-                    crate::Rc::make_mut(obj).insert(key, value_to_add);
+                    // svidgate patch: a key yielded twice with different values is OPA's
+                    // conflict error; it used to keep the last value.
+                    if !matches!(value_to_add, Value::Undefined) && !matches!(key, Value::Undefined) {
+                        if let Some(conflict) = Self::insert_unique(obj, key, value_to_add, self.pc) {
+                            self.set_register(result_reg, current_result)?;
+                            self.comprehension_stack.push(comprehension_context);
+                            return Err(conflict);
+                        }
+                    }
                 } else {
                     self.set_register(result_reg, current_result)?;
                     self.comprehension_stack.push(comprehension_context);
@@ -368,12 +400,21 @@ impl RegoVM {
                     crate::Rc::make_mut(set).insert(value_to_add);
                 }
             }
+            // svidgate patch: an undefined element (a builtin error in the body, non-strict) is
+            // left out, as OPA and the set arm do; it used to be kept as "<undefined>".
             (&ComprehensionMode::Array, &mut Value::Array(ref mut arr)) => {
-                crate::Rc::make_mut(arr).push(value_to_add);
+                if !matches!(value_to_add, Value::Undefined) {
+                    crate::Rc::make_mut(arr).push(value_to_add);
+                }
             }
             (&ComprehensionMode::Object, &mut Value::Object(ref mut obj)) => {
                 if let Some(key) = key_value {
-                    crate::Rc::make_mut(obj).insert(key, value_to_add);
+                    if !matches!(value_to_add, Value::Undefined) && !matches!(key, Value::Undefined) {
+                        if let Some(conflict) = Self::insert_unique(obj, key, value_to_add, self.pc) {
+                            self.set_register(result_reg_idx, current_result)?;
+                            return Err(conflict);
+                        }
+                    }
                 } else {
                     self.set_register(result_reg_idx, current_result)?;
                     return Err(VmError::InvalidIteration {

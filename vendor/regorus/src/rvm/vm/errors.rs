@@ -220,6 +220,12 @@ pub enum VmError {
     #[error("Rule-data conflict: {message} (pc={pc})")]
     RuleDataConflict { message: String, pc: usize },
 
+    /// Two definitions of a complete rule, or of a function for the same arguments, produced
+    /// different values: OPA's `eval_conflict_error`. svidgate patch: an error that propagates
+    /// (it used to make the rule undefined, which `not` turned into true).
+    #[error("Conflict: {what} (pc={pc})")]
+    ConflictingOutputs { what: &'static str, pc: usize },
+
     #[error("Arithmetic error: {message} (pc={pc})")]
     ArithmeticError { message: String, pc: usize },
 

@@ -27,9 +27,20 @@ impl RegoVM {
                 | VmError::MemoryBudgetExceeded { .. }
                 | VmError::RegexSizeLimitExceeded { .. }
                 | VmError::RegexUnicodeUnavailable { .. }
+                | VmError::ConflictingOutputs { .. }
                 | VmError::InstructionLimitExceeded { .. }
                 | VmError::NumericOverflow { .. }
         )
+    }
+
+    /// OPA's `eval_conflict_error` for a complete rule or a function. svidgate patch.
+    const fn conflict(is_function_rule: bool, pc: usize) -> VmError {
+        let what = if is_function_rule {
+            "functions must not produce multiple outputs for same inputs"
+        } else {
+            "complete rules must not produce multiple outputs"
+        };
+        VmError::ConflictingOutputs { what, pc }
     }
 
     /// Restore VM state that was swapped out for rule execution.
@@ -311,6 +322,9 @@ impl RegoVM {
             });
         }
         self.pc = call_context.return_pc;
+        if rule_failed_due_to_inconsistency {
+            return Err(Self::conflict(is_function_rule, self.pc));
+        }
 
         let result_from_rule = if !rule_failed_due_to_inconsistency {
             final_result
@@ -872,6 +886,9 @@ impl RegoVM {
         }
 
         self.pc = return_pc;
+        if rule_failed_due_to_inconsistency {
+            return Err(Self::conflict(is_function_rule, self.pc));
+        }
 
         Ok(final_value)
     }

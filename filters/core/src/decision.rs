@@ -41,12 +41,14 @@ pub struct Verdict {
     pub decision_id: Option<String>,
     /// The decision-log record (one JSON line), when decision logs are on and the decision is sampled.
     pub decision_log: Option<String>,
+    /// The policy result's `dynamic_metadata` (a JSON object), for filter state.
+    pub dynamic_metadata: Option<String>,
 }
 
 impl Verdict {
     /// A decision taken without the policy (identity module, identity denial, no policy to ask).
     pub fn without_policy(decision: Decision, identity: IdentityOutcome) -> Self {
-        Self { decision, identity, would_deny: None, decision_id: None, decision_log: None }
+        Self { decision, identity, would_deny: None, decision_id: None, decision_log: None, dynamic_metadata: None }
     }
 }
 
@@ -59,6 +61,52 @@ pub enum HeaderEdit {
     Remove(String),
     /// Replace every value of the header by this one.
     Set(String, String),
+    /// Edit the query string of `:path` (the policy's `query_parameters_to_set` and
+    /// `query_parameters_to_remove`), as Envoy applies an ext_authz response's.
+    #[cfg(feature = "rego")]
+    Query(QueryEdit),
+}
+
+/// Query parameters to set and to remove, applied to `:path` as Envoy's ext_authz filter applies
+/// them: the query is read without decoding, each parameter set replaces every value of its key
+/// (the last one set wins), removals come after, and the query is written back sorted by key as
+/// `k=v` pairs; a query left empty is dropped with its `?`.
+#[cfg(feature = "rego")]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueryEdit {
+    /// (key, value) to set, in order.
+    pub set: Vec<(String, String)>,
+    /// Keys to remove.
+    pub remove: Vec<String>,
+}
+
+#[cfg(feature = "rego")]
+impl QueryEdit {
+    /// `path` with its query edited.
+    pub fn apply(&self, path: &str) -> String {
+        let (base, query) = path.split_once('?').unwrap_or((path, ""));
+        let mut pairs: Vec<(&str, &str)> = query
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+            .collect();
+        for (key, value) in &self.set {
+            pairs.retain(|(k, _)| k != key);
+            pairs.push((key, value));
+        }
+        pairs.retain(|(k, _)| !self.remove.iter().any(|r| r == k));
+        // Stable: the values of one key keep their order.
+        pairs.sort_by(|a, b| a.0.cmp(b.0));
+        let mut edited = String::with_capacity(path.len());
+        edited.push_str(base);
+        for (i, (key, value)) in pairs.iter().enumerate() {
+            edited.push(if i == 0 { '?' } else { '&' });
+            edited.push_str(key);
+            edited.push('=');
+            edited.push_str(value);
+        }
+        edited
+    }
 }
 
 /// Why a request was denied. [`DenyReason::is_error`] separates policy verdicts from failures.

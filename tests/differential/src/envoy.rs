@@ -12,7 +12,7 @@
 //! (`decision_for_result`), the one the module applies.
 
 use serde_json::Value as Json;
-use svidgate_core::authz::decision_for_result;
+use svidgate_core::authz::{decision_for_result, dynamic_metadata};
 use svidgate_core::config::IdentityConfig;
 use svidgate_core::decision::{Decision, DenyReason, HeaderEdit};
 
@@ -202,6 +202,7 @@ pub fn svidgate_decision(outcome: &Outcome) -> EnvoyDecision {
         Outcome::Undefined | Outcome::Error(_) => return EnvoyDecision::Error,
     };
     let Ok(identity) = IdentityConfig::parse(br#"{"mode": "perimeter"}"#) else { return EnvoyDecision::Error };
+    let metadata = dynamic_metadata(&value).ok().flatten().and_then(|json| serde_json::from_str(&json).ok());
     match decision_for_result(&value, &identity, 403) {
         Decision::Allow { request_edits, response_headers } => {
             let mut forwarded = Forwarded::default();
@@ -211,8 +212,15 @@ pub fn svidgate_decision(outcome: &Outcome) -> EnvoyDecision {
                         forwarded.headers.push((name.to_ascii_lowercase(), value));
                     }
                     HeaderEdit::Remove(name) => forwarded.removed.push(name.to_ascii_lowercase()),
+                    HeaderEdit::Query(query) => {
+                        forwarded.query_set.extend(query.set);
+                        forwarded.query_removed.extend(query.remove);
+                    }
                 }
             }
+            forwarded.query_set.sort();
+            forwarded.query_removed.sort();
+            forwarded.dynamic_metadata = metadata;
             forwarded.headers.sort();
             forwarded.removed.sort();
             forwarded.response_headers = response_headers.into_iter().map(|(n, v)| (n.to_ascii_lowercase(), v)).collect();
@@ -223,7 +231,7 @@ pub fn svidgate_decision(outcome: &Outcome) -> EnvoyDecision {
         Decision::Deny { status, mut headers, body, .. } => {
             headers.iter_mut().for_each(|(name, _)| name.make_ascii_lowercase());
             headers.sort();
-            EnvoyDecision::Deny { status, headers, body, dynamic_metadata: None }
+            EnvoyDecision::Deny { status, headers, body, dynamic_metadata: metadata }
         }
     }
 }

@@ -27,6 +27,7 @@ use decision_log::DecisionRecord;
 
 pub use input::{InputPlan, RequestFacts, build_input};
 pub use policy::{EvalError, Policy};
+pub use result::dynamic_metadata;
 
 /// The active policy with its configuration, shared by every request of a plugin. A new bundle
 /// is compiled beside it and swapped in whole; requests in flight finish on the policy they started with.
@@ -158,6 +159,9 @@ impl Authorizer {
                 (Decision::deny(error_status, reason), regorus::Value::Undefined)
             }
         };
+        // Published whatever the decision, as opa-envoy-plugin publishes it on allow and deny; a
+        // result whose `dynamic_metadata` is not an object was already denied as invalid.
+        let dynamic_metadata = result::dynamic_metadata(&result).ok().flatten();
         let mut would_deny = None;
         if self.settings.dry_run
             && let Decision::Deny { reason, .. } = &decision
@@ -167,7 +171,7 @@ impl Authorizer {
             decision = Decision::Allow { request_edits, response_headers: Vec::new() };
         }
         let (Some(logs), Some((input, _))) = (logs, logged) else {
-            return Verdict { decision, identity, would_deny, decision_id: None, decision_log: None };
+            return Verdict { decision, identity, would_deny, decision_id: None, decision_log: None, dynamic_metadata };
         };
         let id = self.decision_id();
         if let Some(header) = &logs.decision_id_header {
@@ -189,7 +193,7 @@ impl Authorizer {
                 outcome: outcome(&decision, would_deny.as_ref()),
             })
         });
-        Verdict { decision, identity, would_deny, decision_id: Some(id), decision_log }
+        Verdict { decision, identity, would_deny, decision_id: Some(id), decision_log, dynamic_metadata }
     }
 
     /// A new decision id: a random UUID (version 4). Never the request's `x-request-id`, which

@@ -1,14 +1,16 @@
 //! The OPA Envoy plugin's result, read exactly as the plugin reads it.
 //!
-//! A boolean allows or denies. An object must hold a boolean `allowed`; `headers` go to the
-//! upstream on allow and to the client on deny; `response_headers_to_add` and
-//! `request_headers_to_remove` apply only on allow; `body` and `http_status` only on deny.
-//! Undefined means deny. Anything else is an error, and errors deny.
+//! A boolean allows or denies. An object must hold a boolean `allowed`; `headers` (an object of
+//! strings or string lists, or a list of such objects) go to the upstream on allow and to the
+//! client on deny; `dynamic_metadata` (an object) is published on both; `response_headers_to_add`,
+//! `request_headers_to_remove`, `query_parameters_to_set` and `query_parameters_to_remove` apply
+//! only on allow; `body` and `http_status` (a status Envoy's `StatusCode` and Go both know) only
+//! on deny. Undefined means deny. Anything else is an error, and errors deny.
 
 use regorus::Value;
 
 use crate::config::{IdentityConfig, header_name};
-use crate::decision::{Decision, DenyReason, HeaderEdit};
+use crate::decision::{Decision, DenyReason, HeaderEdit, QueryEdit};
 use crate::identity::IdentityOutcome;
 
 /// Turns the policy's value into a decision; the identity header is set last, after the
@@ -19,7 +21,8 @@ pub(crate) fn interpret(
     identity: &IdentityOutcome,
     error_status: u16,
 ) -> Decision {
-    match read(result, config) {
+    let verdict = dynamic_metadata(result).and_then(|_| read(result, config));
+    match verdict {
         Ok(Verdict::Allow { mut request_edits, response_headers }) => {
             request_edits.extend(identity.identity_edit(config));
             Decision::Allow { request_edits, response_headers }
@@ -32,6 +35,19 @@ pub(crate) fn interpret(
         },
         Ok(Verdict::Undefined) => Decision::deny(config.deny_status, DenyReason::PolicyUndefined),
         Err(reason) => Decision::deny(error_status, reason),
+    }
+}
+
+/// The result's `dynamic_metadata` as JSON, for filter state; opa-envoy-plugin requires an
+/// object, on allow and on deny alike.
+pub fn dynamic_metadata(result: &Value) -> Result<Option<String>, DenyReason> {
+    let Value::Object(object) = result else { return Ok(None) };
+    match object.get(&Value::from("dynamic_metadata")) {
+        None => Ok(None),
+        Some(metadata @ Value::Object(_)) => serde_json::to_string(metadata)
+            .map(Some)
+            .map_err(|e| invalid(format!("'dynamic_metadata' is not JSON: {e}"))),
+        Some(other) => Err(invalid(format!("'dynamic_metadata' must be an object, got {}", type_name(other)))),
     }
 }
 
@@ -65,8 +81,8 @@ fn read(result: &Value, config: &IdentityConfig) -> Result<Verdict, DenyReason> 
                 v.as_u64()
                     .ok()
                     .and_then(|n| u16::try_from(n).ok())
-                    .filter(|n| (200..=599).contains(n))
-                    .ok_or_else(|| invalid(format!("'http_status' must be a status code, got {v}")))?,
+                    .filter(|n| ENVOY_STATUS_CODES.contains(n))
+                    .ok_or_else(|| invalid(format!("'http_status' must be a status code Envoy knows, got {v}")))?,
             ),
         };
         let body = match field("body") {
@@ -105,34 +121,98 @@ fn read(result: &Value, config: &IdentityConfig) -> Result<Verdict, DenyReason> 
         .map(|v| header_list("response_headers_to_add", v))
         .transpose()?
         .unwrap_or_default();
+    let query = query_edit(field("query_parameters_to_set"), field("query_parameters_to_remove"))?;
+    if !query.set.is_empty() || !query.remove.is_empty() {
+        request_edits.push(HeaderEdit::Query(query));
+    }
     Ok(Verdict::Allow { request_edits, response_headers })
 }
 
-/// `{"name": "value"}` or `{"name": ["v1", "v2"]}` into (name, value) pairs, validated.
-fn header_list(field: &str, value: &Value) -> Result<Vec<(String, String)>, DenyReason> {
-    let object = value.as_object().map_err(|_| invalid(format!("'{field}' must be an object")))?;
-    let mut out = Vec::new();
-    for (name, values) in object.iter() {
-        let name = name
-            .as_string()
-            .ok()
-            .and_then(|n| header_name(n))
-            .ok_or_else(|| invalid(format!("'{field}' has {name} as a header name")))?;
-        let values: Vec<&Value> = match values {
-            Value::Array(items) => items.iter().collect(),
-            single => vec![single],
-        };
-        for v in values {
-            let text = v
+/// The codes of Envoy's `type.v3.StatusCode` enum that Go's `http.StatusText` also knows: the
+/// `http_status` values opa-envoy-plugin accepts.
+const ENVOY_STATUS_CODES: &[u16] = &[
+    100, 200, 201, 202, 203, 204, 205, 206, 207, 208, 226, 300, 301, 302, 303, 304, 305, 307, 308, 400, 401, 402, 403,
+    404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415, 416, 417, 421, 422, 423, 424, 426, 428, 429, 431, 500,
+    501, 502, 503, 504, 505, 506, 507, 508, 510, 511,
+];
+
+/// `query_parameters_to_set` (an object of strings or string lists) and
+/// `query_parameters_to_remove` (a list of strings). Keys and values go into the query as they
+/// are, as Envoy writes them: one that would change the query's structure (`&`, `#`, a control
+/// character; `=` in a key) is refused rather than written.
+fn query_edit(set: Option<&Value>, remove: Option<&Value>) -> Result<QueryEdit, DenyReason> {
+    let safe = |text: &str, key: bool| !text.bytes().any(|b| b == b'&' || b == b'#' || b < 0x20 || b == 0x7f || key && b == b'=');
+    let mut edit = QueryEdit::default();
+    if let Some(set) = set {
+        let object = set.as_object().map_err(|_| invalid("'query_parameters_to_set' must be an object".to_owned()))?;
+        for (key, values) in object.iter() {
+            let key = key
                 .as_string()
                 .ok()
-                .filter(|s| !s.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0))
-                .ok_or_else(|| invalid(format!("'{field}.{name}' must be a header-safe string, got {v}")))?;
-            out.push((name.clone(), text.to_string()));
+                .filter(|k| !k.is_empty() && safe(k, true))
+                .ok_or_else(|| invalid(format!("'query_parameters_to_set' has {key} as a key")))?;
+            let values: Vec<&Value> = match values {
+                Value::Array(items) => items.iter().collect(),
+                single => vec![single],
+            };
+            for value in values {
+                let value = value
+                    .as_string()
+                    .ok()
+                    .filter(|v| safe(v, false))
+                    .ok_or_else(|| invalid(format!("'query_parameters_to_set.{key}' must be a query-safe string, got {value}")))?;
+                edit.set.push((key.to_string(), value.to_string()));
+            }
+        }
+    }
+    if let Some(remove) = remove {
+        let keys = remove
+            .as_array()
+            .map_err(|_| invalid("'query_parameters_to_remove' must be an array of strings".to_owned()))?;
+        for key in keys.iter() {
+            let key = key
+                .as_string()
+                .ok()
+                .ok_or_else(|| invalid(format!("'query_parameters_to_remove' holds {key}, not a string")))?;
+            edit.remove.push(key.to_string());
+        }
+    }
+    Ok(edit)
+}
+
+/// `{"name": "value"}`, `{"name": ["v1", "v2"]}` or a list of such objects into (name, value)
+/// pairs, validated.
+fn header_list(field: &str, value: &Value) -> Result<Vec<(String, String)>, DenyReason> {
+    let objects: Vec<&Value> = match value {
+        Value::Array(items) => items.iter().collect(),
+        object => vec![object],
+    };
+    let mut out = Vec::new();
+    for object in objects {
+        let object = object.as_object().map_err(|_| invalid(format!("'{field}' must be an object or a list of objects")))?;
+        for (name, values) in object.iter() {
+            let name = name
+                .as_string()
+                .ok()
+                .and_then(|n| header_name(n))
+                .ok_or_else(|| invalid(format!("'{field}' has {name} as a header name")))?;
+            let values: Vec<&Value> = match values {
+                Value::Array(items) => items.iter().collect(),
+                single => vec![single],
+            };
+            for v in values {
+                let text = v
+                    .as_string()
+                    .ok()
+                    .filter(|s| !s.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0))
+                    .ok_or_else(|| invalid(format!("'{field}.{name}' must be a header-safe string, got {v}")))?;
+                out.push((name.clone(), text.to_string()));
+            }
         }
     }
     Ok(out)
 }
+
 
 fn guard_identity(config: &IdentityConfig, name: &str) -> Result<(), DenyReason> {
     if config.is_identity_header(name) {

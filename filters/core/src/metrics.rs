@@ -56,6 +56,9 @@ pub enum Counter {
 pub const DECISION_LATENCY_US: &str = "svidgate.authz.decision_latency_us";
 /// Gauge: seconds since the bundle service last confirmed the active policy (authz module, with a bundle).
 pub const POLICY_AGE_SECONDS: &str = "svidgate.authz.policy_age_seconds";
+/// Gauge: 1 while the active policy runs on regorus's interpreter (what the VM compiler refuses),
+/// 0 on the VM.
+pub const POLICY_ON_INTERPRETER: &str = "svidgate.authz.policy_on_interpreter";
 /// Gauge prefix of the active bundle revision: `<prefix>.<revision>` is 1 while active, 0 after.
 pub const BUNDLE_REVISION_PREFIX: &str = "svidgate.authz.bundle.revision";
 

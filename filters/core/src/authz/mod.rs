@@ -84,6 +84,11 @@ impl Authorizer {
         self.current().map(|active| *active.input_plan()).unwrap_or_default()
     }
 
+    /// Why the active policy runs on regorus's interpreter rather than its VM, if it does.
+    pub fn interpreter_reason(&self) -> Option<String> {
+        self.current().and_then(|active| active.policy.interpreter_reason().map(str::to_owned))
+    }
+
     /// The revision of the active bundle (`None` for the configured policy, or before any policy).
     pub fn revision(&self) -> Option<String> {
         self.current().and_then(|active| active.revision.clone())

@@ -1,4 +1,6 @@
-//! Compiling a Rego policy to RVM bytecode once, and evaluating it per request.
+//! Compiling a Rego policy to RVM bytecode once, and evaluating it per request; a policy the VM
+//! compiler cannot compile (partial object rules with constant keys, `with`, ...) runs on
+//! regorus's interpreter instead, in the same module, with the reason kept for logs and metrics.
 
 use std::cell::RefCell;
 use std::num::NonZeroU32;
@@ -7,7 +9,7 @@ use regorus::languages::rego::compiler::Compiler;
 use regorus::rvm::RegoVM;
 use regorus::rvm::vm::VmError;
 use regorus::utils::limits::ExecutionTimerConfig;
-use regorus::{Engine, Value};
+use regorus::{Engine, LimitError, Value};
 
 use super::bundle::{Bundle, BundleError};
 use super::InputPlan;
@@ -29,16 +31,32 @@ pub enum EvalError {
     Limit(String),
 }
 
-/// A compiled policy: RVM bytecode with its data loaded, ready to evaluate inputs.
+/// A compiled policy with its data loaded, ready to evaluate inputs.
 pub struct Policy {
-    vm: RefCell<RegoVM>,
+    evaluator: Evaluator,
     entrypoint: String,
     plan: InputPlan,
 }
 
+/// Which of regorus's engines evaluates the policy.
+enum Evaluator {
+    /// RVM bytecode: compiled once, a few microseconds per decision.
+    Vm(RefCell<RegoVM>),
+    /// The tree-walking interpreter, for what the VM compiler refuses; several times slower.
+    Interpreter {
+        engine: RefCell<Engine>,
+        /// What the VM compiler refused.
+        reason: String,
+    },
+}
+
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Policy").field("entrypoint", &self.entrypoint).field("plan", &self.plan).finish()
+        f.debug_struct("Policy")
+            .field("entrypoint", &self.entrypoint)
+            .field("interpreter", &self.interpreter_reason())
+            .field("plan", &self.plan)
+            .finish()
     }
 }
 
@@ -69,26 +87,67 @@ impl Policy {
     ) -> Result<Self, BundleError> {
         let fail = |e: &dyn std::fmt::Display| BundleError::Compile(e.to_string());
         let mut engine = Engine::new();
+        // (module name, the entrypoint relative to the module's package, if it lies in it)
+        let mut under_package = Vec::new();
         for (name, source) in modules {
             let package = engine.add_policy(name.clone(), source.clone()).map_err(|e| fail(&e))?;
             check_package(&package)?;
+            let relative = config.entrypoint.strip_prefix(package.as_str()).and_then(|rest| rest.strip_prefix('.'));
+            under_package.extend(relative.map(|relative| (name, relative.to_owned())));
         }
         let data = Value::from_json_str(&data.to_string()).map_err(|e| fail(&e))?;
         let entrypoint: regorus::Rc<str> = config.entrypoint.as_str().into();
-        let compiled = engine.compile_with_entrypoint(&entrypoint).map_err(|e| fail(&e))?;
-        let program = Compiler::compile_from_policy(&compiled, &[config.entrypoint.as_str()]).map_err(|e| fail(&e))?;
-        if program.get_entry_point(&config.entrypoint).is_none() {
-            return Err(fail(&"entrypoint is not defined by any module"));
+        let timer = ExecutionTimerConfig { limit: config.eval_timeout, check_interval: TIMER_CHECK_INTERVAL };
+        let vm_program = engine.compile_with_entrypoint(&entrypoint).map_err(|e| e.to_string()).and_then(|compiled| {
+            Compiler::compile_from_policy(&compiled, &[config.entrypoint.as_str()]).map_err(|e| e.to_string())
+        });
+        // The entrypoint may also be a document that rules build key by key (`result["allowed"]
+        // := ...`), which only the interpreter evaluates; an entrypoint no rule declares is refused.
+        let declared = under_package
+            .iter()
+            .any(|(name, relative)| engine.has_declared_rule_rooted_at(name, relative).unwrap_or(false));
+        let evaluator = match vm_program {
+            Ok(program) => {
+                if program.get_entry_point(&config.entrypoint).is_none() {
+                    return Err(fail(&"entrypoint is not defined by any module"));
+                }
+                let mut vm = RegoVM::new();
+                vm.load_program(program);
+                vm.set_data(data).map_err(|e| fail(&e))?;
+                vm.set_max_instructions(config.max_instructions);
+                vm.set_execution_timer_config(Some(timer));
+                Evaluator::Vm(RefCell::new(vm))
+            }
+            // A builtin this build lacks is refused at load on either engine.
+            Err(error) if error.contains("Unknown function") || !declared => return Err(fail(&error)),
+            Err(error) => {
+                // Non-strict builtin errors (a failing call is undefined), as OPA's Envoy plugin
+                // and the VM evaluate; the time limit applies, the instruction budget does not.
+                engine.add_data(data).map_err(|e| fail(&e))?;
+                engine.set_strict_builtin_errors(false);
+                engine.set_execution_timer_config(timer);
+                // The interpreter reports some compile-time problems only when it evaluates: one
+                // evaluation with an empty input finds those on every path (an unsafe variable, a
+                // call to a function nobody defines that it reaches) and refuses the policy here.
+                engine.set_input(Value::new_object());
+                if let Err(trial) = engine.eval_query(config.entrypoint.clone(), false) {
+                    let trial = trial.to_string();
+                    if ["is unsafe", "could not find function", "not a valid rule path"].iter().any(|m| trial.contains(m)) {
+                        return Err(fail(&trial));
+                    }
+                }
+                Evaluator::Interpreter { engine: RefCell::new(engine), reason: vm_refusal(&error) }
+            }
+        };
+        Ok(Self { evaluator, entrypoint: config.entrypoint.clone(), plan: InputPlan::for_modules(modules) })
+    }
+
+    /// Why the policy runs on regorus's interpreter rather than its VM; `None` on the VM.
+    pub fn interpreter_reason(&self) -> Option<&str> {
+        match &self.evaluator {
+            Evaluator::Vm(_) => None,
+            Evaluator::Interpreter { reason, .. } => Some(reason),
         }
-        let mut vm = RegoVM::new();
-        vm.load_program(program);
-        vm.set_data(data).map_err(|e| fail(&e))?;
-        vm.set_max_instructions(config.max_instructions);
-        vm.set_execution_timer_config(Some(ExecutionTimerConfig {
-            limit: config.eval_timeout,
-            check_interval: TIMER_CHECK_INTERVAL,
-        }));
-        Ok(Self { vm: RefCell::new(vm), entrypoint: config.entrypoint.clone(), plan: InputPlan::for_modules(modules) })
     }
 
     /// Which optional parts of the input the policy can read.
@@ -103,7 +162,25 @@ impl Policy {
 
     /// Evaluates the entrypoint for `input`; `Value::Undefined` when the rule has no value.
     pub fn evaluate(&self, input: Value) -> Result<Value, EvalError> {
-        let mut vm = self.vm.try_borrow_mut().map_err(|_| EvalError::Failed("re-entrant evaluation".to_owned()))?;
+        let reentrant = || EvalError::Failed("re-entrant evaluation".to_owned());
+        let vm = match &self.evaluator {
+            Evaluator::Vm(vm) => vm,
+            Evaluator::Interpreter { engine, .. } => {
+                let mut engine = engine.try_borrow_mut().map_err(|_| reentrant())?;
+                engine.set_input(input);
+                // A query, not a rule lookup: the entrypoint may be a document built key by key.
+                let results = engine.eval_query(self.entrypoint.clone(), false).map_err(|error| {
+                    if error.downcast_ref::<LimitError>().is_some() {
+                        EvalError::Limit(error.to_string())
+                    } else {
+                        EvalError::Failed(error.to_string())
+                    }
+                })?;
+                let value = results.result.first().and_then(|result| result.expressions.first());
+                return Ok(value.map_or(Value::Undefined, |expression| expression.value.clone()));
+            }
+        };
+        let mut vm = vm.try_borrow_mut().map_err(|_| reentrant())?;
         vm.set_input(input);
         vm.execute_entry_point_by_name(&self.entrypoint).map_err(|error| match error {
             VmError::InstructionLimitExceeded { .. }
@@ -113,4 +190,10 @@ impl Policy {
             other => EvalError::Failed(other.to_string()),
         })
     }
+}
+
+/// The VM compiler's refusal in one line: its last `error:` line, without the source excerpt.
+fn vm_refusal(message: &str) -> String {
+    let line = message.lines().rev().find_map(|line| line.trim().strip_prefix("error:")).unwrap_or(message);
+    line.trim().to_owned()
 }

@@ -264,3 +264,21 @@ fn refuses_result_values_the_opa_envoy_plugin_refuses() {
     let Decision::Deny { status, .. } = decision_of(r#"{"allowed": false, "http_status": 429}"#) else { panic!("allowed") };
     assert_eq!(status, 429);
 }
+
+#[test]
+fn the_interpreter_takes_what_the_vm_refuses_but_not_a_missing_entrypoint_or_builtin() {
+    let compile = |rego: &str, entrypoint: &str| {
+        let config = serde_json::json!({"policy": {"rego": rego, "entrypoint": entrypoint}, "trust_domains": ["ai.internal"]});
+        let config = crate::config::Config::parse(crate::config::ModuleKind::Authz, config.to_string().as_bytes()).unwrap();
+        Policy::compile(&config.policy.unwrap())
+    };
+    let partial = "package envoy.authz\nresult[\"allowed\"] := true\n";
+    let policy = compile(partial, "envoy/authz/result").unwrap();
+    assert!(policy.interpreter_reason().is_some_and(|r| !r.is_empty()), "{policy:?}");
+    assert_eq!(policy.evaluate(Value::new_object()), Value::from_json_str(r#"{"allowed": true}"#).map_err(|_| unreachable!()));
+    // An entrypoint no rule declares, and a builtin the build lacks, are still refused at load.
+    assert!(compile(partial, "envoy/authz/resutl").is_err());
+    assert!(compile("package envoy.authz\nallow if io.jwt.decode(input.t)\n", "envoy/authz/allow").is_err());
+    // What the VM compiles stays on the VM.
+    assert_eq!(compile("package envoy.authz\nallow := true\n", "envoy/authz/allow").unwrap().interpreter_reason(), None);
+}

@@ -14,7 +14,7 @@ use crate::config::{ConfigError, IdentityConfig, PolicyConfig};
 use crate::decision::{BAD_REQUEST, Decision, DenyReason, Verdict};
 use crate::host::{Host, HttpCall, property};
 use crate::identity::IdentityOutcome;
-use crate::metrics::{BUNDLE_REVISION_PREFIX, Counter, Gauge, Metrics, POLICY_AGE_SECONDS};
+use crate::metrics::{BUNDLE_REVISION_PREFIX, Counter, Gauge, Metrics, POLICY_AGE_SECONDS, POLICY_ON_INTERPRETER};
 
 /// How often the root context checks whether a bundle poll or a log upload is due.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -34,6 +34,8 @@ pub(super) struct Services {
     /// HTTP calls in flight, by token.
     calls: HashMap<u32, Callout>,
     gauges: Option<Gauges>,
+    /// 1 while the active policy runs on the interpreter.
+    interpreter: Option<Gauge>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -137,6 +139,9 @@ impl Services {
             .as_ref()
             .map(|_| Gauges { policy_age: Gauge::define(host, POLICY_AGE_SECONDS), revision: None });
         self.calls.clear();
+        let interpreter = Gauge::define(host, POLICY_ON_INTERPRETER);
+        self.interpreter = Some(interpreter);
+        engine_in_use(host, interpreter, &authorizer, "the configured policy");
         Ok(Authz { authorizer, uploads })
     }
 
@@ -218,6 +223,9 @@ impl Services {
                     poller.activated();
                     metrics.count(host, [Counter::BundleActivated]);
                     log(host, Level::Info, format_args!("svidgate_authz: activated {source}, revision {:?}", bundle.revision));
+                    if let Some(interpreter) = self.interpreter {
+                        engine_in_use(host, interpreter, authorizer, &source);
+                    }
                     if let Some(gauges) = &mut self.gauges {
                         if let Some(previous) = gauges.revision {
                             previous.set(host, 0);
@@ -270,6 +278,21 @@ fn on_upload(host: &impl Host, filter: &Filter, now: SystemTime, status: Option<
                 format_args!("svidgate_authz: decision-log upload failed (status {status:?}); retrying, {dropped} records dropped"),
             );
         }
+    }
+}
+
+/// Says once per policy, in the log and in a gauge, when it runs on regorus's interpreter.
+fn engine_in_use(host: &impl Host, gauge: Gauge, authorizer: &Authorizer, source: &str) {
+    let reason = authorizer.interpreter_reason();
+    gauge.set(host, u64::from(reason.is_some()));
+    if let Some(reason) = reason {
+        log(
+            host,
+            Level::Warn,
+            format_args!(
+                "svidgate_authz: {source} runs on regorus's interpreter, several times slower per request than its VM, which refuses it: {reason}"
+            ),
+        );
     }
 }
 

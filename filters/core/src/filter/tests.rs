@@ -333,6 +333,26 @@ allow if input.attributes.request.http.path in data.svidgate.allowed_paths
     }
 
     #[test]
+    fn runs_what_the_vm_refuses_on_the_interpreter_and_says_so() {
+        // OPA's Envoy primer builds its result key by key; regorus's VM compiler refuses that.
+        let rego = r#"package envoy.authz
+import rego.v1
+default allow := false
+allow if input.attributes.request.http.method == "GET"
+headers["x-ext-auth-allow"] := "yes" if allow
+result["allowed"] := allow
+result["headers"] := headers
+result["http_status"] := 429 if not allow"#;
+        let mut plugin = plugin(&serde_json::json!({"rego": rego, "entrypoint": "envoy/authz/result"}).to_string());
+        assert_eq!(plugin.host.metric(crate::metrics::POLICY_ON_INTERPRETER), Some(1));
+        let warned = plugin.logs_at(Level::Warn);
+        assert!(warned.iter().any(|l| l.contains("runs on regorus's interpreter")), "{warned:?}");
+        assert_eq!(plugin.request(&[(":method", "GET"), (":path", "/")]), Action::Continue);
+        assert_eq!(plugin.request(&[(":method", "POST"), (":path", "/")]), Action::Pause);
+        assert_eq!(plugin.reply().map(|reply| reply.status), Some(429));
+    }
+
+    #[test]
     fn publishes_dynamic_metadata_and_edits_the_query_as_envoy_would() {
         let rego = r#"package envoy.authz
 allow := {"allowed": true, "dynamic_metadata": {"tenant": "blue"}, "query_parameters_to_remove": ["api_key"]}"#;

@@ -313,6 +313,10 @@ pub fn run(entries: &[Entry]) -> Result<Run> {
     Ok(run)
 }
 
+/// The module flavor whose engine this build tests: `lean` (svidgate_authz.wasm) or `full`
+/// (svidgate_authz_full.wasm, feature `full`).
+pub const FLAVOR: &str = if cfg!(feature = "full") { "full" } else { "lean" };
+
 /// One accepted divergence in `divergences.yaml`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -324,14 +328,17 @@ pub struct Accepted {
     /// It lets through what OPA denies: a security bug still open.
     #[serde(default)]
     pub permissive: bool,
+    /// Only in this flavor (`lean` or `full`); in both when absent.
+    #[serde(default)]
+    pub flavor: Option<String>,
 }
 
-/// The accepted divergences of this crate, by id.
+/// The accepted divergences of this build's flavor, by id.
 pub fn accepted() -> Result<BTreeMap<String, Accepted>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("divergences.yaml");
     let list: Vec<Accepted> = serde_yaml::from_str(&std::fs::read_to_string(&path)?).context("divergences.yaml")?;
     let mut by_id = BTreeMap::new();
-    for accepted in list {
+    for accepted in list.into_iter().filter(|a| a.flavor.as_deref().is_none_or(|flavor| flavor == FLAVOR)) {
         let id = accepted.id.clone();
         if by_id.insert(id.clone(), accepted).is_some() {
             bail!("divergences.yaml lists {id} twice");

@@ -16,8 +16,9 @@ fn svidgate_decides_as_go_opa_on_the_corpus() -> Result<()> {
     let loaded = run.envoy.iter().filter(|(_, loads, _, _)| *loads).count();
     let decided_as_opa = run.envoy.iter().filter(|(_, loads, inputs, agreed)| *loads && inputs == agreed).count();
     println!(
-        "differential: {} Envoy policies ({} inputs): {loaded} load in svidgate, {decided_as_opa} decide every input as OPA; \
+        "differential ({} flavor): {} Envoy policies ({} inputs): {loaded} load in svidgate, {decided_as_opa} decide every input as OPA; \
          {} probe evaluations; {} divergences ({} listed as permissive)",
+        svidgate_differential::FLAVOR,
         run.envoy.len(),
         run.envoy_evaluations,
         run.probe_evaluations,

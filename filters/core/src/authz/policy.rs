@@ -126,6 +126,9 @@ impl Policy {
                 engine.add_data(data).map_err(|e| fail(&e))?;
                 engine.set_strict_builtin_errors(false);
                 engine.set_execution_timer_config(timer);
+                // `print` output is kept by the engine (and dropped after each evaluation), never
+                // written to the proxy's stdout.
+                engine.set_gather_prints(true);
                 // The interpreter reports some compile-time problems only when it evaluates: one
                 // evaluation with an empty input finds those on every path (an unsafe variable, a
                 // call to a function nobody defines that it reaches) and refuses the policy here.
@@ -169,7 +172,9 @@ impl Policy {
                 let mut engine = engine.try_borrow_mut().map_err(|_| reentrant())?;
                 engine.set_input(input);
                 // A query, not a rule lookup: the entrypoint may be a document built key by key.
-                let results = engine.eval_query(self.entrypoint.clone(), false).map_err(|error| {
+                let results = engine.eval_query(self.entrypoint.clone(), false);
+                let _ = engine.take_prints();
+                let results = results.map_err(|error| {
                     if error.downcast_ref::<LimitError>().is_some() {
                         EvalError::Limit(error.to_string())
                     } else {

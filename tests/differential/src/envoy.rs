@@ -148,24 +148,14 @@ const ENVOY_STATUS_CODES: &[u16] = &[
 
 /// `{"k": "v"}`, `{"k": ["v1", "v2"]}` or an array of such objects, as sorted pairs.
 fn header_bag(value: &Json) -> Option<Pairs> {
-    let objects: Vec<&serde_json::Map<String, Json>> = match value {
-        Json::Object(object) => vec![object],
-        Json::Array(items) => items.iter().map(Json::as_object).collect::<Option<_>>()?,
+    let objects: Vec<&Json> = match value {
+        Json::Object(_) => vec![value],
+        Json::Array(items) => items.iter().collect(),
         _ => return None,
     };
     let mut pairs = Vec::new();
     for object in objects {
-        for (name, value) in object {
-            match value {
-                Json::String(v) => pairs.push((name.to_ascii_lowercase(), v.clone())),
-                Json::Array(values) => {
-                    for v in values {
-                        pairs.push((name.to_ascii_lowercase(), v.as_str()?.to_owned()));
-                    }
-                }
-                _ => return None,
-            }
-        }
+        pairs.extend(object_pairs(object)?.into_iter().map(|(name, v)| (name.to_ascii_lowercase(), v)));
     }
     pairs.sort();
     Some(pairs)
@@ -175,7 +165,15 @@ fn string_list(value: &Json) -> Option<Vec<String>> {
     value.as_array()?.iter().map(|v| v.as_str().map(str::to_owned)).collect()
 }
 
+/// `query_parameters_to_set`: `{"k": "v"}` or `{"k": ["v1", "v2"]}`, as sorted pairs.
 fn query_parameters(value: &Json) -> Option<Pairs> {
+    let mut pairs = object_pairs(value)?;
+    pairs.sort();
+    Some(pairs)
+}
+
+/// An object whose values are strings or lists of strings, as (key, value) pairs.
+fn object_pairs(value: &Json) -> Option<Pairs> {
     let mut pairs = Vec::new();
     for (key, value) in value.as_object()? {
         match value {
@@ -188,7 +186,6 @@ fn query_parameters(value: &Json) -> Option<Pairs> {
             _ => return None,
         }
     }
-    pairs.sort();
     Some(pairs)
 }
 

@@ -151,11 +151,7 @@ fn query_edit(set: Option<&Value>, remove: Option<&Value>) -> Result<QueryEdit, 
                 .ok()
                 .filter(|k| !k.is_empty() && safe(k, true))
                 .ok_or_else(|| invalid(format!("'query_parameters_to_set' has {key} as a key")))?;
-            let values: Vec<&Value> = match values {
-                Value::Array(items) => items.iter().collect(),
-                single => vec![single],
-            };
-            for value in values {
+            for value in one_or_many(values) {
                 let value = value
                     .as_string()
                     .ok()
@@ -183,12 +179,8 @@ fn query_edit(set: Option<&Value>, remove: Option<&Value>) -> Result<QueryEdit, 
 /// `{"name": "value"}`, `{"name": ["v1", "v2"]}` or a list of such objects into (name, value)
 /// pairs, validated.
 fn header_list(field: &str, value: &Value) -> Result<Vec<(String, String)>, DenyReason> {
-    let objects: Vec<&Value> = match value {
-        Value::Array(items) => items.iter().collect(),
-        object => vec![object],
-    };
     let mut out = Vec::new();
-    for object in objects {
+    for object in one_or_many(value) {
         let object = object.as_object().map_err(|_| invalid(format!("'{field}' must be an object or a list of objects")))?;
         for (name, values) in object.iter() {
             let name = name
@@ -196,11 +188,7 @@ fn header_list(field: &str, value: &Value) -> Result<Vec<(String, String)>, Deny
                 .ok()
                 .and_then(|n| header_name(n))
                 .ok_or_else(|| invalid(format!("'{field}' has {name} as a header name")))?;
-            let values: Vec<&Value> = match values {
-                Value::Array(items) => items.iter().collect(),
-                single => vec![single],
-            };
-            for v in values {
+            for v in one_or_many(values) {
                 let text = v
                     .as_string()
                     .ok()
@@ -213,6 +201,14 @@ fn header_list(field: &str, value: &Value) -> Result<Vec<(String, String)>, Deny
     Ok(out)
 }
 
+
+/// The items of a list, or the one value that is not a list (the plugin takes either).
+fn one_or_many(value: &Value) -> Vec<&Value> {
+    match value {
+        Value::Array(items) => items.iter().collect(),
+        single => vec![single],
+    }
+}
 
 fn guard_identity(config: &IdentityConfig, name: &str) -> Result<(), DenyReason> {
     if config.is_identity_header(name) {

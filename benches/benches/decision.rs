@@ -91,6 +91,7 @@ fn benches(c: &mut Criterion) {
         destination_address: Some("10.0.0.5:8443"),
         destination_principal: Some("spiffe://ai.internal/ns/inference/sa/model-server"),
         protocol: Some("HTTP/2"),
+        tls_sni: Some("model-server.ai.internal"),
         now: SystemTime::now(),
     };
     let seed_plan = InputPlan::for_modules(&[("authz.rego".to_owned(), SEED_POLICY.to_owned())]);

@@ -43,11 +43,13 @@ fn benches(c: &mut Criterion) {
     });
     // The same decision on regorus's interpreter: the seed policy's result built key by key (as
     // OPA's Envoy primer does), which the VM compiler refuses.
-    let mut seed = seed_policy_config().unwrap();
-    let rego = seed["rego"].as_str().unwrap().to_owned();
-    seed["rego"] = serde_json::json!({"seed.rego": rego, "result.rego": "package envoy.authz\nresult[\"allowed\"] := allow.allowed\n"});
-    seed["entrypoint"] = serde_json::json!("envoy/authz/result");
-    let interpreter_config = serde_json::json!({"trust_domains": ["ai.internal"], "require_peer": true, "policy": seed});
+    let seed = seed_policy_config().unwrap();
+    let policy = serde_json::json!({
+        "rego": {"seed.rego": seed.get("rego"), "result.rego": "package envoy.authz\nresult[\"allowed\"] := allow.allowed\n"},
+        "data": seed.get("data"),
+        "entrypoint": "envoy/authz/result",
+    });
+    let interpreter_config = serde_json::json!({"trust_domains": ["ai.internal"], "require_peer": true, "policy": policy});
     let headers: Vec<(&str, &str)> = SERVICE_REQUEST.into_iter().chain([("accept", "application/json")]).collect();
     let mut group = c.benchmark_group("wasm_request");
     for (kind, name, config) in [

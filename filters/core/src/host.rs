@@ -38,6 +38,9 @@ pub mod property {
     pub const DESTINATION_ADDRESS: &[&str] = &["destination", "address"];
     /// `request.protocol`: `HTTP/1.1`, `HTTP/2`, ...
     pub const PROTOCOL: &[&str] = &["request", "protocol"];
+    /// `connection.requested_server_name`: the TLS SNI the client sent, as ext_authz's
+    /// `tlsSession.sni` takes it.
+    pub const TLS_SNI: &[&str] = &["connection", "requested_server_name"];
 }
 
 /// What the filter asks of the proxy. One implementation per runtime; see the module docs for

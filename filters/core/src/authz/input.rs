@@ -30,6 +30,8 @@ pub struct RequestFacts<'a> {
     pub destination_principal: Option<&'a str>,
     /// Envoy's `request.protocol` (`HTTP/1.1`, `HTTP/2`), if the plan asks for it.
     pub protocol: Option<&'a str>,
+    /// Envoy's `connection.requested_server_name` (the TLS SNI), if the plan asks for it.
+    pub tls_sni: Option<&'a str>,
     /// The proxy clock (decision-log timestamps).
     pub now: std::time::SystemTime,
 }
@@ -53,13 +55,17 @@ pub struct InputPlan {
     pub protocol: bool,
     /// `svidgate` (peer certificate details).
     pub svidgate: bool,
+    /// `attributes.request.time`.
+    pub request_time: bool,
+    /// `attributes.tlsSession`.
+    pub tls_session: bool,
 }
 
 /// An optional part: its path in the input, and how to switch it on in a plan.
 type Part = (&'static [&'static str], fn(&mut InputPlan));
 
 /// The input path behind each optional part.
-const PARTS: [Part; 8] = [
+const PARTS: [Part; 10] = [
     (&["attributes", "request", "http", "headers"], |p| p.headers = true),
     (&["parsed_path"], |p| p.parsed_path = true),
     (&["parsed_query"], |p| p.parsed_query = true),
@@ -68,6 +74,8 @@ const PARTS: [Part; 8] = [
     (&["attributes", "destination", "principal"], |p| p.destination_principal = true),
     (&["attributes", "request", "http", "protocol"], |p| p.protocol = true),
     (&["svidgate"], |p| p.svidgate = true),
+    (&["attributes", "request", "time"], |p| p.request_time = true),
+    (&["attributes", "tlsSession"], |p| p.tls_session = true),
 ];
 
 impl InputPlan {
@@ -81,6 +89,8 @@ impl InputPlan {
         destination_principal: true,
         protocol: true,
         svidgate: true,
+        request_time: true,
+        tls_session: true,
     };
 
     /// Scans every `input` reference of the modules. A reference is a static chain
@@ -121,13 +131,13 @@ macro_rules! keys {
 keys! {
     address = "address", attributes = "attributes", caller = "caller", destination = "destination",
     encoding = "encoding", ext_authz = "ext_authz", forwarded = "forwarded", headers = "headers",
-    host = "host", http = "http", id = "id", method = "method", not_after = "not_after",
+    host = "host", http = "http", id = "id", method = "method", nanos = "nanos", not_after = "not_after",
     not_before = "not_before", parsed_path = "parsed_path", parsed_query = "parsed_query",
     path = "path", peer = "peer", peer_error = "peer_error", port_value = "portValue",
-    principal = "principal", protocol = "protocol", query = "query", request = "request",
-    scheme = "scheme", socket_address = "socketAddress", source = "source",
+    principal = "principal", protocol = "protocol", request = "request",
+    scheme = "scheme", seconds = "seconds", sni = "sni", socket_address = "socketAddress", source = "source",
     source_principal = "source_principal", spiffe_id = "spiffe_id", svidgate = "svidgate",
-    truncated_body = "truncated_body", trust_domain = "trust_domain",
+    time = "time", tls_session = "tlsSession", truncated_body = "truncated_body", trust_domain = "trust_domain",
     ttl_remaining_s = "ttl_remaining_s", version = "version",
 }
 
@@ -153,9 +163,9 @@ pub fn build_input(plan: &InputPlan, facts: &RequestFacts<'_>, identity: &Identi
         (&KEYS.host, opt_str(headers.get(":authority"))),
         (&KEYS.scheme, opt_str(headers.get(":scheme"))),
     ];
-    if let Some(q) = query {
-        http.push((&KEYS.query, Value::from(q)));
-    }
+    // No `query`: Envoy's ext_authz request leaves it empty (the query stays in `path`), so OPA's
+    // Envoy plugin has none; no `size` either: Envoy sets it to the body bytes received before
+    // the check, none at the request headers, and an empty field is left out.
     if plan.protocol {
         http.push((&KEYS.protocol, opt_str(facts.protocol)));
     }
@@ -178,15 +188,21 @@ pub fn build_input(plan: &InputPlan, facts: &RequestFacts<'_>, identity: &Identi
         destination.push((&KEYS.address, socket_address(facts.destination_address)));
     }
 
+    let mut request = vec![(&KEYS.http, object(http))];
+    if plan.request_time {
+        request.push((&KEYS.time, request_time(facts.now)));
+    }
+    let mut attributes = vec![
+        (&KEYS.source, object(source)),
+        (&KEYS.destination, object(destination)),
+        (&KEYS.request, object(request)),
+    ];
+    // As the plugin's protomap leaves out an empty field: no SNI, no `tlsSession`.
+    if let Some(sni) = facts.tls_sni.filter(|sni| plan.tls_session && !sni.is_empty()) {
+        attributes.push((&KEYS.tls_session, object(vec![(&KEYS.sni, Value::from(sni))])));
+    }
     let mut root = vec![
-        (
-            &KEYS.attributes,
-            object(vec![
-                (&KEYS.source, object(source)),
-                (&KEYS.destination, object(destination)),
-                (&KEYS.request, object(vec![(&KEYS.http, object(http))])),
-            ]),
-        ),
+        (&KEYS.attributes, object(attributes)),
         (&KEYS.truncated_body, Value::from(false)),
         (&KEYS.version, VERSION.clone()),
     ];
@@ -203,6 +219,17 @@ pub fn build_input(plan: &InputPlan, facts: &RequestFacts<'_>, identity: &Identi
         root.push((&KEYS.svidgate, svidgate(facts.peer, identity)));
     }
     object(root)
+}
+
+/// `attributes.request.time` as the plugin builds it from the protobuf `Timestamp` (protomap, not
+/// protojson): `{"seconds": s, "nanos": n}`, `nanos` left out when zero.
+fn request_time(now: std::time::SystemTime) -> Value {
+    let since_epoch = now.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let mut fields = vec![(&KEYS.seconds, Value::from(since_epoch.as_secs()))];
+    if since_epoch.subsec_nanos() != 0 {
+        fields.push((&KEYS.nanos, Value::from(u64::from(since_epoch.subsec_nanos()))));
+    }
+    object(fields)
 }
 
 /// Tokens of a module as (kind, text), or `None` if it does not lex (the plan then keeps all).

@@ -47,7 +47,8 @@ fn input_for(
         destination_address: Some("[fd00::5]:8443"),
         destination_principal: Some("spiffe://ai.internal/ns/inference/sa/model-server"),
         protocol: Some("HTTP/2"),
-        now: std::time::SystemTime::now(),
+        tls_sni: Some("model-server.ai.internal"),
+        now: std::time::UNIX_EPOCH + std::time::Duration::new(1_790_000_000, 250),
     };
     let identity = identity_config().resolve(peer, headers);
     serde_json::from_str(&build_input(plan, &facts, &identity).to_json_str().unwrap()).unwrap()
@@ -113,11 +114,12 @@ fn builds_opa_envoy_v3_input() {
                 "principal": "spiffe://ai.internal/ns/inference/sa/model-server",
                 "address": {"socketAddress": {"address": "fd00::5", "portValue": 8443}},
             },
-            "request": {"http": {
+            // As opa-envoy-plugin builds it (protomap): `time` a Timestamp object, no `query` and
+            // no `size` (Envoy leaves both empty at the request headers), `tlsSession.sni`.
+            "request": {"time": {"seconds": 1_790_000_000_u64, "nanos": 250}, "http": {
                 "id": "req-1",
                 "method": "POST",
                 "path": "/v1/gen%20erate?model=llama&model=mistral&q=a+b",
-                "query": "model=llama&model=mistral&q=a+b",
                 "host": "model-server.ai.internal",
                 "scheme": "https",
                 "protocol": "HTTP/2",
@@ -130,6 +132,7 @@ fn builds_opa_envoy_v3_input() {
                     "accept": "a,b",
                 },
             }},
+            "tlsSession": {"sni": "model-server.ai.internal"},
         },
         "parsed_path": ["v1", "gen erate"],
         "parsed_query": {"model": ["llama", "mistral"], "q": ["a b"]},

@@ -81,6 +81,7 @@ impl Authz {
         let destination_address = fetch(plan.destination_address, property::DESTINATION_ADDRESS);
         let destination_principal = fetch(plan.destination_principal, property::LOCAL_URI_SAN);
         let protocol = fetch(plan.protocol, property::PROTOCOL);
+        let tls_sni = fetch(plan.tls_session, property::TLS_SNI);
         let facts = RequestFacts {
             headers: &request.headers,
             peer: request.peer.as_ref(),
@@ -88,6 +89,7 @@ impl Authz {
             destination_address: destination_address.as_deref(),
             destination_principal: destination_principal.as_deref(),
             protocol: protocol.as_deref(),
+            tls_sni: tls_sni.as_deref(),
             now: request.now,
         };
         authorizer.evaluate(&active, &facts, identity_config, identity)

@@ -130,8 +130,8 @@ impl Policy {
                 // written to the proxy's stdout.
                 engine.set_gather_prints(true);
                 // The interpreter reports some compile-time problems only when it evaluates: one
-                // evaluation with an empty input finds those on every path (an unsafe variable, a
-                // call to a function nobody defines that it reaches) and refuses the policy here.
+                // evaluation with an empty input finds those on the paths it reaches (an unsafe
+                // variable, a call to a function nobody defines) and refuses the policy here.
                 engine.set_input(Value::new_object());
                 if let Err(trial) = engine.eval_query(config.entrypoint.clone(), false) {
                     let trial = trial.to_string();

@@ -60,6 +60,8 @@ fn main() -> Result<()> {
         ("true.json", "true"),
         ("object.json", r#"{"allowed": true, "headers": {"x-a": ["1", "2"]}, "request_headers_to_remove": ["cookie"], "response_headers_to_add": {"x-b": "c"}}"#),
         ("deny.json", r#"{"allowed": false, "http_status": 401, "body": "no", "headers": {"www-authenticate": "Bearer"}}"#),
+        // The lowest status Envoy's StatusCode enum has, which the fuzzer found the invariant refusing.
+        ("status-100.json", r#"{"allowed": false, "http_status": 100, "body": "no", "headers": {"www-authenticate": "Bearer"}}"#),
         ("identity.json", r#"{"allowed": true, "headers": {"x-forwarded-spiffe-id": "spiffe://ai.internal/ns/admin/sa/root"}}"#),
         ("crlf.json", r#"{"allowed": true, "headers": {"x-a": "1\r\nx-forwarded-spiffe-id: forged"}}"#),
     ] {

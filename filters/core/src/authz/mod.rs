@@ -154,19 +154,21 @@ impl Authorizer {
         let evaluated = active.policy.evaluate(input);
         let eval_ns = logged.as_ref().map(|(_, started)| u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
         let error_status = self.settings.error_status;
-        let (mut decision, result) = match evaluated {
-            Ok(value) => (result::interpret(&value, identity_config, &identity, error_status), value),
+        // `dynamic_metadata` is published whatever the decision, as opa-envoy-plugin publishes it
+        // on allow and deny; a result where it is not an object is denied as invalid.
+        let (mut decision, dynamic_metadata, result) = match evaluated {
+            Ok(value) => {
+                let (decision, metadata) = result::interpret(&value, identity_config, &identity, error_status);
+                (decision, metadata, value)
+            }
             Err(error) => {
                 let reason = match error {
                     EvalError::Limit(message) => DenyReason::EvaluationLimit(message),
                     EvalError::Failed(message) => DenyReason::EvaluationError(message),
                 };
-                (Decision::deny(error_status, reason), regorus::Value::Undefined)
+                (Decision::deny(error_status, reason), None, regorus::Value::Undefined)
             }
         };
-        // Published whatever the decision, as opa-envoy-plugin publishes it on allow and deny; a
-        // result whose `dynamic_metadata` is not an object was already denied as invalid.
-        let dynamic_metadata = result::dynamic_metadata(&result).ok().flatten();
         let mut would_deny = None;
         if self.settings.dry_run
             && let Decision::Deny { reason, .. } = &decision
@@ -254,7 +256,7 @@ fn outcome(decision: &Decision, would_deny: Option<&DenyReason>) -> serde_json::
 /// tools that evaluate policies outside the proxy (`svidgate eval`, `svidgate replay`).
 pub fn decision_for_result(result: &regorus::Value, identity: &IdentityConfig, error_status: u16) -> Decision {
     let no_identity = IdentityOutcome { upstream_identity: None, forwarded: false, spoof_attempt: false, deny: None };
-    result::interpret(result, identity, &no_identity, error_status)
+    result::interpret(result, identity, &no_identity, error_status).0
 }
 
 #[cfg(test)]

@@ -13,28 +13,33 @@ use crate::config::{IdentityConfig, header_name};
 use crate::decision::{Decision, DenyReason, HeaderEdit, QueryEdit};
 use crate::identity::IdentityOutcome;
 
-/// Turns the policy's value into a decision; the identity header is set last, after the
-/// policy's own edits, which may not touch it.
+/// Turns the policy's value into a decision, and its `dynamic_metadata` (JSON) when the result
+/// is valid; the identity header is set last, after the policy's own edits, which may not touch it.
 pub(crate) fn interpret(
     result: &Value,
     config: &IdentityConfig,
     identity: &IdentityOutcome,
     error_status: u16,
-) -> Decision {
-    let verdict = dynamic_metadata(result).and_then(|_| read(result, config));
+) -> (Decision, Option<String>) {
+    match dynamic_metadata(result).and_then(|metadata| Ok((read(result, config)?, metadata))) {
+        Ok((verdict, metadata)) => (decide(verdict, config, identity), metadata),
+        Err(reason) => (Decision::deny(error_status, reason), None),
+    }
+}
+
+fn decide(verdict: Verdict, config: &IdentityConfig, identity: &IdentityOutcome) -> Decision {
     match verdict {
-        Ok(Verdict::Allow { mut request_edits, response_headers }) => {
+        Verdict::Allow { mut request_edits, response_headers } => {
             request_edits.extend(identity.identity_edit(config));
             Decision::Allow { request_edits, response_headers }
         }
-        Ok(Verdict::Deny { status, headers, body }) => Decision::Deny {
+        Verdict::Deny { status, headers, body } => Decision::Deny {
             status: status.unwrap_or(config.deny_status),
             reason: DenyReason::PolicyDenied,
             headers,
             body,
         },
-        Ok(Verdict::Undefined) => Decision::deny(config.deny_status, DenyReason::PolicyUndefined),
-        Err(reason) => Decision::deny(error_status, reason),
+        Verdict::Undefined => Decision::deny(config.deny_status, DenyReason::PolicyUndefined),
     }
 }
 
@@ -200,7 +205,6 @@ fn header_list(field: &str, value: &Value) -> Result<Vec<(String, String)>, Deny
     }
     Ok(out)
 }
-
 
 /// The items of a list, or the one value that is not a list (the plugin takes either).
 fn one_or_many(value: &Value) -> Vec<&Value> {

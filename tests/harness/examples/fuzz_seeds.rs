@@ -20,7 +20,7 @@ fn main() -> Result<()> {
     let orchestrator = ca.svid(ORCHESTRATOR)?;
     let pem = |svid: &svidgate_testpki::Issued| [&[0u8][..], svid.cert_pem.as_bytes()].concat();
     write("peer_certificate", "svid.pem", &pem(&orchestrator))?;
-    write("peer_certificate", "svid.der", &[&[1u8][..], &der_of(&orchestrator.cert_pem)].concat())?;
+    write("peer_certificate", "svid.der", &[&[1u8][..], &orchestrator.der].concat())?;
     let mut two = SvidSpec::for_workload(ROGUE);
     two.uri_sans.push("spiffe://ai.internal/ns/admin/sa/root".to_owned());
     write("peer_certificate", "two-uri-sans.pem", &pem(&ca.issue(&two)?))?;
@@ -88,27 +88,6 @@ fn main() -> Result<()> {
     }
     println!("seeds written under {}", seeds.display());
     Ok(())
-}
-
-/// The DER of the first certificate of a PEM text.
-fn der_of(pem: &str) -> Vec<u8> {
-    let body: String = pem.lines().filter(|line| !line.starts_with("-----")).collect();
-    let mut out = Vec::new();
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        _ => 63,
-    };
-    for chunk in body.as_bytes().chunks(4) {
-        let digits: Vec<u8> = chunk.iter().filter(|&&c| c != b'=').map(|&c| value(c)).collect();
-        let n = digits.iter().enumerate().fold(0_u32, |n, (i, d)| n | u32::from(*d) << (18 - 6 * i));
-        for i in 0..digits.len().saturating_sub(1) {
-            out.push((n >> (16 - 8 * i)) as u8);
-        }
-    }
-    out
 }
 
 fn gunzip(bytes: &[u8]) -> Result<Vec<u8>> {

@@ -157,14 +157,26 @@ fn says_why_a_test_rule_runs_on_the_interpreter_only() {
 
 #[test]
 fn fails_a_test_where_the_modules_vm_and_the_interpreter_disagree() {
-    // A default value for a function: the interpreter (like OPA) applies it, regorus 0.14.1's VM
-    // leaves the call undefined (tests/differential lists it). The module would decide otherwise.
+    // The module's VM has an instruction budget per decision; the interpreter has none. A rule
+    // that passes on the interpreter but runs out of budget on the VM would deny in the module.
     let got = run_tests("disagree", &[
+        ("p.rego", "package p\nimport rego.v1\nbig := count([1 | some x in numbers.range(1, 600); some y in numbers.range(1, 600)])\n"),
+        ("p_test.rego", "package p_test\nimport rego.v1\ntest_big if { data.p.big == 360000 }\n"),
+    ]);
+    let [outcome] = got.as_slice() else { panic!("{got:?}") };
+    assert_eq!((outcome.rule.as_str(), outcome.interpreter_only.as_deref()), ("data.p_test.test_big", None));
+    let failure = outcome.failure.as_deref().unwrap_or_default();
+    assert!(failure.starts_with("the engines disagree: the module's VM fails with"), "{failure}");
+}
+
+#[test]
+fn runs_a_default_function_value_on_the_interpreter_as_opa_does() {
+    // regorus's VM never applies `default f(_) := v`; the vendored compiler refuses such a
+    // policy, so the module runs it on the interpreter, which (like OPA) applies the default.
+    let got = run_tests("default-function", &[
         ("p.rego", "package p\nimport rego.v1\ndefault f(_) := \"fallback\"\nf(x) := \"pos\" if x > 0\n"),
         ("p_test.rego", "package p_test\nimport rego.v1\ntest_default if { data.p.f(-5) == \"fallback\" }\n"),
     ]);
     let [outcome] = got.as_slice() else { panic!("{got:?}") };
-    assert_eq!((outcome.rule.as_str(), outcome.interpreter_only.as_deref()), ("data.p_test.test_default", None));
-    let failure = outcome.failure.as_deref().unwrap_or_default();
-    assert!(failure.ends_with("the engines disagree: the module's VM gives \"<undefined>\""), "{failure}");
+    assert_eq!((outcome.rule.as_str(), outcome.failure.as_deref()), ("data.p_test.test_default", None));
 }

@@ -187,8 +187,11 @@ fn merge_filters(
             Some(Value::String(s)) => {
                 let mut fc = filters;
                 let mut f = &mut fc;
-                for p in s.split('/') {
-                    let vref = f.make_or_get_value_mut(&[p])?;
+                // svidgate patch: OPA's parsePath: leading slashes dropped, JSON-pointer
+                // escapes (`~1` for `/`, `~0` for `~`) undone in each segment.
+                for p in s.trim_start_matches('/').split('/') {
+                    let p = p.replace("~1", "/").replace("~0", "~");
+                    let vref = f.make_or_get_value_mut(&[p.as_str()])?;
                     if *vref == Value::Undefined {
                         *vref = Value::new_object();
                     }

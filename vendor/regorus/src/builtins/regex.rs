@@ -31,9 +31,70 @@ const REGEX_SIZE_LIMIT: usize = 100 * 1024;
 
 /// Compile a regex pattern with a size limit to bound resource consumption.
 fn compile_regex(pattern: &str) -> core::result::Result<Regex, regex::Error> {
-    RegexBuilder::new(&re2_syntax(pattern))
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
+    let pattern = re2_syntax(pattern);
+    if !re2_repeats_valid(&pattern) {
+        return Err(regex::Error::Syntax("invalid repeat count (RE2 allows 1000)".into()));
+    }
+    RegexBuilder::new(&pattern).size_limit(REGEX_SIZE_LIMIT).build()
+}
+
+/// RE2's (Go's `regexp/syntax`) repeat-size rule, which the regex crate does not have: a counted
+/// repeat (`x{n}`, `x{n,}`, `x{n,m}`) may not exceed 1000, nor may counted repeats nested in it
+/// multiply past 1000 (`(a{100}){100}`), as Go's `repeatIsValid` computes. svidgate patch.
+fn re2_repeats_valid(pattern: &str) -> bool {
+    use regex_syntax::ast::{Ast, RepetitionKind, RepetitionRange};
+
+    fn counted(kind: &RepetitionKind) -> Option<(u32, Option<u32>)> {
+        match kind {
+            RepetitionKind::Range(RepetitionRange::Exactly(m)) => Some((*m, Some(*m))),
+            RepetitionKind::Range(RepetitionRange::AtLeast(m)) => Some((*m, None)),
+            RepetitionKind::Range(RepetitionRange::Bounded(a, b)) => Some((*a, Some(*b))),
+            _ => None,
+        }
+    }
+    // Go's repeatIsValid(re, n).
+    fn within(ast: &Ast, mut n: u32) -> bool {
+        match ast {
+            Ast::Repetition(rep) => {
+                if let Some((min, max)) = counted(&rep.op.kind) {
+                    let m = max.unwrap_or(min);
+                    if max == Some(0) {
+                        return true;
+                    }
+                    if m > n {
+                        return false;
+                    }
+                    if m > 0 {
+                        n /= m;
+                    }
+                }
+                within(&rep.ast, n)
+            }
+            Ast::Group(group) => within(&group.ast, n),
+            Ast::Concat(concat) => concat.asts.iter().all(|a| within(a, n)),
+            Ast::Alternation(alt) => alt.asts.iter().all(|a| within(a, n)),
+            _ => true,
+        }
+    }
+    // Go checks from every counted repeat of at least 2, with n = 1000.
+    fn every_repeat(ast: &Ast) -> bool {
+        match ast {
+            Ast::Repetition(rep) => {
+                let checked = match counted(&rep.op.kind) {
+                    Some((min, max)) if min > 1000 || max.is_some_and(|m| m > 1000) => false,
+                    Some((min, max)) if min >= 2 || max.is_some_and(|m| m >= 2) => within(ast, 1000),
+                    _ => true,
+                };
+                checked && every_repeat(&rep.ast)
+            }
+            Ast::Group(group) => every_repeat(&group.ast),
+            Ast::Concat(concat) => concat.asts.iter().all(every_repeat),
+            Ast::Alternation(alt) => alt.asts.iter().all(every_repeat),
+            _ => true,
+        }
+    }
+    // A pattern the parser refuses is reported by the compile that follows.
+    regex_syntax::ast::parse::Parser::new().parse(pattern).map_or(true, |ast| every_repeat(&ast))
 }
 
 /// Whether compiling failed only because this build leaves out a Unicode table (the regex
@@ -369,16 +430,23 @@ fn regex_split(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool)
     let value = ensure_string(name, &params[1], &args[1])?;
 
     let re = compile_regex_for_builtin(params[0].span(), &pattern)?;
-    Ok(Value::from_array(
-        re.split(&value)
-            .map(|s| {
-                let value = Value::String(s.into());
-                // Guard output accumulation as each split segment is emitted.
-                enforce_limit()?;
-                Ok(value)
-            })
-            .collect::<Result<Vec<Value>>>()?,
-    ))
+    // Go's `(*Regexp).Split(s, -1)`: an empty match at the start yields no piece, and nothing
+    // follows a match that ends the string. svidgate patch.
+    let mut pieces = Vec::new();
+    let (mut beg, mut end) = (0, 0);
+    for m in re.find_iter(&value) {
+        end = m.start();
+        if m.end() != 0 {
+            pieces.push(Value::String(value.get(beg..end).unwrap_or_default().into()));
+            // Guard output accumulation as each split segment is emitted.
+            enforce_limit()?;
+        }
+        beg = m.end();
+    }
+    if end != value.len() {
+        pieces.push(Value::String(value.get(beg..).unwrap_or_default().into()));
+    }
+    Ok(Value::from_array(pieces))
 }
 
 fn regex_template_match(

@@ -21,6 +21,7 @@ use crate::*;
 use anyhow::{bail, Result};
 
 mod go_is_print;
+mod gofmt;
 
 pub fn register(m: &mut builtins::BuiltinsMap<&'static str, builtins::BuiltinFcn>) {
     m.insert("concat", (concat, 2));
@@ -109,6 +110,10 @@ fn indexof(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool) -> 
     ensure_args_count(span, name, params, args, 2)?;
     let s1 = ensure_string(name, &params[0], &args[0])?;
     let s2 = ensure_string(name, &params[1], &args[1])?;
+    // svidgate patch: OPA refuses an empty needle (a builtin error) rather than answer 0.
+    if s2.is_empty() {
+        bail!(params[1].span().error("empty search character"));
+    }
     for (pos, (idx, _)) in s1.char_indices().enumerate() {
         if s1[idx..].starts_with(s2.as_ref()) {
             return Ok(Value::from(Number::from(pos)));
@@ -200,333 +205,96 @@ fn split(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool) -> Re
     Ok(Value::from(parts))
 }
 
-fn to_string(v: &Value, unescape: bool) -> String {
-    match v {
-        Value::Null => "null".to_owned(),
-        Value::Bool(b) => b.to_string(),
-        Value::String(s) if unescape => {
-            serde_json::to_string(s.as_ref()).unwrap_or(s.as_ref().to_string())
-        }
-        Value::String(s) => s.as_ref().to_string(),
-        Value::Number(n) => n.format_decimal(),
-        Value::Array(a) => {
-            "[".to_owned()
-                + &a.iter()
-                    .map(|e| to_string(e, true))
-                    .collect::<Vec<String>>()
-                    .join(", ")
-                + "]"
-        }
-        Value::Set(s) => {
-            "{".to_owned()
-                + &s.iter()
-                    .map(|e| to_string(e, true))
-                    .collect::<Vec<String>>()
-                    .join(", ")
-                + "}"
-        }
-        Value::Object(o) => {
-            "{".to_owned()
-                + &o.iter_sorted()
-                    .map(|(k, v)| to_string(k, true) + ": " + &to_string(v, true))
-                    .collect::<Vec<String>>()
-                    .join(", ")
-                + "}"
-        }
-        Value::Undefined => "#undefined".to_string(),
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Width {
-    None,
-    LeadingZeros(usize),
-    Cell(usize),
-    Decimals(usize),
-}
-
-fn apply_width(w: Width, s: String) -> String {
-    match w {
-        Width::LeadingZeros(n) if n > s.len() => "0".repeat(n - s.len()) + &s,
-        Width::Cell(n) if n > s.len() => " ".repeat(n - s.len()) + &s,
-        _ => s,
-    }
-}
-
-const LOWER_HEX: &[u8; 16] = b"0123456789abcdef";
-
-// Append a string quoted like Go's `strconv.Quote` (and therefore OPA's `%q`).
-// Precision truncates the input by Unicode scalar values before quoting, while
-// width pads the quoted result by Unicode scalar values.
-fn append_go_quoted(out: &mut String, input: &str, width: Width) -> Result<()> {
-    let input = match width {
-        Width::Decimals(precision) => truncate_chars(input, precision),
-        _ => input,
-    };
-
-    let (padding, padding_char) = match width {
-        Width::Cell(width) => (width.saturating_sub(go_quoted_len(input)), ' '),
-        Width::LeadingZeros(width) => (width.saturating_sub(go_quoted_len(input)), '0'),
-        Width::None | Width::Decimals(_) => (0, ' '),
-    };
-    for _ in 0..padding {
-        out.push(padding_char);
-        enforce_limit()?;
-    }
-
-    out.push('"');
-    for c in input.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{0007}' => out.push_str("\\a"),
-            '\u{0008}' => out.push_str("\\b"),
-            '\u{000C}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{000B}' => out.push_str("\\v"),
-            c if go_is_print::is_print(c) => out.push(c),
-            c if (c as u32) <= 0x7f => append_hex_escape(out, 'x', c as u32, 2),
-            c if (c as u32) <= 0xffff => append_hex_escape(out, 'u', c as u32, 4),
-            c => append_hex_escape(out, 'U', c as u32, 8),
-        }
-        enforce_limit()?;
-    }
-    out.push('"');
-    enforce_limit()
-}
-
-fn truncate_chars(s: &str, count: usize) -> &str {
-    s.char_indices()
-        .nth(count)
-        .map_or(s, |(byte_index, _)| &s[..byte_index])
-}
-
-fn go_quoted_len(s: &str) -> usize {
-    s.chars().fold(2usize, |len, c| {
-        let escaped_len = match c {
-            '"' | '\\' | '\u{0007}' | '\u{0008}' | '\u{000C}' | '\n' | '\r' | '\t' | '\u{000B}' => {
-                2
+/// A value as OPA's `Term.String()` writes it: the text `sprintf` formats for anything that is
+/// not a number or a string (strings inside it quoted as Go's `strconv.Quote`, an empty set
+/// `set()`). svidgate patch.
+fn rego_text(v: &Value) -> String {
+    fn push(out: &mut String, v: &Value) {
+        match v {
+            Value::Null => out.push_str("null"),
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::String(s) => out.push_str(&gofmt::go_quote(s)),
+            Value::Number(n) => out.push_str(&n.format_decimal()),
+            Value::Array(a) => push_all(out, "[", a.iter(), "]"),
+            Value::Set(s) if s.is_empty() => out.push_str("set()"),
+            Value::Set(s) => push_all(out, "{", s.iter(), "}"),
+            Value::Object(o) => {
+                out.push('{');
+                for (n, (k, v)) in o.iter_sorted().enumerate() {
+                    if n > 0 {
+                        out.push_str(", ");
+                    }
+                    push(out, k);
+                    out.push_str(": ");
+                    push(out, v);
+                }
+                out.push('}');
             }
-            c if go_is_print::is_print(c) => 1,
-            c if (c as u32) <= 0x7f => 4,
-            c if (c as u32) <= 0xffff => 6,
-            _ => 10,
-        };
-        len.saturating_add(escaped_len)
-    })
-}
-
-fn append_hex_escape(out: &mut String, prefix: char, value: u32, digits: usize) {
-    out.push('\\');
-    out.push(prefix);
-    for digit in (0..digits).rev() {
-        let nibble = ((value >> (digit * 4)) & 0x0f) as usize;
-        out.push(LOWER_HEX[nibble] as char);
+            Value::Undefined => out.push_str("#undefined"),
+        }
     }
+    fn push_all<'a>(out: &mut String, open: &str, items: impl Iterator<Item = &'a Value>, close: &str) {
+        out.push_str(open);
+        for (n, item) in items.enumerate() {
+            if n > 0 {
+                out.push_str(", ");
+            }
+            push(out, item);
+        }
+        out.push_str(close);
+    }
+    let mut out = String::new();
+    push(&mut out, v);
+    out
 }
 
+/// `sprintf` as OPA computes it: the arguments converted as OPA converts them, then Go's
+/// `fmt.Sprintf` (`strings/gofmt.rs`). A format that module cannot answer as Go would is an
+/// error that propagates (`LimitError::NotAsOpa`), never a guess. svidgate patch.
 fn sprintf(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool) -> Result<Value> {
     let name = "sprintf";
     ensure_args_count(span, name, params, args, 2)?;
     let fmt = ensure_string(name, &params[0], &args[0])?;
     let args = ensure_array(name, &params[1], args[1].clone())?;
 
-    let mut s = String::default();
-    let mut args_idx = 0usize;
-    let mut chars = fmt.chars().peekable();
-    let args_span = params[1].span();
-    loop {
-        let (verb, width) = match chars.next() {
-            Some('%') => match chars.next() {
-                Some('%') => {
-                    s.push('%');
-                    continue;
+    let args = args
+        .iter()
+        .map(|arg| {
+            Ok(match arg {
+            // OPA formats a number by its text: with an exponent it reaches fmt as a string,
+            // with only zeros after the point as an int64. regorus keeps a float's value, not
+            // its text. From 1e-4 up to 1e16 every JSON writer (Go, serde, Python, JS) and a
+            // policy literal write plain decimals, so the value decides; outside that range the
+            // text may or may not have an exponent, and the call is refused.
+            Value::Number(Number::Float(f)) => {
+                let a = f.abs();
+                if a == 0.0 || f.fract() == 0.0 && a < 1e16 {
+                    gofmt::Arg::Int(*f as i64)
+                } else if (1e-4..1e16).contains(&a) {
+                    gofmt::Arg::Float(*f)
+                } else {
+                    return Err(anyhow::Error::new(crate::utils::limits::LimitError::NotAsOpa(
+                        "sprintf of a float below 1e-4 or from 1e16 on, whose text OPA formats",
+                    )));
                 }
-                Some(c) if c == '.' || c.is_numeric() => {
-                    let first_char = c;
-                    let mut w = 0;
-                    if c != '.' {
-                        w = c.to_digit(10).expect("could not get digit from char");
-                    }
-
-                    while chars.peek().map(|c| c.is_numeric()) == Some(true) {
-                        w = w * 10
-                            + chars
-                                .next()
-                                .expect("could not get next digit")
-                                .to_digit(10)
-                                .expect("could not get digit from char");
-                    }
-                    let width = match first_char {
-                        '0' => Width::LeadingZeros(w as usize),
-                        '.' => Width::Decimals(w as usize),
-                        _ => Width::Cell(w as usize),
-                    };
-                    match chars.next() {
-                        Some(c) => (c, width),
-                        _ => {
-                            let span = params[0].span();
-                            bail!(span.error(
-                                "missing format verb after `%width` at end of format string"
-                            ));
-                        }
-                    }
-                }
-                Some(c) => (c, Width::None),
-                None => {
-                    let span = params[0].span();
-                    bail!(span.error("missing format verb after `%` at end of format string"));
-                }
+            }
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => gofmt::Arg::Int(i),
+                None => match n.as_big() {
+                    Some(b) => gofmt::Arg::Big((*b).clone()),
+                    None => gofmt::Arg::Str(n.format_decimal()),
+                },
             },
-            Some(c) => {
-                s.push(c);
-                continue;
-            }
-            None => break,
-        };
-
-        if args_idx >= args.len() {
-            bail!(args_span
-                .error(format!("no argument specified for format verb {args_idx}").as_str()));
-        }
-        let arg = &args[args_idx];
-        args_idx += 1;
-
-        // Handle Golang flags.
-        let emit_sign = false;
-        let leave_space_for_elided_sign = false;
-        // Note: Golang flags come BEFORE the format verb, not after.
-        // This code was incorrectly consuming characters after the verb.
-        // Removing the incorrect flag handling to fix sprintf spacing.
-
-        let get_sign_value = |f: &Number| match (emit_sign, f) {
-            (_, v) if v < &Number::from(0.0) => ("-", v.clone()),
-            (true, v) => ("+", v.clone()),
-            (false, v) if leave_space_for_elided_sign => (" ", v.clone()),
-            (false, v) => ("", v.clone()),
-        };
-
-        // Handle Golang printing verbs.
-        // https://pkg.go.dev/fmt
-        match (verb, arg) {
-            ('s', Value::String(sv)) => s += sv.as_ref(),
-            ('s', v) => s += &to_string(v, false),
-
-            ('v', _) => s += &to_string(arg, false),
-            ('b', Value::Number(f)) if f.is_integer() => {
-                let (sign, v) = get_sign_value(f);
-                s += sign;
-                s += v.format_bin().as_str()
-            }
-            ('c', Value::Number(f)) if f.is_integer() => {
-                // TODO: range error
-                let ch_opt = f.as_u64().map(|ival| char::from_u32(ival as u32));
-                match ch_opt {
-                    Some(Some(c)) => s.push(c),
-                    _ => {
-                        bail!(args_span.error(
-                            format!("invalid value {} for format verb c.", f.format_decimal())
-                                .as_str()
-                        ))
-                    }
-                }
-            }
-            ('d', Value::Number(f)) if f.is_integer() => {
-                let (sign, v) = get_sign_value(f);
-                s += sign;
-                s += apply_width(width, v.format_decimal()).as_str()
-            }
-            ('o', Value::Number(f)) if f.is_integer() => {
-                let (sign, v) = get_sign_value(f);
-                s += sign;
-                s += apply_width(width, "0O".to_owned() + &v.format_octal()).as_str()
-            }
-            ('O', Value::Number(f)) if f.is_integer() => {
-                let (sign, v) = get_sign_value(f);
-                s += sign;
-                s += apply_width(width, "0o".to_owned() + &v.format_octal()).as_str()
-            }
-            ('x', Value::Number(f)) if f.is_integer() => {
-                let (sign, v) = get_sign_value(f);
-                s += sign;
-                s += apply_width(width, v.format_hex()).as_str()
-            }
-            ('X', Value::Number(f)) if f.is_integer() => {
-                let (sign, v) = get_sign_value(f);
-                s += sign;
-                s += apply_width(width, v.format_big_hex()).as_str()
-            }
-            ('e', Value::Number(f)) => s += &f.format_scientific(),
-            ('E', Value::Number(f)) => s += &f.format_scientific().replace('e', "E"),
-            ('f' | 'F', Value::Number(f)) => {
-                s += &match width {
-                    Width::Decimals(d) => f.format_decimal_with_width(d as u32),
-                    _ => apply_width(width, f.format_decimal()),
-                }
-            }
-            ('g', Value::Number(f)) => {
-                let (sign, v) = get_sign_value(f);
-                let v = match v.as_f64() {
-                    Some(v) => v,
-                    _ => bail!(span.error("cannot print large float using g format specified")),
-                };
-                s += sign;
-                let bits = v.to_bits();
-                let exponent = (bits >> 52) & 0x7ff;
-                // TODO: what is large exponent?
-                if exponent > 32 {
-                    s += format!("{v:e}").as_str()
-                } else {
-                    s += format!("{v}").as_str()
-                }
-            }
-            ('G', Value::Number(f)) => {
-                let (sign, v) = get_sign_value(f);
-                let v = match v.as_f64() {
-                    Some(v) => v,
-                    _ => bail!("cannot print large float using g format specified"),
-                };
-                s += sign;
-                let bits = v.to_bits();
-                let exponent = (bits >> 52) & 0x7ff;
-                // TODO: what is large exponent?
-                if exponent > 32 {
-                    s += format!("{v:E}").as_str()
-                } else {
-                    s += format!("{v}").as_str()
-                }
-            }
-            (_, Value::Number(_)) => {
-                bail!(args_span.error(&format!("number specified for format verb {verb}.")));
-            }
-
-            ('q', Value::String(sv)) => append_go_quoted(&mut s, sv.as_ref(), width)?,
-
-            ('+', _) if chars.next() == Some('v') => {
-                bail!(args_span.error("Go-syntax fields names format verm %#v is not supported."));
-            }
-            ('T', _) | ('#', _) | ('q', _) | ('p', _) => {
-                bail!(
-                    args_span.error("Go-syntax format verbs %#v. %q, %p and %T are not supported.")
-                );
-            }
-            _ => {}
-        }
-    }
-
-    if args_idx < args.len() {
-        bail!(args_span.error(
-            format!(
-                "extra arguments ({}) specified for {args_idx} format verbs.",
-                args.len()
-            )
-            .as_str()
-        ));
-    }
-
-    Ok(Value::String(s.into()))
+            Value::String(s) => gofmt::Arg::Str(s.as_ref().to_owned()),
+            other => gofmt::Arg::Str(rego_text(other)),
+            })
+        })
+        .collect::<Result<Vec<gofmt::Arg>>>()?;
+    let formatted = gofmt::sprintf(&fmt, &args).map_err(|gofmt::Unsupported(what)| {
+        anyhow::Error::new(crate::utils::limits::LimitError::NotAsOpa(what))
+    })?;
+    enforce_limit()?;
+    Ok(Value::String(formatted.into()))
 }
 
 fn any_prefix_match(
@@ -771,75 +539,4 @@ fn upper(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool) -> Re
     ensure_args_count(span, name, params, args, 1)?;
     let s = ensure_string(name, &params[0], &args[0])?;
     Ok(Value::String(go_case(&s, char::to_uppercase).into()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn go_quote_string(s: &str) -> String {
-        let mut out = String::new();
-        append_go_quoted(&mut out, s, Width::None).expect("quoting must succeed");
-        out
-    }
-
-    // Reference values below were captured from `sprintf("%q", [...])`
-    // evaluated with OPA (github.com/open-policy-agent/opa), which in turn
-    // delegates to Go's `strconv.Quote`.
-    #[test]
-    fn quote_string_matches_go_strconv_quote() {
-        assert_eq!(go_quote_string("foo"), "\"foo\"");
-        assert_eq!(go_quote_string(""), "\"\"");
-        assert_eq!(go_quote_string("a\"b"), "\"a\\\"b\"");
-        assert_eq!(go_quote_string("back\\slash"), "\"back\\\\slash\"");
-        assert_eq!(go_quote_string("tab\there"), "\"tab\\there\"");
-        assert_eq!(go_quote_string("nl\nhere"), "\"nl\\nhere\"");
-        assert_eq!(go_quote_string("cr\rhere"), "\"cr\\rhere\"");
-        assert_eq!(go_quote_string("emoji\u{1F642}"), "\"emoji\u{1F642}\"");
-        assert_eq!(
-            go_quote_string("\u{044E}\u{043D}\u{0456}\u{043A}\u{043E}\u{0434}"),
-            "\"\u{044E}\u{043D}\u{0456}\u{043A}\u{043E}\u{0434}\""
-        );
-        // %q does NOT HTML-escape < > & (unlike json.marshal).
-        assert_eq!(go_quote_string("a<b>&c"), "\"a<b>&c\"");
-
-        // Short escapes for the other named control characters.
-        assert_eq!(go_quote_string("\u{0007}"), "\"\\a\"");
-        assert_eq!(go_quote_string("\u{0008}"), "\"\\b\"");
-        assert_eq!(go_quote_string("\u{000C}"), "\"\\f\"");
-        assert_eq!(go_quote_string("\u{000B}"), "\"\\v\"");
-
-        // Other C0 control characters fall back to \xNN.
-        assert_eq!(go_quote_string("x\u{001F}y"), "\"x\\x1fy\"");
-        // DEL (0x7f) is also escaped as \x7f.
-        assert_eq!(go_quote_string("x\u{007F}y"), "\"x\\x7fy\"");
-        // Non-breaking space is a non-ASCII-space separator: not printable,
-        // and within the BMP so it uses \uNNNN.
-        assert_eq!(go_quote_string("x\u{00A0}y"), "\"x\\u00a0y\"");
-        // Format, private-use, noncharacter, and unassigned scalars are not
-        // printable under Go's Unicode category definition.
-        assert_eq!(go_quote_string("x\u{00AD}y"), "\"x\\u00ady\"");
-        assert_eq!(go_quote_string("x\u{200B}y"), "\"x\\u200by\"");
-        assert_eq!(go_quote_string("x\u{E000}y"), "\"x\\ue000y\"");
-        assert_eq!(go_quote_string("x\u{FDD0}y"), "\"x\\ufdd0y\"");
-        assert_eq!(go_quote_string("x\u{0378}y"), "\"x\\u0378y\"");
-        // Astral-plane printable characters are left as-is.
-        assert_eq!(go_quote_string("x\u{1F600}y"), "\"x\u{1F600}y\"");
-    }
-
-    #[test]
-    fn quote_string_applies_supported_width_and_precision() {
-        let quote = |input, width| {
-            let mut out = String::new();
-            append_go_quoted(&mut out, input, width).expect("quoting must succeed");
-            out
-        };
-
-        assert_eq!(quote("foo", Width::Cell(10)), "     \"foo\"");
-        assert_eq!(quote("a", Width::LeadingZeros(5)), "00\"a\"");
-        assert_eq!(quote("abcdef", Width::Decimals(3)), "\"abc\"");
-        assert_eq!(quote("abc", Width::Decimals(0)), "\"\"");
-        assert_eq!(quote("\u{1F642}", Width::Cell(6)), "   \"\u{1F642}\"");
-        assert_eq!(quote("\u{1F642}x", Width::Decimals(1)), "\"\u{1F642}\"");
-    }
 }

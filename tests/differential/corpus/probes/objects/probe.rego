@@ -25,3 +25,5 @@ json_filter_paths := json.filter({"a": {"b": 1, "c": 2}, "d": [1, 2, 3]}, ["a/b"
 json_filter_escaped := json.filter({"a/b": 1, "c~d": 2, "e": 3}, ["a~1b", "c~0d"])
 
 json_remove_paths := json.remove({"a": {"b": 1, "c": 2}, "d": 3}, ["a/b", "d"])
+
+json_filter_leading_slash := json.filter({"a": {"b": 1, "c": 2}}, ["/a/b"])

@@ -43,3 +43,13 @@ replace_groups := regex.replace("2024-03-05", `(\d+)-(\d+)-(\d+)`, "$3/$2/$1")
 replace_ambiguous_group := regex.replace("abc", `(b)`, "$1x")
 
 replace_unicode := regex.replace("naïve café", `[^\x00-\x7f]`, "?")
+
+is_valid_nested_repeat_product := regex.is_valid(`(a{100}){100}`)
+
+is_valid_nested_repeat_within := regex.is_valid(`(a{10}){100}`)
+
+is_valid_repeat_at_limit := regex.is_valid(`a{1000}`)
+
+match_nested_repeat_product := regex.match(`^(?:a{2}){600}$`, "aaaa")
+
+split_leading_separator := regex.split(`,`, ",a,,b,")

@@ -42,6 +42,9 @@ pub enum VmError {
     #[error("Regex needs a Unicode table this build does not include (pc={pc})")]
     RegexUnicodeUnavailable { pc: usize },
 
+    #[error("Not answered as OPA would: {what} (pc={pc})")]
+    NotAsOpa { what: &'static str, pc: usize },
+
     #[error("Literal index {index} out of bounds (pc={pc})")]
     LiteralIndexOutOfBounds { index: u16, pc: usize },
 
@@ -355,6 +358,7 @@ impl From<anyhow::Error> for VmError {
                 crate::LimitError::RegexUnicodeUnavailable => {
                     VmError::RegexUnicodeUnavailable { pc: 0 }
                 }
+                crate::LimitError::NotAsOpa(what) => VmError::NotAsOpa { what, pc: 0 },
             };
         }
         if let Some(overflow) = err.downcast_ref::<crate::number::NumericOverflowError>() {

@@ -941,6 +941,7 @@ impl RegoVM {
                     VmError::RegexSizeLimitExceeded { limit, pc: self.pc }
                 }
                 LimitError::RegexUnicodeUnavailable => VmError::RegexUnicodeUnavailable { pc: self.pc },
+                LimitError::NotAsOpa(what) => VmError::NotAsOpa { what, pc: self.pc },
             })
     }
 

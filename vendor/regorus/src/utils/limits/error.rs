@@ -32,6 +32,9 @@ pub enum LimitError {
     /// without the regex crate's unicode-gencat/unicode-script features). An error, never
     /// undefined: OPA would answer, so `not regex.match(...)` must not flip to true. svidgate patch.
     RegexUnicodeUnavailable,
+    /// Reported when a builtin meets an input it cannot answer as OPA does (named by the
+    /// text). An error, never undefined, for the same reason. svidgate patch.
+    NotAsOpa(&'static str),
 }
 
 impl fmt::Debug for LimitError {
@@ -52,6 +55,7 @@ impl fmt::Debug for LimitError {
                 .field("limit", limit)
                 .finish(),
             Self::RegexUnicodeUnavailable => f.write_str("RegexUnicodeUnavailable"),
+            Self::NotAsOpa(what) => f.debug_tuple("NotAsOpa").field(what).finish(),
         }
     }
 }
@@ -81,6 +85,7 @@ impl fmt::Display for LimitError {
             Self::RegexUnicodeUnavailable => {
                 write!(f, "regex needs a Unicode table this build does not include")
             }
+            Self::NotAsOpa(what) => write!(f, "not answered as OPA would: {what}"),
         }
     }
 }

@@ -50,6 +50,25 @@ impl<'a> Compiler<'a> {
             .into());
         };
 
+        // svidgate patch: a rule head deeper than one name (`a.b.c := v`, `a.b[k] := v`) is
+        // compiled as if `a` were one complete rule with several values (a false conflict, or a
+        // wrong document); leave such policies to the interpreter.
+        for def in definitions {
+            if let Rule::Spec { head, .. } = def.as_ref() {
+                let (RuleHead::Compr { refr, .. } | RuleHead::Set { refr, .. } | RuleHead::Func { refr, .. }) = head;
+                let base = match refr.as_ref() {
+                    crate::ast::Expr::RefBrack { refr, .. } => refr,
+                    _ => refr,
+                };
+                if matches!(base.as_ref(), crate::ast::Expr::RefDot { .. } | crate::ast::Expr::RefBrack { .. }) {
+                    return Err(CompilerError::General {
+                        message: format!("rule head deeper than one name under '{rule_path}' is not supported by the VM"),
+                    }
+                    .into());
+                }
+            }
+        }
+
         let rule_types: BTreeSet<RuleType> = definitions
             .iter()
             .map(|def| {
@@ -478,6 +497,18 @@ impl<'a> Compiler<'a> {
                             (None, key.clone())
                         }
                         RuleHead::Func { assign, args, .. } => {
+                            // svidgate patch: the VM never applies a default function value
+                            // (`default f(_) := v`), so a call no definition matches would be
+                            // undefined where OPA returns `v`; leave such policies to the
+                            // interpreter, which applies it.
+                            if self.policy.inner.default_rules.contains_key(rule_path) {
+                                return Err(CompilerError::General {
+                                    message: format!(
+                                        "default function value of '{rule_path}' is not supported by the VM"
+                                    ),
+                                }
+                                .into());
+                            }
                             let mut param_names = Vec::new();
                             let mut last_param_span: Option<Span> = None;
 

@@ -4,13 +4,13 @@
 
 use crate::ast::{Expr, Ref};
 use crate::builtins;
-#[cfg(feature = "urlquery")]
 use crate::builtins::utils::enforce_limit;
 #[allow(unused)]
 use crate::builtins::utils::{
     ensure_args_count, ensure_object, ensure_string, ensure_string_collection,
 };
 use crate::lexer::Span;
+use crate::number::Number;
 use crate::value::Value;
 use crate::*;
 
@@ -385,9 +385,146 @@ fn json_is_valid(
 fn json_marshal(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool) -> Result<Value> {
     let name = "json.marshal";
     ensure_args_count(span, name, params, args, 1)?;
-    Ok(Value::from(serde_json::to_string(&args[0]).map_err(
-        |e| span.error(&format!("could not serialize to json\nCaused by\n{e}")),
-    )?))
+    Ok(Value::from(go_json(span, &args[0])?))
+}
+
+/// `v` as OPA's `json.marshal` writes it, Go's `encoding/json` over OPA's JSON form: object keys
+/// sorted, sets as sorted arrays, integers in full, `<`, `>`, `&`, U+2028 and U+2029 escaped.
+/// A float is written as serde_json writes it, which is the text of a JSON document's number
+/// (OPA keeps a number's text; regorus keeps its value). svidgate patch.
+fn go_json(span: &Span, v: &Value) -> Result<String> {
+    fn string(out: &mut String, s: &str) {
+        out.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                c if u32::from(c) < 0x20 || matches!(c, '<' | '>' | '&' | '\u{2028}' | '\u{2029}') => {
+                    out.push_str(&format!("\\u{:04x}", u32::from(c)));
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    fn value(span: &Span, out: &mut String, v: &Value) -> Result<()> {
+        match v {
+            Value::Null => out.push_str("null"),
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            // OPA writes a number's text; regorus keeps its value. From 1e-4 up to 1e16 JSON
+            // writers and policy literals agree on the shortest text; outside, an exponent may
+            // or may not be written, and the call is refused rather than guessed.
+            Value::Number(Number::Float(f)) if f.abs() != 0.0 && !(1e-4..1e16).contains(&f.abs()) => {
+                return Err(anyhow::Error::new(crate::utils::limits::LimitError::NotAsOpa(
+                    "json.marshal of a float below 1e-4 or from 1e16 on, whose text OPA writes",
+                )));
+            }
+            Value::Number(Number::Float(f)) => out.push_str(
+                &serde_json::to_string(f).map_err(|e| span.error(&format!("could not serialize to json: {e}")))?,
+            ),
+            Value::Number(n) => out.push_str(&n.format_decimal()),
+            Value::String(s) => string(out, s),
+            Value::Array(items) => list(span, out, items.iter())?,
+            Value::Set(items) => list(span, out, items.iter())?,
+            Value::Object(fields) => {
+                out.push('{');
+                for (n, (k, v)) in fields.iter_sorted().enumerate() {
+                    let Value::String(k) = k else {
+                        bail!(span.error("json.marshal: an object key that is not a string"));
+                    };
+                    if n > 0 {
+                        out.push(',');
+                    }
+                    string(out, k);
+                    out.push(':');
+                    value(span, out, v)?;
+                }
+                out.push('}');
+            }
+            Value::Undefined => bail!(span.error("json.marshal: undefined value")),
+        }
+        enforce_limit()
+    }
+    fn list<'a>(span: &Span, out: &mut String, items: impl Iterator<Item = &'a Value>) -> Result<()> {
+        out.push('[');
+        for (n, item) in items.enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            value(span, out, item)?;
+        }
+        out.push(']');
+        Ok(())
+    }
+    let mut out = String::new();
+    value(span, &mut out, v)?;
+    Ok(out)
+}
+
+/// Go's `json.Indent(compact, prefix, indent)`: each element on a new line starting with
+/// `prefix` and one `indent` per level (the first line without either), `": "` after keys,
+/// empty arrays and objects kept as `[]` and `{}`. svidgate patch.
+fn go_indent(compact: &str, prefix: &str, indent: &str) -> String {
+    let mut out = String::with_capacity(compact.len() * 2);
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut chars = compact.chars().peekable();
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        out.push_str(prefix);
+        for _ in 0..depth {
+            out.push_str(indent);
+        }
+    };
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                out.push(c);
+                match chars.peek() {
+                    Some(&close) if close == if c == '{' { '}' } else { ']' } => {
+                        out.push(close);
+                        chars.next();
+                    }
+                    _ => {
+                        depth += 1;
+                        newline(&mut out, depth);
+                    }
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn json_marshal_with_options(
@@ -427,33 +564,15 @@ fn json_marshal_with_options(
         }
     }
 
+    let compact = go_json(span, &args[0])?;
     if !pretty || options.is_empty() {
-        return Ok(Value::from(serde_json::to_string(&args[0]).map_err(
-            |e| span.error(&format!("could not serialize to json\nCaused by\n{e}")),
-        )?));
+        return Ok(Value::from(compact));
     }
-
-    let lines: Vec<String> = serde_json::to_string_pretty(&args[0])
-        .map_err(|e| span.error(&format!("could not serialize to json\nCaused by\n{e}")))?
-        .split('\n')
-        .map(|line| {
-            let mut line = line.to_string();
-
-            if let Some(indent) = &indent {
-                let start_trimmed = line.trim_start();
-                let leading_spaces = line.len() - start_trimmed.len();
-                let indentation_level = leading_spaces / 2;
-                line = indent.repeat(indentation_level) + start_trimmed;
-            }
-
-            if let Some(prefix) = &prefix {
-                line = prefix.to_owned() + &line;
-            }
-            line
-        })
-        .collect();
-
-    Ok(Value::from(lines.join("\n")))
+    // OPA puts the prefix in front of the first line too.
+    let prefix = prefix.unwrap_or_default();
+    let indented = prefix.clone() + &go_indent(&compact, &prefix, indent.as_deref().unwrap_or(""));
+    enforce_limit()?;
+    Ok(Value::from(indented))
 }
 
 fn json_unmarshal(

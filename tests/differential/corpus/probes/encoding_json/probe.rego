@@ -21,3 +21,15 @@ unmarshal_invalid := json.unmarshal(`{"a": }`)
 is_valid_single_quotes := json.is_valid(`{'a': 1}`)
 
 marshal_with_indent := json.marshal_with_options({"b": [1, 2], "a": {"c": true}}, {"pretty": true, "indent": "  ", "prefix": ""})
+
+marshal_controls := json.marshal("a\bb\fc\u0001d\u007fe\"\\")
+
+marshal_nested_sorted := json.marshal({"b": {"z": [], "a": {}}, "a": [{"y": 1, "x": null}], "é": true})
+
+marshal_with_prefix := json.marshal_with_options({"a": [1, {}], "b": []}, {"pretty": true, "indent": "  ", "prefix": ">"})
+
+marshal_pretty_default_indent := json.marshal_with_options({"k": ["v<"]}, {"pretty": true})
+
+marshal_body := json.marshal({"model": "gpt-4o", "temperature": 0.7, "max_tokens": 256, "messages": [{"role": "user", "content": "<b>hi</b> & bye"}]})
+
+marshal_int_exponent_literal := json.marshal([1e2, 100])

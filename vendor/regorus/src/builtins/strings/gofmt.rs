@@ -1,5 +1,4 @@
-// Copyright (c) Microsoft Corporation.
-// Licensed under the MIT License.
+// Added to regorus by svidgate (vendor/regorus/PATCHES.md #8); MIT License, as the crate.
 
 //! Go's `fmt.Sprintf`, for the argument kinds OPA's `sprintf` hands it. svidgate patch.
 //!
@@ -555,14 +554,13 @@ fn sharp_float(num: String, verb: char, prec: Option<usize>) -> String {
 
 /// `u` in `base`, without sign or prefix.
 fn unsigned_digits(u: u64, base: u32, upper: bool) -> String {
-    let s = match base {
+    match base {
         2 => format!("{u:b}"),
         8 => format!("{u:o}"),
         16 if upper => format!("{u:X}"),
         16 => format!("{u:x}"),
         _ => u.to_string(),
-    };
-    s
+    }
 }
 
 /// `strconv.Quote`.

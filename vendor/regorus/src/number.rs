@@ -1086,8 +1086,20 @@ impl Number {
             axiom_f64_ops_deterministic();
             lemma_div_ensures_cases(self@, rhs@);
         }
-        let quotient = Self::checked_float(self.to_f64_lossy() / rhs.to_f64_lossy(), "division")?;
-        Ok(Number::Float(quotient))
+        self.opa_float_op(rhs, crate::opa_float::Op::Quo, "division")
+    }
+
+    /// `self op rhs` as OPA computes it on 64-bit big floats (`opa_float.rs`), back as an exact
+    /// integer when the result is one. svidgate patch
+    /// (vendor/regorus/PATCHES.md #13): regorus computed in binary64, so `0.1 + 0.2 == 0.3`
+    /// was false where OPA says true.
+    fn opa_float_op(&self, rhs: &Self, op: crate::opa_float::Op, operation: &'static str) -> Result<Number> {
+        match crate::opa_float::arith(self, rhs, op) {
+            Some(crate::opa_float::Outcome::Integer(i)) => Ok(Number::from_bigint_owned(i)),
+            Some(crate::opa_float::Outcome::Float(f)) => Ok(Number::normalize_float(Self::checked_float(f, operation)?)),
+            Some(crate::opa_float::Outcome::Inexact(f)) => Ok(Number::Float(Self::checked_float(f, operation)?)),
+            None => Err(Self::numeric_overflow_error(operation)),
+        }
     }
 
     #[verus_spec(result =>
@@ -1118,9 +1130,7 @@ impl Number {
 
         match (self, rhs) {
             (Number::Float(_), _) | (_, Number::Float(_)) => {
-                let sum =
-                    Self::checked_float(self.to_f64_lossy() + rhs.to_f64_lossy(), "addition")?;
-                Ok(Number::normalize_float(sum))
+                self.opa_float_op(rhs, crate::opa_float::Op::Add, "addition")
             }
             (Number::UInt(a), Number::UInt(b)) => {
                 if let Some(sum) = a.checked_add(*b) {
@@ -1182,9 +1192,7 @@ impl Number {
 
         match (self, rhs) {
             (Number::Float(_), _) | (_, Number::Float(_)) => {
-                let diff =
-                    Self::checked_float(self.to_f64_lossy() - rhs.to_f64_lossy(), "subtraction")?;
-                Ok(Number::normalize_float(diff))
+                self.opa_float_op(rhs, crate::opa_float::Op::Sub, "subtraction")
             }
             (Number::UInt(a), Number::UInt(b)) => {
                 if a >= b {
@@ -1257,11 +1265,7 @@ impl Number {
 
         match (self, rhs) {
             (Number::Float(_), _) | (_, Number::Float(_)) => {
-                let product = Self::checked_float(
-                    self.to_f64_lossy() * rhs.to_f64_lossy(),
-                    "multiplication",
-                )?;
-                Ok(Number::normalize_float(product))
+                self.opa_float_op(rhs, crate::opa_float::Op::Mul, "multiplication")
             }
             (Number::UInt(a), Number::UInt(b)) => {
                 let product = (*a as u128) * (*b as u128);

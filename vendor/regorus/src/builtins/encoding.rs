@@ -416,17 +416,21 @@ fn go_json(span: &Span, v: &Value) -> Result<String> {
         match v {
             Value::Null => out.push_str("null"),
             Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            // OPA writes a number's text; regorus keeps its value. From 1e-4 up to 1e16 JSON
-            // writers and policy literals agree on the shortest text; outside, an exponent may
-            // or may not be written, and the call is refused rather than guessed.
-            Value::Number(Number::Float(f)) if f.abs() != 0.0 && !(1e-4..1e16).contains(&f.abs()) => {
-                return Err(anyhow::Error::new(crate::utils::limits::LimitError::NotAsOpa(
-                    "json.marshal of a float below 1e-4 or from 1e16 on, whose text OPA writes",
-                )));
-            }
-            Value::Number(Number::Float(f)) => out.push_str(
-                &serde_json::to_string(f).map_err(|e| span.error(&format!("could not serialize to json: {e}")))?,
-            ),
+            // OPA writes a number's text; regorus keeps its value. An arithmetic result's text
+            // is kept aside (`opa_float::opa_text`). For other floats, from 1e-4 up to 1e16
+            // JSON writers and policy literals agree on the shortest text; outside, an exponent
+            // may or may not be written, and the call is refused rather than guessed.
+            Value::Number(Number::Float(f)) => match crate::opa_float::opa_text(*f) {
+                Some(text) => out.push_str(&text),
+                None if f.abs() != 0.0 && !(1e-4..1e16).contains(&f.abs()) => {
+                    return Err(anyhow::Error::new(crate::utils::limits::LimitError::NotAsOpa(
+                        "json.marshal of a float below 1e-4 or from 1e16 on, whose text OPA writes",
+                    )));
+                }
+                None => out.push_str(
+                    &serde_json::to_string(f).map_err(|e| span.error(&format!("could not serialize to json: {e}")))?,
+                ),
+            },
             Value::Number(n) => out.push_str(&n.format_decimal()),
             Value::String(s) => string(out, s),
             Value::Array(items) => list(span, out, items.iter())?,

@@ -263,21 +263,26 @@ fn sprintf(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool) -> 
             Ok(match arg {
             // OPA formats a number by its text: with an exponent it reaches fmt as a string,
             // with only zeros after the point as an int64. regorus keeps a float's value, not
-            // its text. From 1e-4 up to 1e16 every JSON writer (Go, serde, Python, JS) and a
+            // its text: an arithmetic result's text is kept aside (`opa_float::opa_text`); for
+            // other floats, from 1e-4 up to 1e16 every JSON writer (Go, serde, Python, JS) and a
             // policy literal write plain decimals, so the value decides; outside that range the
             // text may or may not have an exponent, and the call is refused.
-            Value::Number(Number::Float(f)) => {
-                let a = f.abs();
-                if a == 0.0 || f.fract() == 0.0 && a < 1e16 {
-                    gofmt::Arg::Int(*f as i64)
-                } else if (1e-4..1e16).contains(&a) {
-                    gofmt::Arg::Float(*f)
-                } else {
-                    return Err(anyhow::Error::new(crate::utils::limits::LimitError::NotAsOpa(
-                        "sprintf of a float below 1e-4 or from 1e16 on, whose text OPA formats",
-                    )));
+            Value::Number(Number::Float(f)) => match crate::opa_float::opa_text(*f) {
+                Some(text) if text.contains('e') => gofmt::Arg::Str(text),
+                Some(text) => gofmt::Arg::Float(text.parse().unwrap_or(*f)),
+                None => {
+                    let a = f.abs();
+                    if a == 0.0 || f.fract() == 0.0 && a < 1e16 {
+                        gofmt::Arg::Int(*f as i64)
+                    } else if (1e-4..1e16).contains(&a) {
+                        gofmt::Arg::Float(*f)
+                    } else {
+                        return Err(anyhow::Error::new(crate::utils::limits::LimitError::NotAsOpa(
+                            "sprintf of a float below 1e-4 or from 1e16 on, whose text OPA formats",
+                        )));
+                    }
                 }
-            }
+            },
             Value::Number(n) => match n.as_i64() {
                 Some(i) => gofmt::Arg::Int(i),
                 None => match n.as_big() {

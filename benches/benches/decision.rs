@@ -92,6 +92,7 @@ fn benches(c: &mut Criterion) {
         destination_principal: Some("spiffe://ai.internal/ns/inference/sa/model-server"),
         protocol: Some("HTTP/2"),
         tls_sni: Some("model-server.ai.internal"),
+        peer_certificate: None,
         now: SystemTime::now(),
     };
     let seed_plan = InputPlan::for_modules(&[("authz.rego".to_owned(), SEED_POLICY.to_owned())]);

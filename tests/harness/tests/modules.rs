@@ -197,6 +197,27 @@ fn writes_masked_opa_decision_logs_to_the_proxy_log() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn gives_the_policy_the_peer_certificate_as_envoys_ext_authz_does() -> Result<()> {
+    // A policy in the shape of OPA-Envoy policies that read the client certificate: the PEM as
+    // Envoy's ext_authz sends it, URL-encoded (newline, space, +, / and =).
+    let config = r#"{"trust_domains": ["ai.internal"],
+        "policy": {"rego": "package envoy.authz\nimport rego.v1\ndefault allow := false\nallow if startswith(input.attributes.source.certificate, \"-----BEGIN%20CERTIFICATE-----%0A\")",
+                   "decision_logs": {"console": true}}}"#;
+    let mut plugin = start(ModuleKind::Authz, config)?;
+    let svid = TrustDomainCa::new(TRUST_DOMAIN)?.svid(ORCHESTRATOR)?;
+    present(&mut plugin, &svid, ORCHESTRATOR);
+    plugin.take_logs();
+    let (allowed, _) = get(&mut plugin, &[])?;
+    ensure!(allowed, "{:?}", plugin.logs());
+    let logged: Vec<serde_json::Value> = plugin.take_logs().iter().filter_map(|l| serde_json::from_str(&l.message).ok()).collect();
+    let [record] = logged.as_slice() else { anyhow::bail!("expected one record, got {logged:?}") };
+    let pem = svid.cert_pem.clone();
+    let encoded = pem.replace('\n', "%0A").replace(' ', "%20").replace('+', "%2B").replace('/', "%2F").replace('=', "%3D");
+    ensure!(record["input"]["attributes"]["source"]["certificate"] == encoded.as_str(), "{record}");
+    Ok(())
+}
+
 /// The seed's rule with the callers in `data`, as an OPA bundle `svidgate bundle build` would write.
 fn bundle(revision: &str, callers: &[&str], rego: &str) -> Result<Vec<u8>> {
     let manifest = serde_json::json!({"revision": revision, "roots": ["envoy/authz", "svidgate"]});

@@ -32,6 +32,9 @@ pub struct RequestFacts<'a> {
     pub protocol: Option<&'a str>,
     /// Envoy's `connection.requested_server_name` (the TLS SNI), if the plan asks for it.
     pub tls_sni: Option<&'a str>,
+    /// Envoy's `connection.peer_certificate` (the validated peer's leaf PEM), if the plan asks
+    /// for it.
+    pub peer_certificate: Option<&'a str>,
     /// The proxy clock (decision-log timestamps).
     pub now: std::time::SystemTime,
 }
@@ -59,13 +62,15 @@ pub struct InputPlan {
     pub request_time: bool,
     /// `attributes.tlsSession`.
     pub tls_session: bool,
+    /// `attributes.source.certificate`.
+    pub source_certificate: bool,
 }
 
 /// An optional part: its path in the input, and how to switch it on in a plan.
 type Part = (&'static [&'static str], fn(&mut InputPlan));
 
 /// The input path behind each optional part.
-const PARTS: [Part; 10] = [
+const PARTS: [Part; 11] = [
     (&["attributes", "request", "http", "headers"], |p| p.headers = true),
     (&["parsed_path"], |p| p.parsed_path = true),
     (&["parsed_query"], |p| p.parsed_query = true),
@@ -76,6 +81,7 @@ const PARTS: [Part; 10] = [
     (&["svidgate"], |p| p.svidgate = true),
     (&["attributes", "request", "time"], |p| p.request_time = true),
     (&["attributes", "tlsSession"], |p| p.tls_session = true),
+    (&["attributes", "source", "certificate"], |p| p.source_certificate = true),
 ];
 
 impl InputPlan {
@@ -91,6 +97,7 @@ impl InputPlan {
         svidgate: true,
         request_time: true,
         tls_session: true,
+        source_certificate: true,
     };
 
     /// Scans every `input` reference of the modules. A reference is a static chain
@@ -129,7 +136,7 @@ macro_rules! keys {
 }
 
 keys! {
-    address = "address", attributes = "attributes", caller = "caller", destination = "destination",
+    address = "address", attributes = "attributes", caller = "caller", certificate = "certificate", destination = "destination",
     encoding = "encoding", ext_authz = "ext_authz", forwarded = "forwarded", headers = "headers",
     host = "host", http = "http", id = "id", method = "method", nanos = "nanos", not_after = "not_after",
     not_before = "not_before", parsed_path = "parsed_path", parsed_query = "parsed_query",
@@ -180,6 +187,10 @@ pub fn build_input(plan: &InputPlan, facts: &RequestFacts<'_>, identity: &Identi
     if plan.source_address {
         source.push((&KEYS.address, socket_address(facts.source_address)));
     }
+    // Only a validated peer's certificate, as the rest of the input only has its SPIFFE ID.
+    if let Some(pem) = facts.peer_certificate.filter(|_| plan.source_certificate && facts.peer.is_ok()) {
+        source.push((&KEYS.certificate, Value::from(url_encoded_pem(pem))));
+    }
     let mut destination = Vec::new();
     if plan.destination_principal {
         destination.push((&KEYS.principal, opt_str(facts.destination_principal)));
@@ -219,6 +230,24 @@ pub fn build_input(plan: &InputPlan, facts: &RequestFacts<'_>, identity: &Identi
         root.push((&KEYS.svidgate, svidgate(facts.peer, identity)));
     }
     object(root)
+}
+
+/// `attributes.source.certificate` as Envoy's ext_authz fills it
+/// (`urlEncodedPemEncodedPeerCertificate`): the PEM with newline, space, `+`, `/` and `=`
+/// percent-encoded, nothing else.
+fn url_encoded_pem(pem: &str) -> String {
+    let mut out = String::with_capacity(pem.len() + pem.len() / 8);
+    for c in pem.chars() {
+        match c {
+            '\n' => out.push_str("%0A"),
+            ' ' => out.push_str("%20"),
+            '+' => out.push_str("%2B"),
+            '/' => out.push_str("%2F"),
+            '=' => out.push_str("%3D"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// `attributes.request.time` as the plugin builds it from the protobuf `Timestamp` (protomap, not

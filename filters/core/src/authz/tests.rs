@@ -35,6 +35,9 @@ fn headers(pairs: &[(&str, &str)]) -> StrippedHeaders {
     StrippedHeaders::strip(pairs, &identity_config())
 }
 
+/// A leaf PEM as Envoy hands it over (`connection.peer_certificate`), shortened.
+const PEER_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB+jCCAaCg/AwIBAgIU=\n-----END CERTIFICATE-----\n";
+
 fn input_for(
     plan: &InputPlan,
     headers: &StrippedHeaders,
@@ -48,6 +51,7 @@ fn input_for(
         destination_principal: Some("spiffe://ai.internal/ns/inference/sa/model-server"),
         protocol: Some("HTTP/2"),
         tls_sni: Some("model-server.ai.internal"),
+        peer_certificate: Some(PEER_PEM),
         now: std::time::UNIX_EPOCH + std::time::Duration::new(1_790_000_000, 250),
     };
     let identity = identity_config().resolve(peer, headers);
@@ -109,6 +113,8 @@ fn builds_opa_envoy_v3_input() {
             "source": {
                 "principal": ORCHESTRATOR,
                 "address": {"socketAddress": {"address": "10.1.2.3", "portValue": 45678}},
+                // Envoy's urlEncodedPemEncodedPeerCertificate: newline, space, +, / and =.
+                "certificate": "-----BEGIN%20CERTIFICATE-----%0AMIIB%2BjCCAaCg%2FAwIBAgIU%3D%0A-----END%20CERTIFICATE-----%0A",
             },
             "destination": {
                 "principal": "spiffe://ai.internal/ns/inference/sa/model-server",
@@ -169,6 +175,23 @@ fn minimal_plan_leaves_out_optional_parts_and_principal_without_peer() {
         "version": {"encoding": "protojson", "ext_authz": "v3"},
     });
     assert_eq!(input, expected);
+}
+
+#[test]
+fn source_certificate_only_for_a_validated_peer() {
+    let h = headers(&[]);
+    let plan = InputPlan { source_certificate: true, ..InputPlan::default() };
+    assert_eq!(plan, InputPlan::for_modules(&[(
+        "p.rego".to_owned(),
+        "package p\nimport rego.v1\nallow if startswith(input.attributes.source.certificate, \"-----BEGIN\")".to_owned(),
+    )]));
+    // Envoy hands over the PEM of any client certificate it accepted; a peer svidgate refused
+    // (here one with two URI SANs) is not a principal, and its certificate is not in the input.
+    let refused = input_for(&plan, &h, Err(&PeerError::MultipleUriSans(2)));
+    assert_eq!(refused["attributes"]["source"], serde_json::json!({}));
+    let p = peer();
+    let validated = input_for(&plan, &h, Ok(&p));
+    assert!(validated["attributes"]["source"]["certificate"].as_str().is_some_and(|c| c.starts_with("-----BEGIN%20")));
 }
 
 #[test]

@@ -82,6 +82,7 @@ impl Authz {
         let destination_principal = fetch(plan.destination_principal, property::LOCAL_URI_SAN);
         let protocol = fetch(plan.protocol, property::PROTOCOL);
         let tls_sni = fetch(plan.tls_session, property::TLS_SNI);
+        let peer_certificate = fetch(plan.source_certificate && request.peer.is_ok(), property::PEER_CERTIFICATE);
         let facts = RequestFacts {
             headers: &request.headers,
             peer: request.peer.as_ref(),
@@ -90,6 +91,7 @@ impl Authz {
             destination_principal: destination_principal.as_deref(),
             protocol: protocol.as_deref(),
             tls_sni: tls_sni.as_deref(),
+            peer_certificate: peer_certificate.as_deref(),
             now: request.now,
         };
         authorizer.evaluate(&active, &facts, identity_config, identity)

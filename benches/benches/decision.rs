@@ -93,6 +93,7 @@ fn benches(c: &mut Criterion) {
         protocol: Some("HTTP/2"),
         tls_sni: Some("model-server.ai.internal"),
         peer_certificate: None,
+        metadata_context: &[],
         now: SystemTime::now(),
     };
     let seed_plan = InputPlan::for_modules(&[("authz.rego".to_owned(), SEED_POLICY.to_owned())]);

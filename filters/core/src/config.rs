@@ -182,6 +182,9 @@ pub struct PolicyConfig {
     pub bundle: Option<BundleConfig>,
     /// Deny once the bundle service has not confirmed the active policy for this long.
     pub max_policy_age: Option<Duration>,
+    /// The dynamic-metadata namespaces of other filters given to the policy as
+    /// `attributes.metadataContext.filterMetadata`, as ext_authz's `metadata_context_namespaces`.
+    pub metadata_context_namespaces: Vec<String>,
 }
 
 /// The `policy.decision_logs` block.
@@ -295,6 +298,7 @@ impl PolicyConfig {
             decision_logs: None,
             bundle: None,
             max_policy_age: None,
+            metadata_context_namespaces: Vec::new(),
         }
     }
 }

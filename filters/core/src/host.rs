@@ -41,6 +41,9 @@ pub mod property {
     /// `connection.requested_server_name`: the TLS SNI the client sent, as ext_authz's
     /// `tlsSession.sni` takes it.
     pub const TLS_SNI: &[&str] = &["connection", "requested_server_name"];
+    /// `metadata`: the stream's dynamic metadata, the bytes of an `envoy.config.core.v3.Metadata`
+    /// (a map inside it does not serialize, so it is read whole).
+    pub const DYNAMIC_METADATA: &[&str] = &["metadata"];
 }
 
 /// What the filter asks of the proxy. One implementation per runtime; see the module docs for

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use svidgate_testpki::{GATEWAY, MODEL_SERVER, ORCHESTRATOR, TOOL_RUNTIME, TRUST_DOMAIN, VECTOR_STORE, Workload};
 
@@ -61,6 +61,8 @@ pub struct SidecarOptions {
     pub envoy_defaults: bool,
     /// The svidgate plugin configuration, instead of the workload's sidecar configuration.
     pub plugin: Option<Value>,
+    /// HTTP filters (YAML list items, indented as in the template) placed before svidgate's.
+    pub filters_before: Option<String>,
 }
 
 /// Where sidecars of one run start: the run directory, the trust domain, the app binary.
@@ -191,6 +193,7 @@ impl SidecarOptions {
             trusted_forwarders: Vec::new(),
             envoy_defaults: false,
             plugin: None,
+            filters_before: None,
         }
     }
 }
@@ -239,6 +242,11 @@ impl Sidecar {
         let mut config = envoy::render(&envoy::template(template)?, &sidecar_vars)?;
         if options.envoy_defaults {
             config = envoy::without_http_hardening(&config);
+        }
+        if let Some(filters) = &options.filters_before {
+            const SVIDGATE: &str = "          - name: svidgate-authz\n";
+            ensure!(config.contains(SVIDGATE), "{template} has no svidgate-authz filter to put filters before");
+            config = config.replacen(SVIDGATE, &format!("{filters}{SVIDGATE}"), 1);
         }
         let version = 1;
         match &options.plugin {

@@ -185,3 +185,44 @@ async fn envoy_refuses_expired_svid_at_handshake_by_default() {
     let error = expect_refused(&alone, &client(&alone, Some(&expired)).unwrap(), "expired").await.unwrap();
     assert!(error.contains("received fatal alert: CertificateExpired"), "{error}");
 }
+
+#[tokio::test]
+async fn gives_the_policy_other_filters_dynamic_metadata_as_metadata_context() {
+    // Another filter in front writes dynamic metadata (set_metadata here, in the shape jwt_authn
+    // writes a verified token's payload); the policy reads it as OPA-Envoy policies do, from
+    // the namespaces configured as ext_authz's `metadata_context_namespaces`.
+    let filters = r#"          - name: envoy.filters.http.set_metadata
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.set_metadata.v3.Config
+              metadata:
+              - metadata_namespace: envoy.filters.http.jwt_authn
+                value:
+                  payload: { sub: alice, scope: [models.read, tools.call] }
+              - metadata_namespace: envoy.filters.http.not_listed
+                value: { secret: true }
+"#;
+    let rego = r#"package envoy.authz
+import rego.v1
+default allow := false
+metadata := input.attributes.metadataContext.filterMetadata
+allow if {
+    metadata["envoy.filters.http.jwt_authn"].payload.sub == "alice"
+    "tools.call" in metadata["envoy.filters.http.jwt_authn"].payload.scope
+    not metadata["envoy.filters.http.not_listed"]
+    input.attributes.request.http.path != "/admin"
+}"#;
+    let plugin = serde_json::json!({"trust_domains": ["ai.internal"], "policy": {
+        "rego": rego, "metadata_context_namespaces": ["envoy.filters.http.jwt_authn"],
+    }});
+    let modules = Modules::built().unwrap();
+    let options =
+        SidecarOptions { plugin: Some(plugin), filters_before: Some(filters.to_owned()), ..SidecarOptions::new(&modules.authz) };
+    let alone = Alone::start("metadata-context", UPSTREAM.as_ref(), MODEL_SERVER, &options).await.unwrap();
+    let orchestrator = client(&alone, Some(&alone.pki.cert(ORCHESTRATOR.name).unwrap())).unwrap();
+    for http in [Http::H1, Http::H2] {
+        let allowed = orchestrator.send(alone.sidecar.inbound_port, http, &Request::new("POST", "/v1/tools/call")).await.unwrap();
+        assert_eq!(allowed.status, 200, "{http:?}: {allowed:?}");
+        let denied = orchestrator.send(alone.sidecar.inbound_port, http, &Request::new("POST", "/admin")).await.unwrap();
+        assert_eq!(denied.status, 403, "{http:?}: {denied:?}");
+    }
+}

@@ -35,6 +35,8 @@ pub struct RequestFacts<'a> {
     /// Envoy's `connection.peer_certificate` (the validated peer's leaf PEM), if the plan asks
     /// for it.
     pub peer_certificate: Option<&'a str>,
+    /// Other filters' dynamic metadata of the configured namespaces, if the plan asks for it.
+    pub metadata_context: &'a [(String, Value)],
     /// The proxy clock (decision-log timestamps).
     pub now: std::time::SystemTime,
 }
@@ -64,13 +66,15 @@ pub struct InputPlan {
     pub tls_session: bool,
     /// `attributes.source.certificate`.
     pub source_certificate: bool,
+    /// `attributes.metadataContext`.
+    pub metadata_context: bool,
 }
 
 /// An optional part: its path in the input, and how to switch it on in a plan.
 type Part = (&'static [&'static str], fn(&mut InputPlan));
 
 /// The input path behind each optional part.
-const PARTS: [Part; 11] = [
+const PARTS: [Part; 12] = [
     (&["attributes", "request", "http", "headers"], |p| p.headers = true),
     (&["parsed_path"], |p| p.parsed_path = true),
     (&["parsed_query"], |p| p.parsed_query = true),
@@ -82,6 +86,7 @@ const PARTS: [Part; 11] = [
     (&["attributes", "request", "time"], |p| p.request_time = true),
     (&["attributes", "tlsSession"], |p| p.tls_session = true),
     (&["attributes", "source", "certificate"], |p| p.source_certificate = true),
+    (&["attributes", "metadataContext"], |p| p.metadata_context = true),
 ];
 
 impl InputPlan {
@@ -98,6 +103,7 @@ impl InputPlan {
         request_time: true,
         tls_session: true,
         source_certificate: true,
+        metadata_context: true,
     };
 
     /// Scans every `input` reference of the modules. A reference is a static chain
@@ -137,8 +143,8 @@ macro_rules! keys {
 
 keys! {
     address = "address", attributes = "attributes", caller = "caller", certificate = "certificate", destination = "destination",
-    encoding = "encoding", ext_authz = "ext_authz", forwarded = "forwarded", headers = "headers",
-    host = "host", http = "http", id = "id", method = "method", nanos = "nanos", not_after = "not_after",
+    encoding = "encoding", ext_authz = "ext_authz", filter_metadata = "filterMetadata", forwarded = "forwarded", headers = "headers",
+    host = "host", http = "http", id = "id", metadata_context = "metadataContext", method = "method", nanos = "nanos", not_after = "not_after",
     not_before = "not_before", parsed_path = "parsed_path", parsed_query = "parsed_query",
     path = "path", peer = "peer", peer_error = "peer_error", port_value = "portValue",
     principal = "principal", protocol = "protocol", request = "request",
@@ -208,6 +214,11 @@ pub fn build_input(plan: &InputPlan, facts: &RequestFacts<'_>, identity: &Identi
         (&KEYS.destination, object(destination)),
         (&KEYS.request, object(request)),
     ];
+    if plan.metadata_context && !facts.metadata_context.is_empty() {
+        let namespaces = facts.metadata_context.iter().map(|(ns, v)| (Value::from(ns.as_str()), v.clone()));
+        let filter_metadata = Value::from(namespaces.collect::<std::collections::BTreeMap<Value, Value>>());
+        attributes.push((&KEYS.metadata_context, object(vec![(&KEYS.filter_metadata, filter_metadata)])));
+    }
     // As the plugin's protomap leaves out an empty field: no SNI, no `tlsSession`.
     if let Some(sni) = facts.tls_sni.filter(|sni| plan.tls_session && !sni.is_empty()) {
         attributes.push((&KEYS.tls_session, object(vec![(&KEYS.sni, Value::from(sni))])));

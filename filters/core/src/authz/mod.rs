@@ -10,6 +10,7 @@ pub mod data;
 pub mod decision_log;
 mod gzip;
 mod input;
+pub mod metadata;
 mod policy;
 mod result;
 pub mod service;

@@ -43,6 +43,10 @@ fn input_for(
     headers: &StrippedHeaders,
     peer: Result<&PeerIdentity, &PeerError>,
 ) -> serde_json::Value {
+    let metadata = vec![(
+        "envoy.filters.http.jwt_authn".to_owned(),
+        regorus::Value::from_json_str(r#"{"payload": {"sub": "alice"}}"#).unwrap(),
+    )];
     let facts = RequestFacts {
         headers,
         peer,
@@ -52,6 +56,7 @@ fn input_for(
         protocol: Some("HTTP/2"),
         tls_sni: Some("model-server.ai.internal"),
         peer_certificate: Some(PEER_PEM),
+        metadata_context: &metadata,
         now: std::time::UNIX_EPOCH + std::time::Duration::new(1_790_000_000, 250),
     };
     let identity = identity_config().resolve(peer, headers);
@@ -139,6 +144,7 @@ fn builds_opa_envoy_v3_input() {
                 },
             }},
             "tlsSession": {"sni": "model-server.ai.internal"},
+            "metadataContext": {"filterMetadata": {"envoy.filters.http.jwt_authn": {"payload": {"sub": "alice"}}}},
         },
         "parsed_path": ["v1", "gen erate"],
         "parsed_query": {"model": ["llama", "mistral"], "q": ["a b"]},

@@ -29,6 +29,8 @@ pub(super) struct RawPolicy {
     decision_logs: Option<RawDecisionLogs>,
     bundle: Option<RawService>,
     max_policy_age: Option<String>,
+    #[serde(default)]
+    metadata_context_namespaces: Vec<String>,
 }
 
 /// One module as a string, or several as a map from file name to source.
@@ -89,6 +91,12 @@ impl RawPolicy {
             }
             Some(v) => Some(duration("policy.max_policy_age", v, true)?),
         };
+        let namespaces = self.metadata_context_namespaces;
+        if let Some((_, bad)) =
+            namespaces.iter().enumerate().find(|(i, ns)| ns.is_empty() || namespaces.iter().take(*i).any(|n| n == *ns))
+        {
+            return Err(invalid("policy.metadata_context_namespaces", format!("{bad:?} is empty or listed twice")));
+        }
         Ok(PolicyConfig {
             modules,
             data,
@@ -103,6 +111,7 @@ impl RawPolicy {
             decision_logs: self.decision_logs.map(RawDecisionLogs::typed).transpose()?,
             bundle: self.bundle.as_ref().map(RawService::bundle).transpose()?,
             max_policy_age,
+            metadata_context_namespaces: namespaces,
         })
     }
 }

@@ -121,6 +121,9 @@ fn refuses_bad_policy_blocks_naming_the_key() {
         (r#"{"rego": "package x", "decision_logs": {"decision_id_header": "bad header"}}"#, "policy.decision_logs.decision_id_header: \"bad header\""),
         (r#"{"rego": "package x", "decision_logs": {"service": {"cluster": "s", "upload_bytes": 500, "max_bytes": 100}}}"#, "policy.decision_logs.service.upload_bytes: 500 must be between 1 and max_bytes (100)"),
         (r#"{"rego": "package x", "decision_logs": {"service": {"cluster": "s", "name": "n"}}}"#, "policy.decision_logs.service.name: is a policy.bundle option"),
+        (r#"{"rego": "package x", "metadata_context_namespaces": ["a", ""]}"#, "policy.metadata_context_namespaces: \"\" is empty or listed twice"),
+        (r#"{"rego": "package x", "metadata_context_namespaces": ["a", "a"]}"#, "policy.metadata_context_namespaces: \"a\" is empty or listed twice"),
+        (r#"{"rego": "package x", "metadata_context_namespaces": "a"}"#, "policy.metadata_context_namespaces: invalid type"),
     ];
     for (block, expected) in cases {
         let err = policy(block).unwrap_err().to_string();

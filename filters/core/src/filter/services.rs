@@ -83,6 +83,18 @@ impl Authz {
         let protocol = fetch(plan.protocol, property::PROTOCOL);
         let tls_sni = fetch(plan.tls_session, property::TLS_SNI);
         let peer_certificate = fetch(plan.source_certificate && request.peer.is_ok(), property::PEER_CERTIFICATE);
+        let namespaces = &authorizer.settings().metadata_context_namespaces;
+        let wanted = plan.metadata_context && !namespaces.is_empty();
+        let metadata_context = match wanted.then(|| host.property(property::DYNAMIC_METADATA)).flatten() {
+            None => Vec::new(),
+            Some(bytes) => match crate::authz::metadata::filter_metadata(&bytes, namespaces) {
+                Ok(found) => found,
+                Err(error) => {
+                    let reason = DenyReason::EvaluationError(error.to_string());
+                    return Verdict::without_policy(Decision::deny(authorizer.settings().error_status, reason), identity);
+                }
+            },
+        };
         let facts = RequestFacts {
             headers: &request.headers,
             peer: request.peer.as_ref(),
@@ -92,6 +104,7 @@ impl Authz {
             protocol: protocol.as_deref(),
             tls_sni: tls_sni.as_deref(),
             peer_certificate: peer_certificate.as_deref(),
+            metadata_context: &metadata_context,
             now: request.now,
         };
         authorizer.evaluate(&active, &facts, identity_config, identity)

@@ -21,6 +21,9 @@ const PROPERTIES: &[&[&str]] = &[
     &["source", "port"],
     &["destination", "address"],
     &["request", "protocol"],
+    &["metadata"],
+    &["metadata", "filter_metadata", "envoy.filters.http.jwt_authn"],
+    &["metadata", "filter_metadata", "envoy.filters.http.jwt_authn", "payload", "sub"],
 ];
 
 proxy_wasm::main! {{
@@ -54,8 +57,10 @@ impl HttpContext for Probe {
                 body.push(',');
             }
             body.push_str(&format!("\n  \"{}\": ", path.join(".")));
-            match self.get_property(path.to_vec()) {
-                Some(bytes) => {
+            match proxy_wasm::hostcalls::get_property(path.to_vec()) {
+                Err(status) => body.push_str(&format!("{{\"status\": \"{status:?}\"}}")),
+                Ok(None) => body.push_str("null"),
+                Ok(Some(bytes)) => {
                     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
                     let utf8 = match std::str::from_utf8(&bytes) {
                         Ok(text) => json_string(text),
@@ -63,7 +68,6 @@ impl HttpContext for Probe {
                     };
                     body.push_str(&format!("{{\"hex\": \"{hex}\", \"utf8\": {utf8}}}"));
                 }
-                None => body.push_str("null"),
             }
         }
         body.push_str("\n}\n");

@@ -42,6 +42,9 @@ pub enum VmError {
     #[error("Regex needs a Unicode table this build does not include (pc={pc})")]
     RegexUnicodeUnavailable { pc: usize },
 
+    #[error("glob.match refused: {reason} (pc={pc})")]
+    GlobMatchRefused { reason: &'static str, pc: usize },
+
     #[error("Literal index {index} out of bounds (pc={pc})")]
     LiteralIndexOutOfBounds { index: u16, pc: usize },
 
@@ -354,6 +357,9 @@ impl From<anyhow::Error> for VmError {
                 }
                 crate::LimitError::RegexUnicodeUnavailable => {
                     VmError::RegexUnicodeUnavailable { pc: 0 }
+                }
+                crate::LimitError::GlobMatchRefused { reason } => {
+                    VmError::GlobMatchRefused { reason, pc: 0 }
                 }
             };
         }

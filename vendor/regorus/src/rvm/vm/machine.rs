@@ -941,6 +941,7 @@ impl RegoVM {
                     VmError::RegexSizeLimitExceeded { limit, pc: self.pc }
                 }
                 LimitError::RegexUnicodeUnavailable => VmError::RegexUnicodeUnavailable { pc: self.pc },
+                LimitError::GlobMatchRefused { reason } => VmError::GlobMatchRefused { reason, pc: self.pc },
             })
     }
 

@@ -27,6 +27,7 @@ impl RegoVM {
                 | VmError::MemoryBudgetExceeded { .. }
                 | VmError::RegexSizeLimitExceeded { .. }
                 | VmError::RegexUnicodeUnavailable { .. }
+                | VmError::GlobMatchRefused { .. }
                 | VmError::ConflictingOutputs { .. }
                 | VmError::InstructionLimitExceeded { .. }
                 | VmError::NumericOverflow { .. }

@@ -32,6 +32,13 @@ pub enum LimitError {
     /// without the regex crate's unicode-gencat/unicode-script features). An error, never
     /// undefined: OPA would answer, so `not regex.match(...)` must not flip to true. svidgate patch.
     RegexUnicodeUnavailable,
+    /// Reported by `glob.match` where OPA's glob library (gobwas/glob) panics, which stops OPA's
+    /// evaluation, or for a pattern past the bounds of svidgate's port of it. An error, never
+    /// undefined, so `not glob.match(...)` cannot flip to true. svidgate patch.
+    GlobMatchRefused {
+        /// What happened.
+        reason: &'static str,
+    },
 }
 
 impl fmt::Debug for LimitError {
@@ -52,6 +59,10 @@ impl fmt::Debug for LimitError {
                 .field("limit", limit)
                 .finish(),
             Self::RegexUnicodeUnavailable => f.write_str("RegexUnicodeUnavailable"),
+            Self::GlobMatchRefused { reason } => f
+                .debug_struct("GlobMatchRefused")
+                .field("reason", reason)
+                .finish(),
         }
     }
 }
@@ -81,6 +92,7 @@ impl fmt::Display for LimitError {
             Self::RegexUnicodeUnavailable => {
                 write!(f, "regex needs a Unicode table this build does not include")
             }
+            Self::GlobMatchRefused { reason } => write!(f, "glob.match refused: {}", reason),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! Compiled-pattern caches for Rego builtins.
 //!
 //! When the `cache` feature is enabled, compiled [`regex::Regex`] and
-//! [`globset::GlobMatcher`] objects are held in bounded LRU caches so that
+//! `glob.match` pattern objects are held in bounded LRU caches so that
 //! repeated evaluations of the same pattern avoid recompilation.
 //!
 //! # Examples
@@ -134,7 +134,7 @@ lazy_static! {
 
 #[cfg(feature = "glob")]
 lazy_static! {
-    pub(crate) static ref GLOB_CACHE: Mutex<LruCache<globset::GlobMatcher>> =
+    pub(crate) static ref GLOB_CACHE: Mutex<LruCache<alloc::sync::Arc<crate::builtins::Glob>>> =
         Mutex::new(LruCache::new(Config::default().glob));
 }
 

@@ -25,6 +25,8 @@ mod conversions;
 mod encoding;
 #[cfg(feature = "glob")]
 mod glob;
+#[cfg(all(feature = "glob", feature = "cache"))]
+pub use glob::Glob;
 #[cfg(feature = "graph")]
 mod graph;
 #[cfg(feature = "http")]

@@ -132,8 +132,8 @@ pub(crate) enum Outcome {
 /// A result that is not an integer is kept as a binary64 value, which cannot hold OPA's 64-bit
 /// one: `1.1 + 2.2` is 3.3000000000000000002 in OPA, which is not the literal 3.3. The float
 /// nearest that value is 3.3, so it is moved one step toward OPA's value (3.3000000000000003):
-/// every comparison with a number of up to 16 significant digits then decides as OPA's does.
-/// Its text is not OPA's; `sprintf` and `json.marshal` refuse a float of 17 digits for that.
+/// every comparison with a number of up to 16 significant digits then decides as OPA's does,
+/// and OPA's text is kept aside for `sprintf` and `json.marshal` ([`opa_text`]).
 pub(crate) fn arith(a: &crate::number::Number, b: &crate::number::Number, op: Op) -> Option<Outcome> {
     let x = Ratio::of(&operand(a)?.round());
     let y = Ratio::of(&operand(b)?.round());

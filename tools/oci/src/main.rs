@@ -11,8 +11,8 @@ use svidgate_oci::render::{Pin, Pins};
 use svidgate_oci::{Artifact, Kind, Module, Provenance, gate, layout, render};
 use time::OffsetDateTime;
 
-/// The modules `cargo xtask build` ships.
-const MODULE_FILES: [&str; 2] = ["svidgate_identity.wasm", "svidgate_authz.wasm"];
+/// The modules `cargo xtask build` ships (the authz module in both flavors).
+const MODULE_FILES: [&str; 3] = ["svidgate_identity.wasm", "svidgate_authz.wasm", "svidgate_authz_full.wasm"];
 
 fn main() -> Result<()> {
     // Usage errors (unknown flags or commands, missing or repeated options) exit 2 with clap's

@@ -12,11 +12,13 @@ use svidgate_oci::render::Pins;
 use crate::support::{Scratch, cli, logged_revision, module_bytes, run, wasm_dir};
 
 /// Every module and kind `package` writes: (repository, module file, kind).
-pub const ARTIFACTS: [(&str, &str, &str); 4] = [
+pub const ARTIFACTS: [(&str, &str, &str); 6] = [
     ("svidgate-identity", "svidgate_identity.wasm", "compat"),
     ("svidgate-identity", "svidgate_identity.wasm", "wasm"),
     ("svidgate-authz", "svidgate_authz.wasm", "compat"),
     ("svidgate-authz", "svidgate_authz.wasm", "wasm"),
+    ("svidgate-authz-full", "svidgate_authz_full.wasm", "compat"),
+    ("svidgate-authz-full", "svidgate_authz_full.wasm", "wasm"),
 ];
 
 /// Runs `svidgate-oci package` on the built modules into `out`, annotated with the revision the

@@ -70,7 +70,7 @@ fn pushed_artifacts_pull_back_identical_with_skopeo_and_oras() -> Result<()> {
 
     let python = oras_python()?;
     let script = workspace_root().join("tools/oci/tests/distribution/oras_pull.py");
-    for name in ["svidgate-identity", "svidgate-authz"] {
+    for name in ["svidgate-identity", "svidgate-authz", "svidgate-authz-full"] {
         let tags: Vec<&str> = pins.artifacts.iter().filter(|p| p.name == name).map(|p| p.tag.as_str()).collect();
         let report = run(Command::new(&python).arg(&script).arg(format!("{target}/{name}")).args(&tags))?;
         let report: BTreeMap<String, OrasPull> =

@@ -53,6 +53,12 @@ impl Ratio {
         }
     }
 
+    /// Numerator (with the sign) and denominator as signed integers.
+    fn signed(&self) -> (BigInt, BigInt) {
+        let sign = if self.neg { Sign::Minus } else { Sign::Plus };
+        (BigInt::from_biguint(sign, self.num.clone()), BigInt::from(self.den.clone()))
+    }
+
     fn of(f: &Float64) -> Self {
         let shift = usize::try_from(f.exp.unsigned_abs()).unwrap_or(0);
         if f.exp >= 0 {
@@ -137,11 +143,7 @@ pub(crate) enum Outcome {
 pub(crate) fn arith(a: &crate::number::Number, b: &crate::number::Number, op: Op) -> Option<Outcome> {
     let x = Ratio::of(&operand(a)?.round());
     let y = Ratio::of(&operand(b)?.round());
-    let signed = |r: &Ratio| {
-        let n = BigInt::from_biguint(if r.neg { Sign::Minus } else { Sign::Plus }, r.num.clone());
-        (n, BigInt::from(r.den.clone()))
-    };
-    let ((xn, xd), (yn, yd)) = (signed(&x), signed(&y));
+    let ((xn, xd), (yn, yd)) = (x.signed(), y.signed());
     let (num, den) = match op {
         Op::Add => (&xn * &yd + &yn * &xd, &xd * &yd),
         Op::Sub => (&xn * &yd - &yn * &xd, &xd * &yd),
@@ -227,9 +229,8 @@ pub(crate) fn opa_text(_value: f64) -> Option<String> {
 }
 
 fn compare(a: &Float64, b: &Float64) -> core::cmp::Ordering {
-    let (x, y) = (Ratio::of(a), Ratio::of(b));
-    let signed = |r: &Ratio| BigInt::from_biguint(if r.neg { Sign::Minus } else { Sign::Plus }, r.num.clone());
-    (signed(&x) * BigInt::from(y.den.clone())).cmp(&(signed(&y) * BigInt::from(x.den.clone())))
+    let ((xn, xd), (yn, yd)) = (Ratio::of(a).signed(), Ratio::of(b).signed());
+    (xn * yd).cmp(&(yn * xd))
 }
 
 /// The shortest decimal that reads back (rounded to 64 bits) to `f`: big.Float's `Text('g', -1)`.

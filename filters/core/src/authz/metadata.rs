@@ -76,6 +76,20 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A map entry (`key = 1`, a string; `value = 2`, a message), either part possibly absent.
+fn map_entry(entry: &[u8]) -> Result<(&str, &[u8]), MalformedMetadata> {
+    let (mut key, mut value): (&str, &[u8]) = ("", &[]);
+    let mut entry = Reader(entry);
+    while let Some((number, field)) = entry.field()? {
+        match (number, field) {
+            (1, Field::Bytes(k)) => key = std::str::from_utf8(k).map_err(|_| MalformedMetadata("key"))?,
+            (2, Field::Bytes(v)) => value = v,
+            _ => {}
+        }
+    }
+    Ok((key, value))
+}
+
 /// `filter_metadata[namespace]` for each wanted namespace present, as `(namespace, object)`.
 pub fn filter_metadata(bytes: &[u8], namespaces: &[String]) -> Result<Vec<(String, Value)>, MalformedMetadata> {
     let mut found = Vec::new();
@@ -83,17 +97,11 @@ pub fn filter_metadata(bytes: &[u8], namespaces: &[String]) -> Result<Vec<(Strin
     while let Some((number, field)) = metadata.field()? {
         // Field 1: map<string, Struct> filter_metadata; 2 (typed_filter_metadata) is not sent.
         let (1, Field::Bytes(entry)) = (number, field) else { continue };
-        let (mut key, mut value) = (None, None);
-        let mut entry = Reader(entry);
-        while let Some((number, field)) = entry.field()? {
-            match (number, field) {
-                (1, Field::Bytes(k)) => key = Some(std::str::from_utf8(k).map_err(|_| MalformedMetadata("key"))?),
-                (2, Field::Bytes(v)) => value = Some(v),
-                _ => {}
-            }
+        let (key, value) = map_entry(entry)?;
+        if !namespaces.iter().any(|n| n == key) {
+            continue;
         }
-        let Some(key) = key.filter(|k| namespaces.iter().any(|n| n == k)) else { continue };
-        let object = structure(value.unwrap_or_default(), 0)?;
+        let object = structure(value, 0)?;
         found.retain(|(k, _): &(String, Value)| k != key);
         found.push((key.to_owned(), object));
     }
@@ -109,17 +117,8 @@ fn structure(bytes: &[u8], depth: usize) -> Result<Value, MalformedMetadata> {
     let mut fields = Reader(bytes);
     while let Some((number, field)) = fields.field()? {
         let (1, Field::Bytes(entry)) = (number, field) else { continue };
-        let (mut key, mut value) = (String::new(), Value::Null);
-        let mut entry = Reader(entry);
-        while let Some((number, field)) = entry.field()? {
-            match (number, field) {
-                (1, Field::Bytes(k)) => {
-                    key = std::str::from_utf8(k).map_err(|_| MalformedMetadata("key"))?.to_owned();
-                }
-                (2, Field::Bytes(v)) => value = json_value(v, depth + 1)?,
-                _ => {}
-            }
-        }
+        let (key, value) = map_entry(entry)?;
+        let value = json_value(value, depth + 1)?;
         object.as_object_mut().map_err(|_| MalformedMetadata("object"))?.insert(Value::from(key), value);
     }
     Ok(object)

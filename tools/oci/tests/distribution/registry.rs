@@ -13,7 +13,7 @@ use serde::Deserialize;
 use svidgate_oci::registry::{Credentials, Options, Registry as Client, RegistryError};
 use svidgate_oci::{Kind, gate, layout};
 
-use crate::layout_gate::package;
+use crate::layout_gate::{ARTIFACTS, package};
 use crate::support::{Registry, Scratch, Secured, cli, module_bytes, oras_python, run, workspace_root};
 
 /// What `tests/distribution/oras_pull.py` reports per tag.
@@ -70,7 +70,9 @@ fn pushed_artifacts_pull_back_identical_with_skopeo_and_oras() -> Result<()> {
 
     let python = oras_python()?;
     let script = workspace_root().join("tools/oci/tests/distribution/oras_pull.py");
-    for name in ["svidgate-identity", "svidgate-authz", "svidgate-authz-full"] {
+    let mut names: Vec<&str> = ARTIFACTS.iter().map(|(name, _, _)| *name).collect();
+    names.dedup();
+    for name in names {
         let tags: Vec<&str> = pins.artifacts.iter().filter(|p| p.name == name).map(|p| p.tag.as_str()).collect();
         let report = run(Command::new(&python).arg(&script).arg(format!("{target}/{name}")).args(&tags))?;
         let report: BTreeMap<String, OrasPull> =

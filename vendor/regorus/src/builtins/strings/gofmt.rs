@@ -246,12 +246,17 @@ impl Printer {
         self.f.zero = zero;
     }
 
-    /// `fmtS`: truncated to the precision in code points, then padded.
-    fn fmt_s(&mut self, s: &str) {
-        let s = match self.f.prec {
+    /// `truncateString`: the first `prec` code points, with a precision.
+    fn truncate<'s>(&self, s: &'s str) -> &'s str {
+        match self.f.prec {
             Some(prec) => s.char_indices().nth(prec).map_or(s, |(at, _)| s.get(..at).unwrap_or(s)),
             None => s,
-        };
+        }
+    }
+
+    /// `fmtS`: truncated to the precision in code points, then padded.
+    fn fmt_s(&mut self, s: &str) {
+        let s = self.truncate(s);
         self.pad(s);
     }
 
@@ -280,11 +285,7 @@ impl Printer {
         if self.f.plus || self.f.sharp {
             return Err(Unsupported("`%+q` and `%#q`"));
         }
-        let s = match self.f.prec {
-            Some(prec) => s.char_indices().nth(prec).map_or(s, |(at, _)| s.get(..at).unwrap_or(s)),
-            None => s,
-        };
-        let quoted = go_quote(s);
+        let quoted = go_quote(self.truncate(s));
         self.pad(&quoted);
         Ok(())
     }
@@ -364,10 +365,8 @@ impl Printer {
         if let Some(p) = self.f.prec {
             prec = p;
             if p == 0 && v == 0 {
-                let zero = self.f.zero;
-                self.f.zero = false;
-                self.write_padding(self.f.wid.unwrap_or(0));
-                self.f.zero = zero;
+                // Precision 0 and value 0 print nothing, but the padding.
+                self.pad_spaces("");
                 return Ok(());
             }
         } else if let Some(w) = self.f.wid.filter(|_| self.f.zero_pad()) {

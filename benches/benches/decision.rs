@@ -74,7 +74,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             host.begin_request(pairs());
             host.with(|s| s.logs.clear());
-            assert_eq!(root.stream(2).on_request_headers(&host), Action::Continue);
+            assert_eq!(root.stream(2).on_request_headers(&host, true), Action::Continue);
         })
     });
     group.finish();
@@ -94,6 +94,7 @@ fn benches(c: &mut Criterion) {
         tls_sni: Some("model-server.ai.internal"),
         peer_certificate: None,
         metadata_context: &[],
+        body: None,
         now: SystemTime::now(),
     };
     let seed_plan = InputPlan::for_modules(&[("authz.rego".to_owned(), SEED_POLICY.to_owned())]);

@@ -35,6 +35,12 @@ pub const DEFAULT_MAX_BUNDLE_BYTES: usize = 16 << 20;
 pub const DEFAULT_LOG_BUFFER_BYTES: usize = 4 << 20;
 /// Default size of one decision-log upload, before compression.
 pub const DEFAULT_LOG_UPLOAD_BYTES: usize = 256 << 10;
+/// How much of a request body a policy that reads it gets unless configured otherwise: an
+/// OpenAI-style chat request with a long conversation, an MCP `tools/call` with large arguments.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 << 10;
+/// The largest `with_request_body.max_request_bytes` accepted: Envoy holds that much per stream,
+/// and the policy's input holds it parsed.
+pub const MAX_REQUEST_BYTES_LIMIT: usize = 8 << 20;
 /// Input paths masked in decision logs unless configured otherwise: credentials must not reach the SIEM.
 pub const DEFAULT_MASK: [&str; 2] =
     ["/input/attributes/request/http/headers/authorization", "/input/attributes/request/http/headers/cookie"];
@@ -185,6 +191,26 @@ pub struct PolicyConfig {
     /// The dynamic-metadata namespaces of other filters given to the policy as
     /// `attributes.metadataContext.filterMetadata`, as ext_authz's `metadata_context_namespaces`.
     pub metadata_context_namespaces: Vec<String>,
+    /// How much of the request body a policy that reads it gets, as ext_authz's `with_request_body`.
+    pub with_request_body: RequestBodyConfig,
+}
+
+/// The `policy.with_request_body` block, as ext_authz's `BufferSettings`. It only matters to a
+/// policy that reads the body (`parsed_body`, `truncated_body`, `attributes.request.http.body`
+/// or `size`): other policies decide at the request headers and never hold a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestBodyConfig {
+    /// The bytes of body the policy gets at most.
+    pub max_request_bytes: usize,
+    /// A longer body is decided on its first `max_request_bytes` with `truncated_body: true`;
+    /// without this, it is answered 413 and never reaches the upstream.
+    pub allow_partial_message: bool,
+}
+
+impl Default for RequestBodyConfig {
+    fn default() -> Self {
+        Self { max_request_bytes: DEFAULT_MAX_REQUEST_BYTES, allow_partial_message: false }
+    }
 }
 
 /// The `policy.decision_logs` block.
@@ -299,6 +325,7 @@ impl PolicyConfig {
             bundle: None,
             max_policy_age: None,
             metadata_context_namespaces: Vec::new(),
+            with_request_body: RequestBodyConfig::default(),
         }
     }
 }

@@ -126,6 +126,10 @@ pub enum DenyReason {
     /// (an invalid escape in the path or query, a `;` in the query): answered 400.
     #[error("request cannot be read as policy input: {0}")]
     InputError(InputError),
+    /// The policy reads the request body, which is longer than `max_request_bytes` and
+    /// `allow_partial_message` is off: answered 413, as ext_authz does.
+    #[error("request body longer than max_request_bytes ({0})")]
+    BodyTooLarge(usize),
     /// The policy result is neither a boolean nor an object of the OPA Envoy plugin's shape.
     #[error("policy result is malformed: {0}")]
     InvalidResult(String),
@@ -173,6 +177,7 @@ impl DenyReason {
             Self::EvaluationLimit(_) => "svidgate_evaluation_limit",
             Self::ForwardedIdentityInvalid(_) => "svidgate_forwarded_identity_invalid",
             Self::InputError(_) => "svidgate_input_error",
+            Self::BodyTooLarge(_) => "svidgate_body_too_large",
             Self::InvalidResult(_) => "svidgate_invalid_result",
             Self::NoPeerIdentity(_) => "svidgate_no_peer_identity",
             Self::PathNotNormalized(_) => "svidgate_path_not_normalized",
@@ -209,6 +214,9 @@ impl Decision {
 /// The status of a request refused for its form (the path guard, input errors), as OPA's Envoy
 /// plugin answers a request it cannot read.
 pub const BAD_REQUEST: u16 = 400;
+
+/// The status of a request whose body is longer than the policy may read, as ext_authz's.
+pub const PAYLOAD_TOO_LARGE: u16 = 413;
 
 /// The body of svidgate's own denials: deliberately says nothing about why.
 pub const DENIED_BODY: &str = "svidgate: access denied\n";

@@ -73,7 +73,7 @@ pub fn identity_headers(data: &[u8]) {
     assert!(root.on_configure(&host));
     host.begin_request(headers.iter().copied());
     let before = host.state().request_headers.entries().to_vec();
-    root.stream(2).on_request_headers(&host);
+    root.stream(2).on_request_headers(&host, true);
     let after = host.state().request_headers.entries().to_vec();
     let is_identity = |name: &str| identity.iter().any(|h| same_header_key(h, name));
     assert!(!after.iter().any(|(name, _)| is_identity(name)), "a variant survived: {after:?}");

@@ -50,6 +50,17 @@ pub enum Counter {
     IdentitySpoofAttempts,
     /// Requests refused because their `:path` is not in normal form (the path guard).
     PathGuardRefused,
+    /// Requests decided on their body (the policy reads it).
+    AuthzBodyRequests,
+    /// Body bytes read for the policy: at most `max_request_bytes` per request, held in the VM
+    /// only while its one evaluation runs.
+    AuthzBodyBytes,
+    /// Requests decided on the first `max_request_bytes` of a longer body (`allow_partial_message`).
+    AuthzBodyTruncated,
+    /// Requests answered 413: the body is longer than `max_request_bytes`.
+    AuthzBodyTooLarge,
+    /// Requests denied because the body does not parse as its `content-type`, or is not UTF-8.
+    AuthzBodyInvalid,
 }
 
 /// The histogram of decision latency, in microseconds (authz module).
@@ -67,7 +78,7 @@ impl Counter {
     pub const IDENTITY: [Self; 4] =
         [Self::IdentitySpoofAttempts, Self::IdentityInjected, Self::IdentityDenied, Self::PathGuardRefused];
     /// Counters of the authz module.
-    pub const AUTHZ: [Self; 21] = [
+    pub const AUTHZ: [Self; 26] = [
         Self::IdentitySpoofAttempts,
         Self::IdentityInjected,
         Self::IdentityDenied,
@@ -89,6 +100,11 @@ impl Counter {
         Self::DecisionLogsUploaded,
         Self::DecisionLogsUploadFailed,
         Self::DecisionLogsDropped,
+        Self::AuthzBodyRequests,
+        Self::AuthzBodyBytes,
+        Self::AuthzBodyTruncated,
+        Self::AuthzBodyTooLarge,
+        Self::AuthzBodyInvalid,
     ];
 
     /// The stat name.
@@ -115,12 +131,17 @@ impl Counter {
             Self::IdentityInjected => "svidgate.identity.injected",
             Self::IdentitySpoofAttempts => "svidgate.identity.spoof_attempts",
             Self::PathGuardRefused => "svidgate.path_guard.refused",
+            Self::AuthzBodyRequests => "svidgate.authz.body.requests",
+            Self::AuthzBodyBytes => "svidgate.authz.body.bytes",
+            Self::AuthzBodyTruncated => "svidgate.authz.body.truncated",
+            Self::AuthzBodyTooLarge => "svidgate.authz.body.too_large",
+            Self::AuthzBodyInvalid => "svidgate.authz.body.invalid",
         }
     }
 
     /// The counters one request moves: the identity ones, and in the authz module the decision's
     /// outcome (allowed, denied, errors by kind, dry-run denials). No allocation: a request
-    /// moves at most seven.
+    /// moves at most eight.
     pub fn request_events(verdict: &Verdict, authz: bool) -> impl Iterator<Item = Self> {
         let (identity, decision) = (&verdict.identity, &verdict.decision);
         let spoof = identity.spoof_attempt.then_some(Self::IdentitySpoofAttempts);
@@ -139,7 +160,14 @@ impl Counter {
             Decision::Deny { .. } => (Some(Self::AuthzDenied), None),
         };
         let dry_run = (authz && verdict.would_deny.is_some()).then_some(Self::AuthzDryRunDenied);
-        [spoof, denied, injected, path_refused, outcome, kind, dry_run].into_iter().flatten()
+        let body = match decision {
+            Decision::Deny { reason: DenyReason::BodyTooLarge(_), .. } => Some(Self::AuthzBodyTooLarge),
+            Decision::Deny { reason: DenyReason::InputError(crate::path::InputError::Body(_)), .. } => {
+                Some(Self::AuthzBodyInvalid)
+            }
+            _ => None,
+        };
+        [spoof, denied, injected, path_refused, outcome, kind, dry_run, body].into_iter().flatten()
     }
 
     /// The counter of an error's kind.

@@ -60,6 +60,10 @@ pub enum InputError {
     /// The query has a `;` (Go's `url.ParseQuery` refuses it since Go 1.17).
     #[error("invalid semicolon separator in the query")]
     QuerySemicolon,
+    /// The request body does not parse as its `content-type` says, or is not UTF-8
+    /// (`crate::authz::body`).
+    #[error("invalid request body: {0}")]
+    Body(String),
 }
 
 impl PathGuard {

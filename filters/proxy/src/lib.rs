@@ -188,10 +188,19 @@ impl RootContext for ProxyRoot {
 impl Context for ProxyStream {}
 
 impl HttpContext for ProxyStream {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> proxy_wasm::types::Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> proxy_wasm::types::Action {
         #[cfg(feature = "test-crash-trigger")]
         crash::on_request_headers();
-        action(self.0.on_request_headers(&ProxyWasm))
+        action(self.0.on_request_headers(&ProxyWasm, end_of_stream))
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> proxy_wasm::types::Action {
+        // Pause here is StopIterationAndBuffer: Envoy keeps the body, and `body_size` is all of it.
+        action(self.0.on_request_body(&ProxyWasm, body_size, end_of_stream))
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> proxy_wasm::types::Action {
+        action(self.0.on_request_trailers(&ProxyWasm))
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> proxy_wasm::types::Action {

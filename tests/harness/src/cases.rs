@@ -544,7 +544,7 @@ impl Runtime for Native {
     fn exchange(&mut self, headers: &[(&str, &str)]) -> Result<Exchange> {
         self.host.begin_request(headers.iter().copied());
         let mut stream = self.root.stream(2);
-        let continued = stream.on_request_headers(&self.host) == core_host::Action::Continue;
+        let continued = stream.on_request_headers(&self.host, true) == core_host::Action::Continue;
         let reply = self.host.state().local_reply.clone();
         let upstream_headers = self.host.state().request_headers.entries().to_vec();
         let mut response_headers = Vec::new();

@@ -3,8 +3,11 @@
 //! OPA's Envoy plugin receives Envoy's ext_authz `CheckRequest` and hands policies
 //! `input.attributes...`, `input.parsed_path`, `input.parsed_query` and `input.version`. svidgate
 //! builds the same shape straight from the proxy's data. The expensive parts (the header map,
-//! query parsing, extra host property reads) are built only when a static scan of the policy
-//! shows some reference that could reach them; the scan over-approximates, never under.
+//! query parsing, extra host property reads, the request body) are built only when a static
+//! scan of the policy shows some reference that could reach them; the scan over-approximates,
+//! never under. It follows the import OPA-Envoy policies are written with
+//! (`import input.attributes.request.http as http_request`), so that `http_request.headers`
+//! does not make the policy wait for the request body.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -12,6 +15,7 @@ use std::sync::LazyLock;
 use regorus::Value;
 use regorus::unstable::{Lexer, Source, TokenKind};
 
+use super::body::BodyInput;
 use crate::identity::{IdentityOutcome, StrippedHeaders};
 use crate::peer::{PeerError, PeerIdentity};
 
@@ -37,6 +41,8 @@ pub struct RequestFacts<'a> {
     pub peer_certificate: Option<&'a str>,
     /// Other filters' dynamic metadata of the configured namespaces, if the plan asks for it.
     pub metadata_context: &'a [(String, Value)],
+    /// The request body, read and parsed, if the plan asks for it.
+    pub body: Option<&'a BodyInput>,
     /// The proxy clock (decision-log timestamps).
     pub now: std::time::SystemTime,
 }
@@ -68,13 +74,16 @@ pub struct InputPlan {
     pub source_certificate: bool,
     /// `attributes.metadataContext`.
     pub metadata_context: bool,
+    /// The request body: `parsed_body`, `truncated_body`, `attributes.request.http.body` and
+    /// `size`. Only such a policy holds a request until its body is read.
+    pub body: bool,
 }
 
 /// An optional part: its path in the input, and how to switch it on in a plan.
 type Part = (&'static [&'static str], fn(&mut InputPlan));
 
 /// The input path behind each optional part.
-const PARTS: [Part; 12] = [
+const PARTS: [Part; 17] = [
     (&["attributes", "request", "http", "headers"], |p| p.headers = true),
     (&["parsed_path"], |p| p.parsed_path = true),
     (&["parsed_query"], |p| p.parsed_query = true),
@@ -87,6 +96,11 @@ const PARTS: [Part; 12] = [
     (&["attributes", "tlsSession"], |p| p.tls_session = true),
     (&["attributes", "source", "certificate"], |p| p.source_certificate = true),
     (&["attributes", "metadataContext"], |p| p.metadata_context = true),
+    (&["parsed_body"], |p| p.body = true),
+    (&["truncated_body"], |p| p.body = true),
+    (&["attributes", "request", "http", "body"], |p| p.body = true),
+    (&["attributes", "request", "http", "raw_body"], |p| p.body = true),
+    (&["attributes", "request", "http", "size"], |p| p.body = true),
 ];
 
 impl InputPlan {
@@ -104,18 +118,64 @@ impl InputPlan {
         tls_session: true,
         source_certificate: true,
         metadata_context: true,
+        body: true,
     };
 
     /// Scans every `input` reference of the modules. A reference is a static chain
     /// (`input.a.b["c"]`); where the chain stops (a variable index, `input` used whole) every
-    /// part below that point is kept.
+    /// part below that point is kept. A name an import binds to a reference
+    /// (`import input.x as n`, `import input.x`) is followed: each use of `n` counts as the
+    /// reference extended by the chain after `n`, and so does a string `"n"` (`data.pkg["n"]`
+    /// style reads). That holds unless a package is read whole or by a variable key
+    /// (`data.pkg`, `data.pkg[k]`): then every alias counts whole.
     pub fn for_modules(modules: &[(String, String)]) -> Self {
         let mut plan = Self::default();
+        let mut scanned = Vec::with_capacity(modules.len());
         for (name, source) in modules {
             let Some(tokens) = tokens(name, source) else { return Self::ALL };
+            scanned.push(tokens);
+        }
+        let mut aliases: BTreeMap<&str, Vec<Vec<String>>> = BTreeMap::new();
+        // Where each alias is bound: not a use.
+        let mut bindings = std::collections::BTreeSet::new();
+        for (m, tokens) in scanned.iter().enumerate() {
             for (i, (kind, text)) in tokens.iter().enumerate() {
-                if *kind == TokenKind::Ident && text == "input" {
-                    plan.include(&reference_chain(tokens.get(i + 1..).unwrap_or_default()));
+                if *kind != TokenKind::Ident || text != "input" || follows_dot(tokens, i) {
+                    continue;
+                }
+                let (chain, used) = reference_chain(tokens.get(i + 1..).unwrap_or_default());
+                match alias(tokens, i, i + 1 + used).filter(|_| !chain.is_empty()) {
+                    Some((at, name)) => {
+                        bindings.insert((m, at));
+                        aliases.entry(name).or_default().push(chain);
+                    }
+                    None => plan.include(&chain),
+                }
+            }
+        }
+        if aliases.is_empty() {
+            return plan;
+        }
+        if reads_a_package_whole(&scanned) {
+            for chain in aliases.values().flatten() {
+                plan.include(chain);
+            }
+            return plan;
+        }
+        for (m, tokens) in scanned.iter().enumerate() {
+            for (i, (kind, text)) in tokens.iter().enumerate() {
+                let name = match kind {
+                    TokenKind::Ident => text.as_str(),
+                    TokenKind::String | TokenKind::RawString => text.trim_matches(|c| c == '"' || c == '`'),
+                    _ => continue,
+                };
+                let Some(bound) = aliases.get(name) else { continue };
+                if bindings.contains(&(m, i)) {
+                    continue;
+                }
+                let (tail, _) = reference_chain(tokens.get(i + 1..).unwrap_or_default());
+                for chain in bound {
+                    plan.include(&[chain.as_slice(), tail.as_slice()].concat());
                 }
             }
         }
@@ -142,13 +202,13 @@ macro_rules! keys {
 }
 
 keys! {
-    address = "address", attributes = "attributes", caller = "caller", certificate = "certificate", destination = "destination",
+    address = "address", attributes = "attributes", body = "body", caller = "caller", certificate = "certificate", destination = "destination",
     encoding = "encoding", ext_authz = "ext_authz", filter_metadata = "filterMetadata", forwarded = "forwarded", headers = "headers",
     host = "host", http = "http", id = "id", metadata_context = "metadataContext", method = "method", nanos = "nanos", not_after = "not_after",
-    not_before = "not_before", parsed_path = "parsed_path", parsed_query = "parsed_query",
+    not_before = "not_before", parsed_body = "parsed_body", parsed_path = "parsed_path", parsed_query = "parsed_query",
     path = "path", peer = "peer", peer_error = "peer_error", port_value = "portValue",
     principal = "principal", protocol = "protocol", request = "request",
-    scheme = "scheme", seconds = "seconds", sni = "sni", socket_address = "socketAddress", source = "source",
+    scheme = "scheme", seconds = "seconds", size = "size", sni = "sni", socket_address = "socketAddress", source = "source",
     source_principal = "source_principal", spiffe_id = "spiffe_id", svidgate = "svidgate",
     time = "time", tls_session = "tlsSession", truncated_body = "truncated_body", trust_domain = "trust_domain",
     ttl_remaining_s = "ttl_remaining_s", version = "version",
@@ -177,13 +237,23 @@ pub fn build_input(plan: &InputPlan, facts: &RequestFacts<'_>, identity: &Identi
         (&KEYS.scheme, opt_str(headers.get(":scheme"))),
     ];
     // No `query`: Envoy's ext_authz request leaves it empty (the query stays in `path`), so OPA's
-    // Envoy plugin has none; no `size` either: Envoy sets it to the body bytes received before
-    // the check, none at the request headers, and an empty field is left out.
+    // Envoy plugin has none. `body` and `size` only for a policy that reads the body (below).
     if plan.protocol {
         http.push((&KEYS.protocol, opt_str(facts.protocol)));
     }
+    let none = BodyInput::none();
+    let body = facts.body.filter(|_| plan.body).unwrap_or(&none);
     if plan.headers {
-        http.push((&KEYS.headers, header_map(headers.headers())));
+        // ext_authz adds whether the body it sends is cut short to a request whose body it buffered.
+        let partial = body.buffered.then_some(("x-envoy-auth-partial-body", if body.truncated { "true" } else { "false" }));
+        http.push((&KEYS.headers, header_map(headers.headers(), partial)));
+    }
+    // Left out when empty, as the plugin's protomap leaves out an empty field.
+    if let Some(text) = &body.text {
+        http.push((&KEYS.body, text.clone()));
+    }
+    if body.size > 0 {
+        http.push((&KEYS.size, Value::from(body.size)));
     }
 
     let mut source = Vec::new();
@@ -225,9 +295,12 @@ pub fn build_input(plan: &InputPlan, facts: &RequestFacts<'_>, identity: &Identi
     }
     let mut root = vec![
         (&KEYS.attributes, object(attributes)),
-        (&KEYS.truncated_body, Value::from(false)),
+        (&KEYS.truncated_body, Value::from(body.truncated)),
         (&KEYS.version, VERSION.clone()),
     ];
+    if plan.body {
+        root.push((&KEYS.parsed_body, body.parsed.clone()));
+    }
     if let Some(principal) = principal {
         root.push((&KEYS.source_principal, principal));
     }
@@ -286,8 +359,9 @@ fn tokens(name: &str, source: &str) -> Option<Vec<(TokenKind, String)>> {
     }
 }
 
-/// The static keys following `input`: `.name` and `["name"]`, until anything else.
-fn reference_chain(tokens: &[(TokenKind, String)]) -> Vec<String> {
+/// The static keys following a name: `.name` and `["name"]`, until anything else; and how many
+/// tokens they took.
+fn reference_chain(tokens: &[(TokenKind, String)]) -> (Vec<String>, usize) {
     let mut chain = Vec::new();
     let mut rest = tokens;
     loop {
@@ -302,9 +376,53 @@ fn reference_chain(tokens: &[(TokenKind, String)]) -> Vec<String> {
                 chain.push(key.trim_matches(|c| c == '"' || c == '`').to_owned());
                 rest = tail;
             }
-            _ => return chain,
+            _ => return (chain, tokens.len() - rest.len()),
         }
     }
+}
+
+/// Whether token `i` is a field (`x.input`), not a root.
+fn follows_dot(tokens: &[(TokenKind, String)], i: usize) -> bool {
+    i.checked_sub(1).and_then(|p| tokens.get(p)).is_some_and(|(kind, text)| *kind == TokenKind::Symbol && text == ".")
+}
+
+/// The name an import binds the reference at `start..end` (`input` and its chain) to:
+/// `import input.x as n`, or `import input.x` (binds `x`). Only imports: a rule bound to a
+/// reference (`n := input.x`) is read wherever rules are, by the entrypoint and in the result.
+fn alias(tokens: &[(TokenKind, String)], start: usize, end: usize) -> Option<(usize, &str)> {
+    let at = |i: usize| tokens.get(i).map(|(kind, text)| (kind, text.as_str()));
+    if !matches!(start.checked_sub(1).and_then(at), Some((TokenKind::Ident, "import"))) {
+        return None;
+    }
+    match (at(end), at(end + 1)) {
+        (Some((TokenKind::Ident, "as")), Some((TokenKind::Ident, name))) => Some((end + 1, name)),
+        _ => match at(end - 1)? {
+            (TokenKind::Ident, name) => Some((end - 1, name)),
+            _ => None,
+        },
+    }
+}
+
+/// Whether some `data` reference stops at a package or above it (`data.pkg`, `data.pkg[k]`,
+/// `data`): its rules could be read there without their names appearing.
+fn reads_a_package_whole(modules: &[Vec<(TokenKind, String)>]) -> bool {
+    let packages: Vec<Vec<String>> = modules
+        .iter()
+        .filter_map(|tokens| {
+            let at = tokens.iter().position(|(kind, text)| *kind == TokenKind::Ident && text == "package")?;
+            let (first_kind, first) = tokens.get(at + 1)?;
+            let (rest, _) = reference_chain(tokens.get(at + 2..).unwrap_or_default());
+            (*first_kind == TokenKind::Ident).then(|| [vec![first.clone()], rest].concat())
+        })
+        .collect();
+    modules.iter().any(|tokens| {
+        tokens.iter().enumerate().any(|(i, (kind, text))| {
+            *kind == TokenKind::Ident && text == "data" && !follows_dot(tokens, i) && {
+                let (chain, _) = reference_chain(tokens.get(i + 1..).unwrap_or_default());
+                packages.iter().any(|package| chain.len() <= package.len() && package.starts_with(&chain))
+            }
+        })
+    })
 }
 
 fn svidgate(peer: Result<&PeerIdentity, &PeerError>, identity: &IdentityOutcome) -> Value {
@@ -330,8 +448,9 @@ fn svidgate(peer: Result<&PeerIdentity, &PeerError>, identity: &IdentityOutcome)
     object(fields)
 }
 
-/// Envoy's ext_authz header map: lower-case names, repeated headers joined with ",".
-fn header_map(headers: &[(String, String)]) -> Value {
+/// Envoy's ext_authz header map: lower-case names, repeated headers joined with ",", and the
+/// header ext_authz sets in place of any the client sent.
+fn header_map(headers: &[(String, String)], set: Option<(&str, &str)>) -> Value {
     let mut map: BTreeMap<Value, Value> = BTreeMap::new();
     for (name, value) in headers {
         let key = Value::from(name.as_str());
@@ -340,6 +459,9 @@ fn header_map(headers: &[(String, String)]) -> Value {
             None => value.clone(),
         };
         map.insert(key, Value::from(joined));
+    }
+    if let Some((name, value)) = set {
+        map.insert(Value::from(name), Value::from(value));
     }
     Value::from(map)
 }

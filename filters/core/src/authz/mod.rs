@@ -5,6 +5,7 @@
 //! fetches only the input parts it reads, and [`Authorizer::evaluate`] builds the input,
 //! evaluates and turns the result into a [`Decision`]. Every failure on that path is a denial.
 
+pub mod body;
 pub mod bundle;
 pub mod data;
 pub mod decision_log;

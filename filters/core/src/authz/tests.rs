@@ -4,6 +4,7 @@
 use regorus::Value;
 
 use super::*;
+use super::body::RequestBody;
 use crate::config::PolicyConfig;
 use crate::decision::HeaderEdit;
 use crate::identity::StrippedHeaders;
@@ -38,6 +39,9 @@ fn headers(pairs: &[(&str, &str)]) -> StrippedHeaders {
 /// A leaf PEM as Envoy hands it over (`connection.peer_certificate`), shortened.
 const PEER_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB+jCCAaCg/AwIBAgIU=\n-----END CERTIFICATE-----\n";
 
+/// The request body `input_for` gives: an OpenAI-style chat request.
+const BODY: &str = r#"{"model": "llama", "max_tokens": 64}"#;
+
 fn input_for(
     plan: &InputPlan,
     headers: &StrippedHeaders,
@@ -47,6 +51,8 @@ fn input_for(
         "envoy.filters.http.jwt_authn".to_owned(),
         regorus::Value::from_json_str(r#"{"payload": {"sub": "alice"}}"#).unwrap(),
     )];
+    let body = RequestBody { bytes: BODY.as_bytes().to_vec(), received: BODY.len(), truncated: false };
+    let body = super::body::read(headers, &body).unwrap();
     let facts = RequestFacts {
         headers,
         peer,
@@ -57,6 +63,7 @@ fn input_for(
         tls_sni: Some("model-server.ai.internal"),
         peer_certificate: Some(PEER_PEM),
         metadata_context: &metadata,
+        body: Some(&body),
         now: std::time::UNIX_EPOCH + std::time::Duration::new(1_790_000_000, 250),
     };
     let identity = identity_config().resolve(peer, headers);
@@ -80,10 +87,34 @@ fn header_reads_need_the_header_map() {
 
 #[test]
 fn prefix_references_keep_everything_below_them() {
+    // A rule bound to a reference is read wherever rules are (the entrypoint, the result): whole.
     let p = plan("package x\nimport rego.v1\nhttp := input.attributes.request.http\nallow if http.headers.a");
-    assert_eq!(p, InputPlan { headers: true, protocol: true, ..InputPlan::default() });
-    let p = plan("package x\nimport input.attributes as attrs\nallow if attrs.source.address");
-    assert!(p.headers && p.source_address && p.destination_principal && !p.parsed_query);
+    assert_eq!(p, InputPlan { headers: true, protocol: true, body: true, ..InputPlan::default() });
+    let p = plan("package x\nimport rego.v1\nallow if { h := input.attributes.request; h.http.headers.a }");
+    assert!(p.headers && p.protocol && p.request_time && p.body && !p.source_address);
+}
+
+#[test]
+fn imports_are_followed_to_each_use() {
+    // OPA-Envoy's usual import: reading headers does not make the policy wait for the body.
+    let http = "package x\nimport rego.v1\nimport input.attributes.request.http as http_request\n";
+    let p = plan(&format!("{http}allow if http_request.headers.a == \"x\"\nallow if http_request.method == \"GET\""));
+    assert_eq!(p, InputPlan { headers: true, ..InputPlan::default() });
+    let p = plan(&format!("{http}allow if http_request.body == \"x\""));
+    assert_eq!(p, InputPlan { body: true, ..InputPlan::default() });
+    // Used whole, or by a variable key: everything below the import.
+    for use_whole in ["allow if count(http_request) > 1", "allow if { some k; http_request[k] }", "allow if object.get(http_request, \"body\", 1)"] {
+        let p = plan(&format!("{http}{use_whole}"));
+        assert!(p.headers && p.protocol && p.body, "{use_whole}");
+    }
+    // Without `as`, the import binds its last key.
+    let p = plan("package x\nimport input.attributes as attrs\nimport input.parsed_body\nallow if attrs.source.address\nallow if parsed_body.model");
+    assert_eq!(p, InputPlan { source_address: true, body: true, ..InputPlan::default() });
+    // A package read whole can reach rules without their names: every import counts whole.
+    let p = plan(&format!("{http}allow if http_request.method == \"GET\"\nall := data.x"));
+    assert!(p.headers && p.body);
+    let p = plan(&format!("{http}allow if http_request.method == \"GET\"\nallow if data.x[\"http_request\"].body"));
+    assert!(p.body, "a name in brackets is a use too");
 }
 
 #[test]
@@ -110,6 +141,8 @@ fn builds_opa_envoy_v3_input() {
         ("accept", "a"),
         ("accept", "b"),
         ("x-forwarded-spiffe-id", "spiffe://ai.internal/forged"),
+        ("content-type", "application/json"),
+        ("x-envoy-auth-partial-body", "true"),
     ]);
     let p = peer();
     let input = input_for(&InputPlan::ALL, &h, Ok(&p));
@@ -125,8 +158,10 @@ fn builds_opa_envoy_v3_input() {
                 "principal": "spiffe://ai.internal/ns/inference/sa/model-server",
                 "address": {"socketAddress": {"address": "fd00::5", "portValue": 8443}},
             },
-            // As opa-envoy-plugin builds it (protomap): `time` a Timestamp object, no `query` and
-            // no `size` (Envoy leaves both empty at the request headers), `tlsSession.sni`.
+            // As opa-envoy-plugin builds it (protomap): `time` a Timestamp object, no `query`
+            // (Envoy leaves it empty), `tlsSession.sni`; the body as ext_authz's
+            // `with_request_body` sends it, and its `x-envoy-auth-partial-body` in place of the
+            // client's.
             "request": {"time": {"seconds": 1_790_000_000_u64, "nanos": 250}, "http": {
                 "id": "req-1",
                 "method": "POST",
@@ -141,7 +176,11 @@ fn builds_opa_envoy_v3_input() {
                     ":scheme": "https",
                     "x-request-id": "req-1",
                     "accept": "a,b",
+                    "content-type": "application/json",
+                    "x-envoy-auth-partial-body": "false",
                 },
+                "body": BODY,
+                "size": 36,
             }},
             "tlsSession": {"sni": "model-server.ai.internal"},
             "metadataContext": {"filterMetadata": {"envoy.filters.http.jwt_authn": {"payload": {"sub": "alice"}}}},
@@ -150,6 +189,7 @@ fn builds_opa_envoy_v3_input() {
         "parsed_query": {"model": ["llama", "mistral"], "q": ["a b"]},
         "source_principal": ORCHESTRATOR,
         "truncated_body": false,
+        "parsed_body": {"model": "llama", "max_tokens": 64},
         "version": {"encoding": "protojson", "ext_authz": "v3"},
         "svidgate": {
             "peer": {

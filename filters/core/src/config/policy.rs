@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::{
     BUNDLE_DELAYS, BundleConfig, ConfigError, DEFAULT_ENTRYPOINT, DEFAULT_EVAL_TIMEOUT, DEFAULT_LOG_BUFFER_BYTES,
     DEFAULT_LOG_UPLOAD_BYTES, DEFAULT_MASK, DEFAULT_MAX_BUNDLE_BYTES, DEFAULT_MAX_INSTRUCTIONS, DecisionLogConfig,
-    LOG_DELAYS, LogServiceConfig, PolicyConfig, ServiceConfig, duration, error_status, header_name, invalid,
+    LOG_DELAYS, LogServiceConfig, MAX_REQUEST_BYTES_LIMIT, PolicyConfig, RequestBodyConfig, ServiceConfig, duration, error_status, header_name, invalid,
     normalize_entrypoint,
 };
 
@@ -31,6 +31,16 @@ pub(super) struct RawPolicy {
     max_policy_age: Option<String>,
     #[serde(default)]
     metadata_context_namespaces: Vec<String>,
+    with_request_body: Option<RawRequestBody>,
+}
+
+/// ext_authz's `with_request_body`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequestBody {
+    max_request_bytes: usize,
+    #[serde(default)]
+    allow_partial_message: bool,
 }
 
 /// One module as a string, or several as a map from file name to source.
@@ -112,6 +122,18 @@ impl RawPolicy {
             bundle: self.bundle.as_ref().map(RawService::bundle).transpose()?,
             max_policy_age,
             metadata_context_namespaces: namespaces,
+            with_request_body: match self.with_request_body {
+                None => RequestBodyConfig::default(),
+                Some(RawRequestBody { max_request_bytes, allow_partial_message }) => {
+                    if !(1..=MAX_REQUEST_BYTES_LIMIT).contains(&max_request_bytes) {
+                        return Err(invalid(
+                            "policy.with_request_body.max_request_bytes",
+                            format!("{max_request_bytes} is not between 1 and {MAX_REQUEST_BYTES_LIMIT}"),
+                        ));
+                    }
+                    RequestBodyConfig { max_request_bytes, allow_partial_message }
+                }
+            },
         })
     }
 }

@@ -8,11 +8,16 @@
 //!    reads headers), resolve the peer's SVID, refuse a path not in normal form (before anything
 //!    reads the path), take the identity step, then, in the authz module,
 //!    take one snapshot of the active policy, fetch only the attributes it reads, evaluate, and
-//!    turn the result into a decision; count, log, and carry the decision out;
-//! 2. **response headers**: add the policy's `response_headers_to_add`.
+//!    turn the result into a decision; count, log, and carry the decision out. A request with a
+//!    body whose policy reads the body (and that nothing denies before the policy) is held
+//!    instead: the proxy buffers the body;
+//! 2. **request body** (held requests only): at the end of the body, or once it reaches
+//!    `max_request_bytes`, read it and decide as above; a longer body is answered 413 unless
+//!    `allow_partial_message`; request trailers end the body too;
+//! 3. **response headers**: add the policy's `response_headers_to_add`.
 //!
 //! The decision is taken by [`Filter::decide`] from what the headers phase gathered, so a
-//! decision at the end of the request body runs the same code once the body is buffered. The
+//! decision at the end of the request body runs the same code once the body is read. The
 //! proxy (`svidgate-proxy`) and the native runtime of the tests (`host::memory::MemoryHost`)
 //! both call exactly these functions.
 
@@ -28,6 +33,8 @@ use log::Level;
 
 use crate::config::{Config, ConfigError, IdentityConfig, ModuleKind};
 use crate::decision::{BAD_REQUEST, DENIED_BODY, Decision, DenyReason, HeaderEdit, Verdict};
+#[cfg(feature = "rego")]
+use crate::authz::body::RequestBody;
 use crate::host::{Action, Host, property};
 use crate::identity::StrippedHeaders;
 use crate::metrics::{Counter, Metrics};
@@ -74,6 +81,9 @@ pub struct Stream {
     filter: Option<Rc<Filter>>,
     /// The policy's `response_headers_to_add`, applied when the response comes back.
     response_headers: Vec<(String, String)>,
+    /// A request held until its body is read (its policy reads the body).
+    #[cfg(feature = "rego")]
+    held: Option<Request>,
 }
 
 /// What the request-headers phase gathered for the decision.
@@ -87,6 +97,9 @@ pub struct Request {
     pub headers: StrippedHeaders,
     /// The validated peer, or why there is none.
     pub peer: Result<PeerIdentity, PeerError>,
+    /// The request body, read for a policy that reads it; `None` when the request had none.
+    #[cfg(feature = "rego")]
+    pub body: Option<RequestBody>,
 }
 
 impl Root {
@@ -174,7 +187,13 @@ impl Root {
 
     /// A new HTTP stream with context id `id`.
     pub fn stream(&self, id: u32) -> Stream {
-        Stream { id, filter: self.filter.clone(), response_headers: Vec::new() }
+        Stream {
+            id,
+            filter: self.filter.clone(),
+            response_headers: Vec::new(),
+            #[cfg(feature = "rego")]
+            held: None,
+        }
     }
 
     /// The configured plugin, once `on_configure` succeeded.
@@ -184,20 +203,90 @@ impl Root {
 }
 
 impl Stream {
-    /// The request headers arrived: decide the request and carry the decision out.
-    pub fn on_request_headers(&mut self, host: &impl Host) -> Action {
+    /// The request headers arrived (`end_of_stream`: the request has no body): decide the
+    /// request and carry the decision out, or hold it until its body is read.
+    pub fn on_request_headers(&mut self, host: &impl Host, end_of_stream: bool) -> Action {
         let Some(filter) = self.filter.clone() else {
             // Envoy does not start streams for a refused configuration; if one comes, it is denied.
             log(host, Level::Error, format_args!("#{} no configuration: denying", self.id));
             return deny(host, 503, &[], DENIED_BODY);
         };
         let request = filter.begin(host);
+        #[cfg(feature = "rego")]
+        if !end_of_stream && let Some(limits) = filter.body_to_read(&request) {
+            let length = request.headers.get("content-length").and_then(|length| length.parse::<usize>().ok());
+            if !limits.allow_partial_message && length.is_some_and(|length| length > limits.max_request_bytes) {
+                let verdict = filter.too_large(&request, limits.max_request_bytes);
+                return self.conclude(host, &filter, &request, &verdict);
+            }
+            self.held = Some(request);
+            return Action::Pause;
+        }
+        #[cfg(not(feature = "rego"))]
+        let _ = end_of_stream;
         let verdict = filter.decide(host, &request);
-        filter.finish(host, self, &request, &verdict);
+        self.conclude(host, &filter, &request, &verdict)
+    }
+
+    /// Request body arrived; `buffered` is all of it the proxy holds for this filter. A held
+    /// request is decided at the end of the body, or once `max_request_bytes` is reached.
+    pub fn on_request_body(&mut self, host: &impl Host, buffered: usize, end_of_stream: bool) -> Action {
+        #[cfg(feature = "rego")]
+        if let (Some(filter), Some(request)) = (self.filter.clone(), self.held.as_ref()) {
+            let limits = filter.body_limits();
+            let max = limits.max_request_bytes;
+            if buffered > max && !limits.allow_partial_message {
+                let verdict = filter.too_large(request, max);
+                let request = self.held.take();
+                return request.map_or(Action::Pause, |request| self.conclude(host, &filter, &request, &verdict));
+            }
+            if end_of_stream || (limits.allow_partial_message && buffered >= max) {
+                // Whatever the policy did not see is `truncated_body: true`, even a body of
+                // exactly `max_request_bytes` that has not ended (ext_authz calls that one whole).
+                return self.decide_held(host, &filter, Some(buffered), !end_of_stream || buffered > max);
+            }
+            return Action::Pause;
+        }
+        let _ = (host, buffered, end_of_stream);
+        Action::Continue
+    }
+
+    /// Request trailers arrived: the body of a held request has ended.
+    pub fn on_request_trailers(&mut self, host: &impl Host) -> Action {
+        #[cfg(feature = "rego")]
+        if let (Some(filter), Some(_)) = (self.filter.clone(), self.held.as_ref()) {
+            return self.decide_held(host, &filter, None, false);
+        }
+        let _ = host;
+        Action::Continue
+    }
+
+    /// Reads the body of the held request (the first `max_request_bytes` of `buffered`, or all
+    /// the proxy holds when that is not known) and decides it.
+    #[cfg(feature = "rego")]
+    fn decide_held(&mut self, host: &impl Host, filter: &Filter, buffered: Option<usize>, truncated: bool) -> Action {
+        let Some(mut request) = self.held.take() else { return Action::Continue };
+        let max = filter.body_limits().max_request_bytes;
+        let bytes = host.request_body(0, buffered.unwrap_or(max).min(max)).unwrap_or_default();
+        let received = buffered.unwrap_or(bytes.len());
+        let mut events = vec![Counter::AuthzBodyRequests];
+        events.extend(truncated.then_some(Counter::AuthzBodyTruncated));
+        filter.metrics.count(host, events);
+        filter.metrics.add(host, Counter::AuthzBodyBytes, u64::try_from(bytes.len()).unwrap_or(u64::MAX));
+        request.body = Some(RequestBody { bytes, received, truncated });
+        // The latency histogram counts svidgate's work, not the wait for the body.
+        request.started = filter.metrics.timed().then(Instant::now);
+        let verdict = filter.decide(host, &request);
+        self.conclude(host, filter, &request, &verdict)
+    }
+
+    /// Counts, logs and carries out a verdict.
+    fn conclude(&mut self, host: &impl Host, filter: &Filter, request: &Request, verdict: &Verdict) -> Action {
+        filter.finish(host, self, request, verdict);
         if let Decision::Allow { response_headers, .. } = &verdict.decision {
             self.response_headers.clone_from(response_headers);
         }
-        apply(host, &request, &verdict.decision)
+        apply(host, request, &verdict.decision)
     }
 
     /// The response headers arrived: add what the policy asked for.
@@ -243,7 +332,38 @@ impl Filter {
         let started = self.metrics.timed().then(Instant::now);
         let now = host.now();
         let peer = self.peer(host, now);
-        Request { now, started, headers, peer }
+        Request {
+            now,
+            started,
+            headers,
+            peer,
+            #[cfg(feature = "rego")]
+            body: None,
+        }
+    }
+
+    /// The body limits of a request to hold until its body is read: the active policy reads the
+    /// body, and neither the path guard nor the identity step denies the request first.
+    #[cfg(feature = "rego")]
+    fn body_to_read(&self, request: &Request) -> Option<crate::config::RequestBodyConfig> {
+        let authz = self.authz.as_ref()?;
+        let denied_first = self.path_guard.check(request.path()).is_err()
+            || self.identity.resolve(request.peer.as_ref(), &request.headers).deny.is_some();
+        (!denied_first && authz.reads_body(request.now)).then(|| authz.body_limits())
+    }
+
+    /// The body limits of the policy.
+    #[cfg(feature = "rego")]
+    fn body_limits(&self) -> crate::config::RequestBodyConfig {
+        self.authz.as_ref().map(services::Authz::body_limits).unwrap_or_default()
+    }
+
+    /// The 413 of a body longer than the policy may read.
+    #[cfg(feature = "rego")]
+    fn too_large(&self, request: &Request, max: usize) -> Verdict {
+        let identity = self.identity.resolve(request.peer.as_ref(), &request.headers);
+        let decision = Decision::deny(crate::decision::PAYLOAD_TOO_LARGE, DenyReason::BodyTooLarge(max));
+        Verdict::without_policy(decision, identity)
     }
 
     /// Decides a request: the path guard, the identity step, then in the authz module the policy.

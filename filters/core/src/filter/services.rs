@@ -9,11 +9,13 @@ use log::Level;
 
 use super::{Filter, Request, log};
 use crate::authz::service::{BundlePoller, Fetched, HttpResponse, LogUploader, Uploaded};
+use crate::authz::body::{self, RequestBody};
 use crate::authz::{Authorizer, RequestFacts};
-use crate::config::{ConfigError, IdentityConfig, PolicyConfig};
+use crate::config::{ConfigError, IdentityConfig, PolicyConfig, RequestBodyConfig};
 use crate::decision::{BAD_REQUEST, Decision, DenyReason, Verdict};
 use crate::host::{Host, HttpCall, property};
 use crate::identity::IdentityOutcome;
+use crate::path::InputError;
 use crate::metrics::{BUNDLE_REVISION_PREFIX, Counter, Gauge, Metrics, POLICY_AGE_SECONDS, POLICY_ON_INTERPRETER};
 
 /// How often the root context checks whether a bundle poll or a log upload is due.
@@ -95,6 +97,14 @@ impl Authz {
                 }
             },
         };
+        let body = match plan.body.then(|| body::read(&request.headers, request.body.as_ref().unwrap_or(&RequestBody::default()))) {
+            None => None,
+            Some(Ok(body)) => Some(body),
+            Some(Err(error)) => {
+                let reason = DenyReason::InputError(InputError::Body(error.to_string()));
+                return Verdict::without_policy(Decision::deny(BAD_REQUEST, reason), identity);
+            }
+        };
         let facts = RequestFacts {
             headers: &request.headers,
             peer: request.peer.as_ref(),
@@ -105,9 +115,20 @@ impl Authz {
             tls_sni: tls_sni.as_deref(),
             peer_certificate: peer_certificate.as_deref(),
             metadata_context: &metadata_context,
+            body: body.as_ref(),
             now: request.now,
         };
         authorizer.evaluate(&active, &facts, identity_config, identity)
+    }
+
+    /// Whether the policy that decides a request arriving `now` reads the request body.
+    pub(super) fn reads_body(&self, now: SystemTime) -> bool {
+        self.authorizer.policy_at(now).is_ok_and(|active| active.input_plan().body)
+    }
+
+    /// How much of a body the policy gets (`with_request_body`).
+    pub(super) fn body_limits(&self) -> RequestBodyConfig {
+        self.authorizer.settings().with_request_body
     }
 
     /// A decision-log record: to Envoy's log and/or the upload buffer.

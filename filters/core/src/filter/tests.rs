@@ -35,7 +35,7 @@ impl Plugin {
         self.host.begin_request(headers.iter().copied());
         let mut stream = self.root.stream(self.next_stream);
         self.next_stream += 1;
-        let action = stream.on_request_headers(&self.host);
+        let action = stream.on_request_headers(&self.host, true);
         if action == Action::Continue {
             assert_eq!(stream.on_response_headers(&self.host), Action::Continue);
         }
@@ -119,7 +119,7 @@ fn denies_a_stream_of_an_unconfigured_plugin() {
     let host = MemoryHost::new("");
     let root = Root::new(ModuleKind::Identity, "rev0");
     host.begin_request([(":path", "/")]);
-    assert_eq!(root.stream(2).on_request_headers(&host), Action::Pause);
+    assert_eq!(root.stream(2).on_request_headers(&host, true), Action::Pause);
     assert_eq!(host.state().local_reply.as_ref().map(|r| r.status), Some(503));
 }
 
@@ -210,6 +210,152 @@ fn reads_only_the_attributes_the_policy_plans_for() {
     plugin.host.set_property(property::SOURCE_ADDRESS, "10.9.9.9:45678");
     assert_eq!(plugin.request(&[(":path", "/")]), Action::Pause);
     assert_eq!(plugin.counter(Counter::AuthzDenied), 1);
+}
+
+/// Request bodies: held only for a policy that reads them, decided at the end of the body or
+/// at `max_request_bytes`, fail closed.
+mod bodies {
+    use super::*;
+
+    /// The MCP shape: a per-agent tool allow-list on `tools/call`, read through the import
+    /// OPA-Envoy policies use.
+    const TOOLS: &str = r#"package envoy.authz
+import rego.v1
+import input.attributes.request.http as http_request
+default allow := false
+allow if {
+	http_request.method == "POST"
+	input.parsed_body.method == "tools/call"
+	input.parsed_body.params.name in {"search_docs", "read_file"}
+	not input.truncated_body
+}
+"#;
+
+    fn plugin(policy: &str, limits: serde_json::Value) -> Plugin {
+        let mut block = serde_json::json!({"rego": policy});
+        if !limits.is_null() {
+            block["with_request_body"] = limits;
+        }
+        Plugin::start(ModuleKind::Authz, &serde_json::json!({"mode": "perimeter", "policy": block}).to_string())
+    }
+
+    const POST: [(&str, &str); 3] = [(":method", "POST"), (":path", "/mcp"), ("content-type", "application/json")];
+
+    fn call(tool: &str) -> Vec<u8> {
+        format!(r#"{{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {{"name": "{tool}", "arguments": {{}}}}}}"#)
+            .into_bytes()
+    }
+
+    /// Sends headers and then `chunks` as the proxy does, buffering while the filter pauses;
+    /// returns the action of every callback.
+    fn send(plugin: &mut Plugin, headers: &[(&str, &str)], chunks: &[&[u8]]) -> Vec<Action> {
+        plugin.host.begin_request(headers.iter().copied());
+        let mut stream = plugin.root.stream(plugin.next_stream);
+        plugin.next_stream += 1;
+        let mut actions = vec![stream.on_request_headers(&plugin.host, chunks.is_empty())];
+        for (i, chunk) in chunks.iter().enumerate() {
+            if plugin.reply().is_some() {
+                break;
+            }
+            plugin.host.with(|s| s.request_body.extend_from_slice(chunk));
+            let buffered = plugin.host.state().request_body.len();
+            actions.push(stream.on_request_body(&plugin.host, buffered, i + 1 == chunks.len()));
+        }
+        actions
+    }
+
+    #[test]
+    fn holds_the_request_and_decides_on_the_whole_body() {
+        let mut plugin = plugin(TOOLS, serde_json::Value::Null);
+        let body = call("read_file");
+        let (head, tail) = body.split_at(10);
+        let actions = send(&mut plugin, &[("x-forwarded-spiffe-id", "forged"), POST[0], POST[1], POST[2]], &[head, tail]);
+        assert_eq!(actions, [Action::Pause, Action::Pause, Action::Continue]);
+        assert!(plugin.upstream_headers("x-forwarded-spiffe-id").is_empty(), "stripped at the headers");
+        assert_eq!(plugin.counter(Counter::AuthzBodyRequests), 1);
+        assert_eq!(plugin.counter(Counter::AuthzBodyBytes), body.len() as u64);
+        let denied = send(&mut plugin, &POST, &[&call("delete_repo")]);
+        assert_eq!(denied, [Action::Pause, Action::Pause]);
+        assert_eq!(plugin.reply().map(|r| r.status), Some(403));
+        // No body at all: decided at the headers, on `parsed_body: null`.
+        assert_eq!(send(&mut plugin, &POST, &[]), [Action::Pause]);
+        assert_eq!(plugin.counter(Counter::AuthzDenied), 2);
+    }
+
+    #[test]
+    fn a_policy_that_does_not_read_the_body_decides_at_the_headers() {
+        let headers_only = "package envoy.authz
+import rego.v1
+import input.attributes.request.http as http_request
+                            allow if http_request.headers[\"content-type\"] == \"application/json\"";
+        let mut plugin = plugin(headers_only, serde_json::Value::Null);
+        let actions = send(&mut plugin, &POST, &[&call("read_file")]);
+        assert_eq!(actions, [Action::Continue, Action::Continue]);
+        assert_eq!(plugin.counter(Counter::AuthzBodyRequests), 0);
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_413_unless_partial_messages_are_allowed() {
+        let body = call("read_file");
+        let mut strict = plugin(TOOLS, serde_json::json!({"max_request_bytes": 32}));
+        // Told by content-length: refused before any body is buffered.
+        let length = body.len().to_string();
+        let with_length = [POST[0], POST[1], POST[2], ("content-length", length.as_str())];
+        assert_eq!(send(&mut strict, &with_length, &[&body]), [Action::Pause]);
+        assert_eq!(strict.reply().map(|r| r.status), Some(413));
+        // Found while buffering (chunked, HTTP/2).
+        assert_eq!(send(&mut strict, &POST, &[&body[..20], &body[20..]]), [Action::Pause, Action::Pause, Action::Pause]);
+        assert_eq!(strict.reply().map(|r| r.status), Some(413));
+        assert_eq!(strict.counter(Counter::AuthzBodyTooLarge), 2);
+
+        // Partial: decided on the first 32 bytes, which the policy sees as truncated (it denies).
+        let mut partial = plugin(TOOLS, serde_json::json!({"max_request_bytes": 32, "allow_partial_message": true}));
+        assert_eq!(send(&mut partial, &POST, &[&body[..20], &body[20..]]), [Action::Pause, Action::Pause, Action::Pause]);
+        assert_eq!(partial.reply().map(|r| r.status), Some(403));
+        assert_eq!(partial.counter(Counter::AuthzBodyTruncated), 1);
+        assert_eq!(partial.counter(Counter::AuthzBodyBytes), 32);
+        let sees_partial = r#"package envoy.authz
+import rego.v1
+allow if {
+	input.truncated_body
+	input.parsed_body == null
+	input.attributes.request.http.size == 50
+	count(input.attributes.request.http.body) == 32
+	input.attributes.request.http.headers["x-envoy-auth-partial-body"] == "true"
+}
+"#;
+        let mut partial = plugin(sees_partial, serde_json::json!({"max_request_bytes": 32, "allow_partial_message": true}));
+        let forged = [POST[0], POST[1], POST[2], ("x-envoy-auth-partial-body", "false")];
+        assert_eq!(send(&mut partial, &forged, &[&[b'x'; 50]]).last(), Some(&Action::Continue));
+    }
+
+    #[test]
+    fn a_body_that_does_not_parse_is_denied_as_an_input_error() {
+        let mut plugin = plugin(TOOLS, serde_json::Value::Null);
+        assert_eq!(send(&mut plugin, &POST, &[b"{\"method\": \"tools/call\","]).last(), Some(&Action::Pause));
+        assert_eq!(plugin.reply().map(|r| r.status), Some(400));
+        assert_eq!(plugin.counter(Counter::AuthzBodyInvalid), 1);
+        assert_eq!(send(&mut plugin, &POST, &[&[0xff, 0xfe]]).last(), Some(&Action::Pause), "not UTF-8");
+        assert_eq!(plugin.counter(Counter::AuthzBodyInvalid), 2);
+    }
+
+    #[test]
+    fn trailers_end_the_body_and_identity_denials_do_not_wait_for_it() {
+        let plugin = plugin(TOOLS, serde_json::Value::Null);
+        plugin.host.begin_request(POST);
+        let mut stream = plugin.root.stream(90);
+        assert_eq!(stream.on_request_headers(&plugin.host, false), Action::Pause);
+        plugin.host.with(|s| s.request_body = call("search_docs"));
+        assert_eq!(stream.on_request_body(&plugin.host, call("search_docs").len(), false), Action::Pause);
+        assert_eq!(stream.on_request_trailers(&plugin.host), Action::Continue);
+
+        let config = serde_json::json!({"mode": "sidecar", "trust_domains": ["ai.internal"], "require_peer": true, "policy": {"rego": TOOLS}})
+            .to_string();
+        let mut strict = Plugin::start(ModuleKind::Authz, &config);
+        assert_eq!(send(&mut strict, &POST, &[&call("read_file")]), [Action::Pause]);
+        assert_eq!(strict.reply().map(|r| r.status), Some(403));
+        assert_eq!(strict.counter(Counter::AuthzBodyRequests), 0);
+    }
 }
 
 mod bundles {

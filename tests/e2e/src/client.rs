@@ -145,6 +145,29 @@ impl TlsClient {
     }
 
     async fn send_inner(&self, port: u16, http: Http, request: &Request) -> Result<Response> {
+        let body = Full::new(Bytes::from(request.body.clone()));
+        self.exchange(port, http, request, body).await
+    }
+
+    /// Starts a request whose body goes out chunk by chunk ([`Streaming::send`]), without a
+    /// `content-length` (chunked over HTTP/1.1); its headers go out at once.
+    pub async fn stream(&self, port: u16, http: Http, request: &Request) -> Result<Streaming> {
+        let (chunks, receiver) = tokio::sync::mpsc::channel(8);
+        let client = self.clone();
+        let request = request.clone();
+        let response = tokio::spawn(async move {
+            tokio::time::timeout(REQUEST_TIMEOUT, client.exchange(port, http, &request, ChunkBody(receiver)))
+                .await
+                .context("streamed request timed out")?
+        });
+        Ok(Streaming { chunks, response })
+    }
+
+    async fn exchange<B>(&self, port: u16, http: Http, request: &Request, body: B) -> Result<Response>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let tcp = TcpStream::connect(("127.0.0.1", port)).await.with_context(|| format!("connecting to port {port}"))?;
         let connector = match http {
             Http::H1 => &self.h1,
@@ -160,7 +183,7 @@ impl TlsClient {
                 let (mut sender, connection) =
                     hyper::client::conn::http1::Builder::new().title_case_headers(true).handshake(io).await?;
                 let connection = tokio::spawn(connection);
-                let response = sender.send_request(build(request, &format!("localhost:{port}"), None)?).await;
+                let response = sender.send_request(build(request, &format!("localhost:{port}"), None, body)?).await;
                 collect(with_connection_error(response, connection, "http/1.1").await?).await
             }
             Http::H2 => {
@@ -169,10 +192,46 @@ impl TlsClient {
                     hyper::client::conn::http2::Builder::new(TokioExecutor::new()).handshake(io).await?;
                 let connection = tokio::spawn(connection);
                 let uri = format!("https://localhost:{port}");
-                let response = sender.send_request(build(request, &format!("localhost:{port}"), Some(&uri))?).await;
+                let response =
+                    sender.send_request(build(request, &format!("localhost:{port}"), Some(&uri), body)?).await;
                 collect(with_connection_error(response, connection, "http/2").await?).await
             }
         }
+    }
+}
+
+/// A request whose body is still being sent.
+pub struct Streaming {
+    chunks: tokio::sync::mpsc::Sender<Bytes>,
+    response: tokio::task::JoinHandle<Result<Response>>,
+}
+
+impl Streaming {
+    /// Sends the next chunk of the body.
+    pub async fn send(&self, chunk: &[u8]) -> Result<()> {
+        self.chunks.send(Bytes::copy_from_slice(chunk)).await.context("the request ended before its body")
+    }
+
+    /// Ends the body and waits for the response.
+    pub async fn finish(self) -> Result<Response> {
+        drop(self.chunks);
+        self.response.await.context("the request task failed")?
+    }
+}
+
+/// A request body fed from a channel: each message one DATA frame (or chunk), the end of the
+/// body when the sender is dropped.
+struct ChunkBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChunkBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|chunk| chunk.map(|chunk| Ok(hyper::body::Frame::data(chunk))))
     }
 }
 
@@ -184,7 +243,8 @@ pub async fn plain(port: u16, request: &Request) -> Result<Response> {
             TcpStream::connect(("127.0.0.1", port)).await.with_context(|| format!("connecting to port {port}"))?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
         tokio::spawn(connection);
-        let response = sender.send_request(build(request, &format!("127.0.0.1:{port}"), None)?).await?;
+        let body = Full::new(Bytes::from(request.body.clone()));
+        let response = sender.send_request(build(request, &format!("127.0.0.1:{port}"), None, body)?).await?;
         collect(response).await
     })
     .await
@@ -211,7 +271,7 @@ async fn with_connection_error<T>(
     }
 }
 
-fn build(request: &Request, authority: &str, absolute: Option<&str>) -> Result<HttpRequest<Full<Bytes>>> {
+fn build<B>(request: &Request, authority: &str, absolute: Option<&str>, body: B) -> Result<HttpRequest<B>> {
     let uri = match absolute {
         Some(base) => format!("{base}{}", request.path),
         None => request.path.clone(),
@@ -223,7 +283,7 @@ fn build(request: &Request, authority: &str, absolute: Option<&str>) -> Result<H
     for (name, value) in &request.headers {
         builder = builder.header(name.as_str(), value.as_str());
     }
-    Ok(builder.body(Full::new(Bytes::from(request.body.clone())))?)
+    Ok(builder.body(body)?)
 }
 
 async fn collect(response: hyper::Response<hyper::body::Incoming>) -> Result<Response> {

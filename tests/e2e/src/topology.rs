@@ -213,6 +213,8 @@ pub fn plugin_configuration(policy: &Policy, trusted_forwarders: &[String]) -> V
             "data": policy.data,
             "entrypoint": "envoy/authz/allow",
             "error_status": 403,
+            // One OPA decision-log record per decision in the Envoy log, and its id to the client.
+            "decision_logs": {"console": true, "decision_id_header": "x-svidgate-decision-id"},
         },
     })
 }

@@ -9,6 +9,9 @@ use serde::Deserialize;
 
 use crate::process::Process;
 
+/// How the app announces a request whose body it has not read yet.
+const ARRIVED: &str = r#"{"arrived":"#;
+
 /// How long an app may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -36,6 +39,8 @@ pub struct Seen {
     pub identities: Vec<String>,
     /// The `x-request-marker` header, if any.
     pub marker: Option<String>,
+    /// The request body, as text.
+    pub body: String,
 }
 
 impl Upstream {
@@ -62,8 +67,16 @@ impl Upstream {
         let out = std::fs::read_to_string(self.process.stdout_path())?;
         out.lines()
             .skip(1)
+            .filter(|line| !line.starts_with(ARRIVED))
             .map(|line| serde_json::from_str(line).with_context(|| format!("bad app log line {line:?}")))
             .collect()
+    }
+
+    /// Whether a request carrying `marker` has arrived, its body read or not.
+    pub fn arrived(&self, marker: &str) -> Result<bool> {
+        let out = std::fs::read_to_string(self.process.stdout_path())?;
+        let announced = serde_json::json!({"arrived": marker}).to_string();
+        Ok(out.lines().any(|line| line == announced))
     }
 
     /// The requests it saw carrying `marker` in `x-request-marker`.

@@ -254,12 +254,31 @@ fn spire_configs_embed_the_policies_the_demo_runs() {
         let embedded = json["policy"]["rego"]["authz.rego"].as_str().unwrap();
         assert_eq!(embedded, std::fs::read_to_string(root.join(policy)).unwrap(), "{config} embeds a stale {policy}");
         assert_eq!(json["require_peer"], true, "{config}");
-        assert_eq!(json["policy"]["data"], Policy::for_workload(if policy.contains("seed") { MODEL_SERVER } else { ORCHESTRATOR }).unwrap().data);
+        let demo = Policy::for_workload(if policy.contains("seed") { MODEL_SERVER } else { ORCHESTRATOR }).unwrap();
+        assert_eq!(json["policy"]["data"], demo.data);
+        assert_eq!(json["policy"]["rego"], serde_json::json!(demo.modules), "{config}: every module of the policy");
     }
     for config in ["envoy/spire/gateway.yaml", "envoy/spire/model-server.yaml", "envoy/spire/orchestrator.yaml"] {
         let text = std::fs::read_to_string(root.join(config)).unwrap();
         assert!(text.contains("failure_policy: FAIL_RELOAD"), "{config}");
     }
+}
+
+#[test]
+fn every_authz_filter_under_envoy_may_hold_headers_for_the_body() {
+    // Without it, Envoy turns the filter's pause at the headers into one that never delivers the
+    // body, and a policy that reads the body waits forever (tests/e2e/tests/bodies.rs).
+    let mut filters = 0;
+    for name in envoy_configs().unwrap() {
+        let text = std::fs::read_to_string(paths::envoy_dir().join(&name)).unwrap();
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        for (i, _) in lines.iter().enumerate().filter(|(_, l)| **l == "root_id: svidgate-authz") {
+            filters += 1;
+            let config = lines.get(i..).unwrap_or_default().iter().take_while(|l| !l.starts_with("vm_config:"));
+            assert!(config.clone().any(|l| *l == "allow_on_headers_stop_iteration: true"), "{name}: {:?}", config.collect::<Vec<_>>());
+        }
+    }
+    assert_eq!(filters, 4, "the svidgate-authz filters under envoy/");
 }
 
 #[test]

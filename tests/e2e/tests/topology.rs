@@ -60,16 +60,20 @@ async fn perimeter_gateway_strips_identity_headers_from_the_public_side(t: &Topo
 }
 
 async fn services_see_the_orchestrator_id_when_the_orchestrator_calls_them(t: &Topology) {
+    let search = r#"{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "search", "arguments": {}}}"#;
     let calls = [
-        (MODEL_SERVER, "/v1/generate", &t.model_server),
-        (VECTOR_STORE, "/v1/collections/product-docs/query", &t.vector_store),
-        (TOOL_RUNTIME, "/v1/tools/search", &t.tool_runtime),
+        (MODEL_SERVER, "/v1/generate", "", &t.model_server),
+        (VECTOR_STORE, "/v1/collections/product-docs/query", "", &t.vector_store),
+        (TOOL_RUNTIME, "/mcp", search, &t.tool_runtime),
     ];
-    for (target, path, sidecar) in calls {
+    for (target, path, body, sidecar) in calls {
         let marker = format!("to-{}", target.name);
         // The orchestrator app forges nothing useful: its sidecar's peer strips whatever it sends.
-        let request =
-            Request::new("POST", path).header(ID_HEADER, ROGUE.spiffe_id).header("x-request-marker", &marker);
+        let request = Request::new("POST", path)
+            .header(ID_HEADER, ROGUE.spiffe_id)
+            .header("x-request-marker", &marker)
+            .header("content-type", "application/json")
+            .body(body);
         let response = client::plain(t.outbound_port(target).unwrap(), &request).await.unwrap();
         assert_eq!(response.status, 200, "{}: {response:?}", target.name);
         let seen = sidecar.app.seen_with_marker(&marker).unwrap();
@@ -77,7 +81,11 @@ async fn services_see_the_orchestrator_id_when_the_orchestrator_calls_them(t: &T
         assert_eq!(seen[0].path, path);
     }
     // A tool the orchestrator is not granted.
-    let request = Request::new("POST", "/v1/tools/shell").header("x-request-marker", "shell");
+    let shell = r#"{"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "shell", "arguments": {}}}"#;
+    let request = Request::new("POST", "/mcp")
+        .header("x-request-marker", "shell")
+        .header("content-type", "application/json")
+        .body(shell);
     let response = client::plain(t.outbound_port(TOOL_RUNTIME).unwrap(), &request).await.unwrap();
     assert_eq!(response.status, 403);
     assert_eq!(response.header_values("x-svidgate-policy"), ["tool-runtime"]);

@@ -173,6 +173,9 @@ pub struct RequestSpec {
     pub authority: String,
     /// Further headers, in order, repeats allowed, any case.
     pub headers: Vec<(String, String)>,
+    /// The body, in one piece at the end of the stream: text as written, anything else as
+    /// JSON. None: the request ends with its headers.
+    pub body: Option<Json>,
 }
 
 impl Default for RequestSpec {
@@ -182,7 +185,18 @@ impl Default for RequestSpec {
             path: "/".into(),
             authority: "model-server.ai.internal".into(),
             headers: Vec::new(),
+            body: None,
         }
+    }
+}
+
+impl RequestSpec {
+    /// The body's bytes.
+    fn body_bytes(&self) -> Option<Vec<u8>> {
+        self.body.as_ref().map(|body| match body {
+            Json::String(text) => text.clone().into_bytes(),
+            json => json.to_string().into_bytes(),
+        })
     }
 }
 
@@ -295,11 +309,11 @@ fn config_bytes(config: &Json) -> Vec<u8> {
 /// Runs one case on one runtime.
 pub fn run_case(family: Family, kind: ModuleKind, config: &Json, case: &Case) -> Result<Observation> {
     let peer = mint_peer(&case.peer)?;
-    let headers = envoy_request_headers(&case.request, &case.name);
+    let request = (envoy_request_headers(&case.request, &case.name), case.request.body_bytes());
     let config = config_bytes(config);
     match family {
-        Family::Native => observe(&mut Native::start(kind, config), peer.as_ref(), &headers),
-        Family::Wasm => observe(&mut kind.module()?.start(PluginOptions { plugin_config: config, ..PluginOptions::default() })?, peer.as_ref(), &headers),
+        Family::Native => observe(&mut Native::start(kind, config), peer.as_ref(), &request),
+        Family::Wasm => observe(&mut kind.module()?.start(PluginOptions { plugin_config: config, ..PluginOptions::default() })?, peer.as_ref(), &request),
     }
 }
 
@@ -443,8 +457,9 @@ trait Runtime {
     fn configured(&self) -> bool;
     /// Sets an Envoy attribute (raw bytes, as Envoy serializes them).
     fn set_property(&mut self, path: &[&str], value: Vec<u8>);
-    /// Sends the request headers, and the response headers (`:status: 200`) if they went upstream.
-    fn exchange(&mut self, headers: &[(&str, &str)]) -> Result<Exchange>;
+    /// Sends the request headers and body, and the response headers (`:status: 200`) if the
+    /// request went upstream.
+    fn exchange(&mut self, headers: &[(&str, &str)], body: Option<&[u8]>) -> Result<Exchange>;
     /// Every log line, as (level, message).
     fn logs(&self) -> Vec<(LogLevel, String)>;
     /// Every counter the plugin defined, by name.
@@ -455,7 +470,7 @@ trait Runtime {
 struct Exchange {
     /// The local reply, if the request got one.
     reply: Option<LocalReply>,
-    /// Whether the request headers callback let the request continue.
+    /// Whether the last request callback (headers, or body) let the request continue.
     continued: bool,
     /// The request headers as the upstream would receive them.
     upstream_headers: Vec<(String, String)>,
@@ -464,7 +479,11 @@ struct Exchange {
 }
 
 /// The case body: configure, present the connection's attributes, send the request, observe.
-fn observe(runtime: &mut impl Runtime, peer: Option<&MintedPeer>, headers: &[(String, String)]) -> Result<Observation> {
+fn observe(
+    runtime: &mut impl Runtime,
+    peer: Option<&MintedPeer>,
+    (headers, body): &(Vec<(String, String)>, Option<Vec<u8>>),
+) -> Result<Observation> {
     if !runtime.configured() {
         let errors: Vec<String> =
             runtime.logs().into_iter().filter(|(level, _)| *level >= LogLevel::Error).map(|(_, m)| m).collect();
@@ -487,7 +506,7 @@ fn observe(runtime: &mut impl Runtime, peer: Option<&MintedPeer>, headers: &[(St
         }
     }
     let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-    let exchange = runtime.exchange(&pairs)?;
+    let exchange = runtime.exchange(&pairs, body.as_deref())?;
     let mut observed = Observation::default();
     match (exchange.reply, exchange.continued) {
         (Some(reply), _) => {
@@ -541,10 +560,17 @@ impl Runtime for Native {
         self.host.set_property(path, value);
     }
 
-    fn exchange(&mut self, headers: &[(&str, &str)]) -> Result<Exchange> {
+    fn exchange(&mut self, headers: &[(&str, &str)], body: Option<&[u8]>) -> Result<Exchange> {
         self.host.begin_request(headers.iter().copied());
         let mut stream = self.root.stream(2);
-        let continued = stream.on_request_headers(&self.host, true) == core_host::Action::Continue;
+        let mut action = stream.on_request_headers(&self.host, body.is_none());
+        if let Some(body) = body
+            && self.host.state().local_reply.is_none()
+        {
+            self.host.with(|s| s.request_body = body.to_vec());
+            action = stream.on_request_body(&self.host, body.len(), true);
+        }
+        let continued = action == core_host::Action::Continue;
         let reply = self.host.state().local_reply.clone();
         let upstream_headers = self.host.state().request_headers.entries().to_vec();
         let mut response_headers = Vec::new();
@@ -583,9 +609,15 @@ impl Runtime for Plugin {
         Plugin::set_property(self, path, value);
     }
 
-    fn exchange(&mut self, headers: &[(&str, &str)]) -> Result<Exchange> {
+    fn exchange(&mut self, headers: &[(&str, &str)], body: Option<&[u8]>) -> Result<Exchange> {
         let mut stream = self.stream();
-        let continued = stream.request_headers(headers, true)? == Action::Continue;
+        let mut action = stream.request_headers(headers, body.is_none())?;
+        if let Some(body) = body
+            && stream.local_reply().is_none()
+        {
+            action = stream.request_body(body, true)?;
+        }
+        let continued = action == Action::Continue;
         let reply = match stream.local_reply() {
             Some(reply) => Some(LocalReply {
                 status: u16::try_from(reply.status)?,

@@ -162,7 +162,7 @@ fn joined(headers: &StrippedHeaders, name: &str) -> Option<String> {
 /// fields in order, a part without a form name skipped, a JSON part parsed.
 fn multipart(content_type: &str, text: &str) -> Result<Value, BodyError> {
     let (_, params) = media_type(content_type).ok_or(BodyError::Multipart("invalid content-type parameters"))?;
-    let Some(boundary) = params.get("boundary") else { return Ok(Value::Null) };
+    let Some((_, boundary)) = params.iter().find(|(name, _)| name == "boundary") else { return Ok(Value::Null) };
     let dash_boundary = format!("--{boundary}");
     let mut map = BTreeMap::new();
     // The preamble: lines up to the first delimiter line, whose ending sets the line ending.
@@ -190,7 +190,8 @@ fn multipart(content_type: &str, text: &str) -> Result<Value, BodyError> {
         let name = header("content-disposition")
             .and_then(media_type)
             .filter(|(disposition, _)| disposition == "form-data")
-            .and_then(|(_, mut params)| params.remove("name"))
+            .and_then(|(_, params)| params.into_iter().find(|(name, _)| name == "name"))
+            .map(|(_, name)| name)
             .filter(|name| !name.is_empty());
         if let Some(name) = name {
             let value = if header("content-type").is_some_and(|t| t.contains("application/json")) {
@@ -272,14 +273,14 @@ fn part_body<'a>(text: &'a str, separator: &str) -> Result<(&'a str, &'a str, bo
 
 /// Go's `mime.ParseMediaType`: the type lower-cased and its parameters (names lower-cased), or
 /// `None` for anything Go refuses (a bad token, a bad or repeated parameter).
-fn media_type(value: &str) -> Option<(String, BTreeMap<String, String>)> {
+fn media_type(value: &str) -> Option<(String, Vec<(String, String)>)> {
     let (essence, mut rest) = value.split_once(';').map_or((value, ""), |(e, r)| (e, r));
     let essence = essence.trim().to_ascii_lowercase();
     let (major, minor) = essence.split_once('/').map_or((essence.as_str(), None), |(a, b)| (a, Some(b)));
     if !is_token(major) || minor.is_some_and(|minor| !is_token(minor)) {
         return None;
     }
-    let mut params = BTreeMap::new();
+    let mut params: Vec<(String, String)> = Vec::new();
     loop {
         rest = rest.trim_start();
         if rest.is_empty() {
@@ -310,9 +311,10 @@ fn media_type(value: &str) -> Option<(String, BTreeMap<String, String>)> {
             }
             (token.to_owned(), after.get(end..)?)
         };
-        if params.insert(key, param).is_some() {
+        if params.iter().any(|(name, _)| *name == key) {
             return None;
         }
+        params.push((key, param));
         let after = after.trim_start();
         rest = match after.strip_prefix(';') {
             Some(next) => next,

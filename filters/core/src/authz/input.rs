@@ -135,9 +135,10 @@ impl InputPlan {
             let Some(tokens) = tokens(name, source) else { return Self::ALL };
             scanned.push(tokens);
         }
-        let mut aliases: BTreeMap<&str, Vec<Vec<String>>> = BTreeMap::new();
-        // Where each alias is bound: not a use.
-        let mut bindings = std::collections::BTreeSet::new();
+        // (name, the reference it is bound to); a few per policy, so plain lists.
+        let mut aliases: Vec<(&str, Vec<String>)> = Vec::new();
+        // Where each alias is bound (module, token): not a use.
+        let mut bindings = Vec::new();
         for (m, tokens) in scanned.iter().enumerate() {
             for (i, (kind, text)) in tokens.iter().enumerate() {
                 if *kind != TokenKind::Ident || text != "input" || follows_dot(tokens, i) {
@@ -146,8 +147,8 @@ impl InputPlan {
                 let (chain, used) = reference_chain(tokens.get(i + 1..).unwrap_or_default());
                 match alias(tokens, i, i + 1 + used).filter(|_| !chain.is_empty()) {
                     Some((at, name)) => {
-                        bindings.insert((m, at));
-                        aliases.entry(name).or_default().push(chain);
+                        bindings.push((m, at));
+                        aliases.push((name, chain));
                     }
                     None => plan.include(&chain),
                 }
@@ -157,7 +158,7 @@ impl InputPlan {
             return plan;
         }
         if reads_a_package_whole(&scanned) {
-            for chain in aliases.values().flatten() {
+            for (_, chain) in &aliases {
                 plan.include(chain);
             }
             return plan;
@@ -169,12 +170,11 @@ impl InputPlan {
                     TokenKind::String | TokenKind::RawString => text.trim_matches(|c| c == '"' || c == '`'),
                     _ => continue,
                 };
-                let Some(bound) = aliases.get(name) else { continue };
                 if bindings.contains(&(m, i)) {
                     continue;
                 }
                 let (tail, _) = reference_chain(tokens.get(i + 1..).unwrap_or_default());
-                for chain in bound {
+                for (_, chain) in aliases.iter().filter(|(alias, _)| *alias == name) {
                     plan.include(&[chain.as_slice(), tail.as_slice()].concat());
                 }
             }

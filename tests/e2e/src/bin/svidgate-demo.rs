@@ -23,6 +23,9 @@ const USAGE: &str = "usage: svidgate-demo [--once] [--out DIR]
              ended as expected
   --out DIR  where certificates, rendered configs and logs go (default: target/svidgate-demo)";
 
+/// The response header in which every sidecar sends its decision id (decision logs are on).
+const DECISION_ID_HEADER: &str = "x-svidgate-decision-id";
+
 /// What a request must end as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Expect {
@@ -43,6 +46,53 @@ struct Row {
     status: String,
     saw: String,
     ok: bool,
+    /// The decision id the sidecar sent back (`x-svidgate-decision-id`), if any.
+    decision_id: Option<String>,
+    /// What its decision-log record says, for a denial shown below the table.
+    log: Option<String>,
+}
+
+/// A POST with a JSON body.
+fn json_post(path: &str, body: &serde_json::Value) -> Request {
+    Request::new("POST", path).header("content-type", "application/json").body(body.to_string())
+}
+
+/// What a request's JSON body asks for, for the table: the model, or the JSON-RPC method and tool.
+fn asks_for(request: &Request) -> String {
+    let Ok(body) = serde_json::from_slice::<serde_json::Value>(&request.body) else { return String::new() };
+    match (text(&body, "/model"), text(&body, "/method"), text(&body, "/params/name")) {
+        (Some(model), _, _) => format!(" model {model}"),
+        (_, Some(method), Some(name)) => format!(" {method} {name}"),
+        (_, Some(method), None) => format!(" {method}"),
+        _ => String::new(),
+    }
+}
+
+/// The string at a JSON pointer.
+fn text<'a>(value: &'a serde_json::Value, pointer: &str) -> Option<&'a str> {
+    value.pointer(pointer).and_then(serde_json::Value::as_str)
+}
+
+/// The decision-log record (svidgate's console decision log, one JSON line in the Envoy log) with
+/// decision id `id`, summarized: what was asked, by whom, and the policy's answer.
+fn decision_record(envoy_log: &std::path::Path, id: &str) -> Option<String> {
+    let log = std::fs::read_to_string(envoy_log).ok()?;
+    let record: serde_json::Value = log
+        .lines()
+        .filter(|line| line.contains(id))
+        .find_map(|line| line.find("{\"").and_then(|start| serde_json::from_str(line.get(start..)?).ok()))?;
+    let asked = match (text(&record, "/input/parsed_body/model"), text(&record, "/input/parsed_body/params/name")) {
+        (Some(model), _) => format!("parsed_body.model = {model:?}"),
+        (_, Some(tool)) => format!("parsed_body.params.name = {tool:?}"),
+        _ => format!("path {}", text(&record, "/input/attributes/request/http/path").unwrap_or("-")),
+    };
+    let caller = text(&record, "/input/attributes/source/principal").unwrap_or("-");
+    let allowed = record.pointer("/result/allowed").cloned().unwrap_or_default();
+    let answer = match text(&record, "/result/body") {
+        Some(body) => format!("allowed = {allowed}, body {body}"),
+        None => format!("allowed = {allowed}"),
+    };
+    Some(format!("decision {id}: {asked}, caller {caller}, {answer}"))
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -108,18 +158,33 @@ async fn walk(t: &mut Topology) -> Result<Vec<Row>> {
     let caller = "public client (spoofs the orchestrator's ID)";
     rows.push(row(caller, "gateway -> orchestrator", &t.orchestrator.app, n, &spoof, result, Expect::Allow(GATEWAY.spiffe_id)));
 
-    // 2-5. The orchestrator app calls the services through its own sidecar (plain HTTP to localhost).
-    for (target, method, path, expect) in [
-        (MODEL_SERVER, "POST", "/v1/generate", Expect::Allow(ORCHESTRATOR.spiffe_id)),
-        (VECTOR_STORE, "POST", "/v1/collections/product-docs/query", Expect::Allow(ORCHESTRATOR.spiffe_id)),
-        (TOOL_RUNTIME, "POST", "/v1/tools/search", Expect::Allow(ORCHESTRATOR.spiffe_id)),
-        (TOOL_RUNTIME, "POST", "/v1/tools/shell", Expect::Deny(403)),
+    // 2-7. The orchestrator app calls the services through its own sidecar (plain HTTP to
+    // localhost): the seed's generate, an OpenAI-style chat completion, a RAG query and MCP tool
+    // calls; then, prompt-injected, a model and a tool its policies do not give it.
+    let sidecar = "orchestrator (via its sidecar)";
+    let injected = "orchestrator, prompt-injected";
+    let chat = |model: &str| {
+        json_post("/v1/chat/completions", &json!({"model": model, "max_tokens": 256, "messages": [
+            {"role": "user", "content": "Summarize the Q3 report."}]}))
+    };
+    let tool = |id: u64, name: &str, arguments: serde_json::Value| {
+        json_post("/mcp", &json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": name, "arguments": arguments}}))
+    };
+    let allow = Expect::Allow(ORCHESTRATOR.spiffe_id);
+    for (caller, target, request, expect) in [
+        (sidecar, MODEL_SERVER, Request::new("POST", "/v1/generate"), allow),
+        (sidecar, MODEL_SERVER, chat("llama-3.1-8b-instruct"), allow),
+        (sidecar, VECTOR_STORE, Request::new("POST", "/v1/collections/product-docs/query"), allow),
+        (sidecar, TOOL_RUNTIME, tool(1, "search", json!({"query": "Q3 revenue"})), allow),
+        (injected, MODEL_SERVER, chat("gpt-4o-internal"), Expect::Deny(403)),
+        (injected, TOOL_RUNTIME, tool(2, "shell", json!({"cmd": "cat /etc/shadow"})), Expect::Deny(403)),
     ] {
-        let request = Request::new(method, path);
         let n = rows.len();
         let result = client::plain(t.outbound_port(target)?, &marked(&request, n)).await;
-        let app = &t.service(target)?.app;
-        rows.push(row("orchestrator (via its sidecar)", target.name, app, n, &request, result, expect));
+        let sidecar = t.service(target)?;
+        let mut row = row(caller, target.name, &sidecar.app, n, &request, result, expect);
+        row.log = row.decision_id.as_deref().and_then(|id| decision_record(&sidecar.envoy.log_path(), id));
+        rows.push(row);
     }
 
     // 6-7. A workload of the trust domain with a valid SVID that no policy lets in.
@@ -159,12 +224,23 @@ fn row(caller: &str, target: &str, app: &Upstream, n: usize, request: &Request, 
     let mut row = Row {
         caller: caller.to_owned(),
         target: target.to_owned(),
-        request: format!("{} {}{}", request.method, request.path, if forged { " + forged id header" } else { "" }),
+        request: format!(
+            "{} {}{}{}",
+            request.method,
+            request.path,
+            asks_for(request),
+            if forged { " + forged id header" } else { "" }
+        ),
         decision: String::new(),
         status: "-".to_owned(),
         saw: "-".to_owned(),
         ok: false,
+        decision_id: None,
+        log: None,
     };
+    if let Ok(response) = &result {
+        row.decision_id = response.header_values(DECISION_ID_HEADER).first().map(|id| (*id).to_owned());
+    }
     let reached = match app.seen_with_marker(&format!("demo-{n}")) {
         Ok(seen) => seen,
         Err(error) => {
@@ -228,6 +304,12 @@ fn print_table(rows: &[Row]) {
     println!("|{}|", widths.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("|"));
     for row in &cells {
         line(row);
+    }
+    println!();
+    for (i, row) in rows.iter().enumerate() {
+        if let Some(log) = &row.log {
+            println!("#{} decision log of {}: {log}", i + 1, row.target);
+        }
     }
     println!();
 }

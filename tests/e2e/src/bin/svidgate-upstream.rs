@@ -2,9 +2,11 @@
 //!
 //! It listens on a free loopback port (printed first: `listening 127.0.0.1:PORT`) and answers
 //! every request with JSON naming the service, the method, the path, the request target as
-//! received (path and query, undecoded), every header name as received (in order, repeats kept)
-//! and every `x-forwarded-spiffe-id` value; it prints the same JSON as one line on stdout, so
-//! tests can check what reached it (and what did not).
+//! received (path and query, undecoded), every header name as received (in order, repeats kept),
+//! every `x-forwarded-spiffe-id` value and the body (as text); it prints the same JSON as one
+//! line on stdout, so tests can check what reached it (and what did not). A request carrying
+//! `x-request-marker` is also announced as soon as its headers arrive, before its body is read
+//! (`{"arrived": MARKER}`), so tests can tell whether a proxy held the request for its body.
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -12,7 +14,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -47,9 +49,16 @@ async fn main() -> Result<()> {
 }
 
 async fn answer(name: Arc<str>, request: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Some(marker) = request.headers().get(MARKER_HEADER) {
+        println!("{}", serde_json::json!({"arrived": String::from_utf8_lossy(marker.as_bytes())}));
+        let _ = std::io::stdout().flush();
+    }
+    let (parts, body) = request.into_parts();
+    // A body that fails midway (the client went away) is reported as far as it came.
+    let body = body.collect().await.map(|body| body.to_bytes()).unwrap_or_default();
     let values = |header: &str| -> Vec<String> {
-        request
-            .headers()
+        parts
+            .headers
             .get_all(header)
             .iter()
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
@@ -57,12 +66,13 @@ async fn answer(name: Arc<str>, request: Request<hyper::body::Incoming>) -> Resu
     };
     let report = serde_json::json!({
         "service": &*name,
-        "method": request.method().as_str(),
-        "path": request.uri().path(),
-        "target": request.uri().path_and_query().map(|p| p.as_str()).unwrap_or_default(),
-        "header_names": request.headers().iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(),
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "target": parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or_default(),
+        "header_names": parts.headers.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(),
         IDENTITY_HEADER: values(IDENTITY_HEADER),
         "marker": values(MARKER_HEADER).first(),
+        "body": String::from_utf8_lossy(&body),
     });
     let line = report.to_string();
     println!("{line}");

@@ -209,10 +209,13 @@ fn get_buffer_bytes(
             Some(response) => &response.body,
             None => return Err(Status::NotFound.into()),
         },
+        // The request body Envoy holds for the effective stream (none for the root context).
+        0 => state.effective_stream().map_or(&[][..], |stream| &stream.request_body),
         6 => &state.vm_config,
         7 if state.plugin_config_visible => &state.plugin_config,
-        // Bodies, gRPC messages and call data exist in Envoy but are always empty here.
-        0..=3 | 5 | 8 => &[],
+        // The response body, network data, gRPC messages and call data exist in Envoy but are
+        // always empty here.
+        1..=3 | 5 | 8 => &[],
         _ => return Err(Status::NotFound.into()),
     };
     // Clamp like proxy-wasm-cpp-host: never read past the end; nothing to copy is still Ok.
@@ -392,11 +395,16 @@ fn http_call(caller: &mut Caller<'_, HostState>, args: HttpCallArgs) -> HostResu
     memory::write_u32(caller, args.ret_token, token)
 }
 
-fn continue_stream(caller: &mut Caller<'_, HostState>, stream: u32) -> HostResult {
-    match stream {
-        // HttpRequest or HttpResponse: Envoy resumes and drops its pointers to the request maps.
+fn continue_stream(caller: &mut Caller<'_, HostState>, stream_type: u32) -> HostResult {
+    match stream_type {
+        // HttpRequest or HttpResponse: Envoy drops its pointers to the request maps and body, and
+        // resumes the stream once the callback returns; resuming the request passes on what the
+        // filter held.
         0 | 1 => {
             if let Some(stream) = caller.data_mut().effective_stream_mut() {
+                if stream_type == 0 {
+                    stream.forward_request();
+                }
                 stream.release_request();
             }
             Ok(())

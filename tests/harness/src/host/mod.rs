@@ -23,7 +23,20 @@
 //! - header names are lower-cased, order and repeats are kept, pseudo-headers stay first;
 //!   `proxy_get_header_map_value` returns the *first* value of a repeated header;
 //! - a header map is only reachable while its headers callback runs, or after it if the callback
-//!   paused (until `proxy_continue_stream`); the SDK panics when it is not (status BadArgument);
+//!   paused (until `proxy_continue_stream`); the SDK panics when it is not (status BadArgument).
+//!   Envoy clears its request header pointer only then, so the request header map of a request
+//!   whose headers callback paused stays reachable in the body and trailers callbacks, even after
+//!   one of them continued; request trailers follow the same rule as headers;
+//! - request bodies as Envoy's Wasm filter buffers them: [`Stream::request_body`] delivers data
+//!   frames, also while the headers callback has paused the request. A body callback that returns
+//!   Pause is StopIterationAndBuffer: Envoy keeps the chunk, appends the next one, and
+//!   `proxy_on_request_body` gets the length of all it holds, which `proxy_get_buffer_bytes`
+//!   (HttpRequestBody) reads, during the body and trailers callbacks and after them; one that
+//!   returns Continue passes on the held headers and body, and the next chunk is alone. What went
+//!   past the filter is recorded ([`Stream::request_headers_forwarded`],
+//!   [`Stream::forwarded_request_headers`], [`Stream::forwarded_request_body`]); nothing does once
+//!   the stream has a local reply, and Envoy then delivers no more request data to the filter;
+//!   [`Stream::request_trailers`] ends the request;
 //! - stream contexts are created lazily, on request headers; `finish` runs `proxy_on_log`, then
 //!   `proxy_on_done` and `proxy_on_delete`, Envoy's order;
 //! - a trap crashes the VM: the stream gets Envoy's fail-closed local reply (503,
@@ -36,12 +49,15 @@
 //!   where Envoy runs it whichever context dispatched the call. The response headers and body
 //!   are readable only during that callback.
 //!
-//! Not modelled: bodies, trailers (callouts neither send nor receive them), gRPC callouts,
-//! `proxy_get_status` (Envoy reports "reset" there while a failed callout is reported), shared
-//! queues, and the re-entry of a local reply into the filter's own `proxy_on_response_headers`
-//! (call `response_headers` yourself to test that path). HTTP callout tokens count 1, 2, 3, ...
-//! per plugin, where Envoy counts 4, 8, 12, ... per VM (the low two bits tag the callout kind);
-//! tests should use the token of the [`HttpCall`] rather than assume either.
+//! Not modelled: response bodies and trailers, `proxy_set_buffer_bytes` (body edits), the request
+//! trailers Envoy adds when a module asks for them in the last body callback, body statuses other
+//! than Continue and StopIterationAndBuffer (any nonzero return buffers), Envoy's own buffer limit
+//! (its 413), callout trailers (neither sent nor received), gRPC callouts, `proxy_get_status`
+//! (Envoy reports "reset" there while a failed callout is reported), shared queues, and the
+//! re-entry of a local reply into the filter's own `proxy_on_response_headers` (call
+//! `response_headers` yourself to test that path). HTTP callout tokens count 1, 2, 3, ... per
+//! plugin, where Envoy counts 4, 8, 12, ... per VM (the low two bits tag the callout kind); tests
+//! should use the token of the [`HttpCall`] rather than assume either.
 
 mod abi;
 mod memory;
@@ -400,6 +416,9 @@ impl Plugin {
         };
         phase.receive(headers);
         let count = u32::try_from(phase.headers.entries().len()).unwrap_or(u32::MAX);
+        if direction == Direction::Request {
+            stream.request_ended = end_of_stream;
+        }
         // Envoy only calls into the VM for a response if the request created the context (and,
         // for a crashed VM, the request already failed the stream).
         if direction == Direction::Response && !stream.created {
@@ -411,16 +430,73 @@ impl Plugin {
             Direction::Response => ("proxy_on_response_headers", self.guest.on_response_headers.clone()),
         };
         let raw = self.stream_call(id, name, function, (id, count, u32::from(end_of_stream)))?;
-        // 0 is Continue; anything else stops iteration (the SDK only returns 1, Pause).
-        let action = if raw.unwrap_or(0) == 0 { Action::Continue } else { Action::Pause };
+        let action = Action::from_raw(raw);
         if action == Action::Continue {
             let stream = self.stream_state_mut(id)?;
             match direction {
-                Direction::Request => stream.request.available = false,
+                Direction::Request => {
+                    stream.request.available = false;
+                    stream.forward_request();
+                }
                 Direction::Response => stream.response.available = false,
             }
         }
         Ok(action)
+    }
+
+    /// Delivers a request data frame: the chunk joins what Envoy holds for the filter, and
+    /// `proxy_on_request_body` gets the length of all of it.
+    fn on_request_body(&mut self, id: u32, chunk: &[u8], end_of_stream: bool) -> Result<Action> {
+        let stream = self.request_side(id, "body")?;
+        stream.request_ended = end_of_stream;
+        // Envoy drops request data once the stream is answered (`local_complete_`): no callback.
+        if stream.local_reply.is_some() {
+            return Ok(Action::Pause);
+        }
+        // Envoy's decoding buffer holds the chunks whose callbacks paused; after a callback that
+        // continued it is empty (everything went on), and the buffer is the new chunk alone.
+        stream.request_body.extend_from_slice(chunk);
+        let size = buffer_len(&stream.request_body);
+        let on_body = self.guest.on_request_body.clone();
+        let raw = self.stream_call(id, "proxy_on_request_body", on_body, (id, size, u32::from(end_of_stream)))?;
+        let action = Action::from_raw(raw);
+        if action == Action::Continue {
+            self.stream_state_mut(id)?.forward_request();
+        }
+        Ok(action)
+    }
+
+    /// Delivers request trailers, which end the request.
+    fn on_request_trailers(&mut self, id: u32, trailers: &[(&str, &str)]) -> Result<Action> {
+        let stream = self.request_side(id, "trailers")?;
+        stream.request_ended = true;
+        if stream.local_reply.is_some() {
+            return Ok(Action::Pause);
+        }
+        stream.request_trailers.receive(trailers);
+        let count = u32::try_from(stream.request_trailers.headers.entries().len()).unwrap_or(u32::MAX);
+        let on_trailers = self.guest.on_request_trailers.clone();
+        let raw = self.stream_call(id, "proxy_on_request_trailers", on_trailers, (id, count))?;
+        let action = Action::from_raw(raw);
+        if action == Action::Continue {
+            let stream = self.stream_state_mut(id)?;
+            stream.request_trailers.available = false;
+            stream.forward_request();
+        }
+        Ok(action)
+    }
+
+    /// The stream, for more of its request: refused before the request headers and after the
+    /// end of the request, which no downstream can send.
+    fn request_side(&mut self, id: u32, what: &str) -> Result<&mut StreamState> {
+        let stream = self.stream_state_mut(id)?;
+        if !stream.request.received {
+            return Err(anyhow!("request {what} on stream {id} before its request headers"));
+        }
+        if stream.request_ended {
+            return Err(anyhow!("request {what} on stream {id} after the end of the request"));
+        }
+        Ok(stream)
     }
 
     /// Ends a stream the way Envoy does: access log, then filter destruction.
@@ -465,14 +541,78 @@ impl Stream<'_> {
         self.plugin.on_headers(self.id, Direction::Request, headers, end_of_stream)
     }
 
+    /// Sends a request data frame: appends `chunk` to the body Envoy holds for the filter and calls
+    /// proxy_on_request_body(id, length of that body, end_of_stream).
+    ///
+    /// As in Envoy, the held body is every chunk since the last body callback that returned
+    /// Continue: after a Pause (StopIterationAndBuffer) the earlier chunks are still buffered and
+    /// the new one is appended; after a Continue (or before any body callback) the earlier data
+    /// went on, and the chunk is alone. Data frames reach the filter even while its headers callback
+    /// has paused the request. Continue passes on the request headers (if they were held) and the
+    /// held body, see [`Stream::forwarded_request_body`].
+    ///
+    /// Once the stream has a local reply Envoy drops request data: the module is not called, and
+    /// this returns Pause (nothing goes on). Err before the request headers, after the end of the
+    /// request, or if the module traps (the stream then fails closed).
+    pub fn request_body(&mut self, chunk: &[u8], end_of_stream: bool) -> Result<Action> {
+        self.plugin.on_request_body(self.id, chunk, end_of_stream)
+    }
+
+    /// Sends request trailers, which end the request: sets the request trailer map (readable and
+    /// writable during the callback, and after it if it paused) and calls
+    /// proxy_on_request_trailers(id, n). The body the filter buffered stays readable. Continue
+    /// passes on what the filter held and the trailers. Like [`Stream::request_body`] after a
+    /// local reply: not delivered, Pause.
+    pub fn request_trailers(&mut self, trailers: &[(&str, &str)]) -> Result<Action> {
+        self.plugin.on_request_trailers(self.id, trailers)
+    }
+
     /// Sets the response header map and calls proxy_on_response_headers(id, n, end_of_stream).
     pub fn response_headers(&mut self, headers: &[(&str, &str)], end_of_stream: bool) -> Result<Action> {
         self.plugin.on_headers(self.id, Direction::Response, headers, end_of_stream)
     }
 
-    /// The request headers as modified by the module: what the upstream would receive.
+    /// The request headers as modified by the module. What the upstream received is
+    /// [`Stream::forwarded_request_headers`]: the two differ only by edits made after the headers
+    /// went on (possible when the headers callback paused and a body callback continued).
     pub fn request_header_map(&self) -> &[(String, String)] {
         self.state().map(|stream| stream.request.headers.entries()).unwrap_or_default()
+    }
+
+    /// Whether the request headers went past this filter: when the headers callback returned
+    /// Continue, or later, after it paused, when a body or trailers callback returned Continue or the
+    /// module called `proxy_continue_stream`. Never once the stream has a local reply.
+    pub fn request_headers_forwarded(&self) -> bool {
+        self.state().is_some_and(|stream| stream.upstream.headers.is_some())
+    }
+
+    /// The request headers as they went past this filter (the map when the filter let them go on),
+    /// if they did.
+    pub fn forwarded_request_headers(&self) -> Option<&[(String, String)]> {
+        self.state()?.upstream.headers.as_deref()
+    }
+
+    /// The request body that went past this filter so far: a chunk goes on when its body callback
+    /// returns Continue, together with the chunks buffered before it. Nothing more goes on once
+    /// the stream has a local reply.
+    pub fn forwarded_request_body(&self) -> &[u8] {
+        self.state().map(|stream| stream.upstream.body.as_slice()).unwrap_or_default()
+    }
+
+    /// The request trailers as they went past this filter, if they did.
+    pub fn forwarded_request_trailers(&self) -> Option<&[(String, String)]> {
+        self.state()?.upstream.trailers.as_deref()
+    }
+
+    /// The request body Envoy holds for the filter now (buffered after body callbacks that
+    /// paused, not passed on): what `proxy_get_buffer_bytes(HttpRequestBody)` reads.
+    pub fn buffered_request_body(&self) -> &[u8] {
+        self.state().map(|stream| stream.request_body.as_slice()).unwrap_or_default()
+    }
+
+    /// The request trailers as modified by the module.
+    pub fn request_trailer_map(&self) -> &[(String, String)] {
+        self.state().map(|stream| stream.request_trailers.headers.entries()).unwrap_or_default()
     }
 
     /// Every request header value for `name` (case-insensitive), in order.
@@ -511,13 +651,22 @@ impl Stream<'_> {
     }
 }
 
-/// What a headers callback told the host to do with the stream.
+/// What a stream callback told the host to do with the stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Continue to the next filter.
     Continue,
-    /// Stop iteration until the module resumes the stream.
+    /// Stop iteration until the module resumes the stream (Envoy's StopIteration; for a body
+    /// callback, StopIterationAndBuffer: Envoy keeps the data for the filter).
     Pause,
+}
+
+impl Action {
+    /// The action a callback returned: 0 is Continue, anything else stops iteration (the SDK only
+    /// returns 1, Pause); a callback the module does not export continues, as in Envoy.
+    fn from_raw(raw: Option<u32>) -> Self {
+        if raw.unwrap_or(0) == 0 { Self::Continue } else { Self::Pause }
+    }
 }
 
 /// An HTTP callout the module dispatched with `proxy_http_call`.
@@ -612,6 +761,8 @@ struct Guest {
     on_tick: Option<TypedFunc<u32, ()>>,
     on_http_call_response: Option<OnHttpCallResponse>,
     on_request_headers: Option<TypedFunc<(u32, u32, u32), u32>>,
+    on_request_body: Option<TypedFunc<(u32, u32, u32), u32>>,
+    on_request_trailers: Option<TypedFunc<(u32, u32), u32>>,
     on_response_headers: Option<TypedFunc<(u32, u32, u32), u32>>,
     on_log: Option<TypedFunc<u32, ()>>,
     on_done: Option<TypedFunc<u32, u32>>,
@@ -629,6 +780,8 @@ impl Guest {
             on_tick: export(store, instance, "proxy_on_tick")?,
             on_http_call_response: export(store, instance, "proxy_on_http_call_response")?,
             on_request_headers: export(store, instance, "proxy_on_request_headers")?,
+            on_request_body: export(store, instance, "proxy_on_request_body")?,
+            on_request_trailers: export(store, instance, "proxy_on_request_trailers")?,
             on_response_headers: export(store, instance, "proxy_on_response_headers")?,
             on_log: export(store, instance, "proxy_on_log")?,
             on_done: export(store, instance, "proxy_on_done")?,

@@ -142,12 +142,14 @@ impl HostState {
             return Ok(None);
         };
         Ok(match kind {
-            // In the access log phase Envoy reads the final maps of the stream.
+            // In the access log phase Envoy reads the final maps of the stream (no request trailers).
             MapType::RequestHeaders if stream.log_phase => stream.request.received(),
             MapType::ResponseHeaders if stream.log_phase => stream.response.received(),
+            MapType::RequestTrailers if stream.log_phase => None,
             MapType::RequestHeaders => stream.request.available(),
+            MapType::RequestTrailers => stream.request_trailers.available(),
             MapType::ResponseHeaders => stream.response.available(),
-            // Trailers, gRPC metadata and callout trailers never exist in this host.
+            // Response trailers, gRPC metadata and callout trailers never exist in this host.
             _ => None,
         })
     }
@@ -160,6 +162,7 @@ impl HostState {
         let stream = self.effective_stream_mut().ok_or(Status::BadArgument)?;
         let phase = match kind {
             MapType::RequestHeaders => &mut stream.request,
+            MapType::RequestTrailers => &mut stream.request_trailers,
             MapType::ResponseHeaders => &mut stream.response,
             _ => return Err(Status::BadArgument),
         };
@@ -210,9 +213,10 @@ impl WasiState for HostState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum MapType {
     RequestHeaders,
+    RequestTrailers,
     ResponseHeaders,
     HttpCallResponseHeaders,
-    /// Trailers, gRPC metadata and HTTP callout response trailers.
+    /// Response trailers, gRPC metadata and HTTP callout response trailers.
     Other,
 }
 
@@ -220,9 +224,10 @@ impl MapType {
     fn from_raw(raw: u32) -> Result<Self, Status> {
         match raw {
             0 => Ok(Self::RequestHeaders),
+            1 => Ok(Self::RequestTrailers),
             2 => Ok(Self::ResponseHeaders),
             6 => Ok(Self::HttpCallResponseHeaders),
-            1 | 3..=5 | 7 => Ok(Self::Other),
+            3..=5 | 7 => Ok(Self::Other),
             _ => Err(Status::BadArgument),
         }
     }
@@ -312,7 +317,16 @@ pub(crate) struct StreamState {
     /// Whether `proxy_on_context_create` ran: Envoy creates the context lazily, on request headers.
     pub(crate) created: bool,
     pub(crate) request: HeaderPhase,
+    pub(crate) request_trailers: HeaderPhase,
     pub(crate) response: HeaderPhase,
+    /// The request body Envoy holds for this filter: what `proxy_get_buffer_bytes(HttpRequestBody)`
+    /// reads. The chunks whose body callbacks paused (StopIterationAndBuffer: Envoy's decoding
+    /// buffer), then, while a body callback runs, its chunk; a callback that continues releases it.
+    pub(crate) request_body: Vec<u8>,
+    /// Whether the downstream ended the request (headers or body with end of stream, or trailers).
+    pub(crate) request_ended: bool,
+    /// What went past this filter towards the upstream.
+    pub(crate) upstream: Upstream,
     /// Set while `proxy_on_log` runs: header reads then see the final maps.
     pub(crate) log_phase: bool,
     pub(crate) local_reply: Option<LocalReply>,
@@ -325,13 +339,43 @@ impl StreamState {
     /// The request side of the stream was cleared by `proxy_continue_stream`, as Envoy does.
     pub(crate) fn release_request(&mut self) {
         self.request.available = false;
+        self.request_trailers.available = false;
+    }
+
+    /// The filter let the request go on (a callback returned Continue, or `proxy_continue_stream`):
+    /// Envoy's `commonContinue` passes on the headers if they were stopped, then the body it
+    /// buffered, then trailers that arrived. Once the stream has a local reply nothing goes on.
+    pub(crate) fn forward_request(&mut self) {
+        if self.local_reply.is_some() {
+            return;
+        }
+        let upstream = &mut self.upstream;
+        upstream.headers.get_or_insert_with(|| self.request.headers.entries().to_vec());
+        upstream.body.append(&mut self.request_body);
+        if self.request_trailers.received {
+            upstream.trailers.get_or_insert_with(|| self.request_trailers.headers.entries().to_vec());
+        }
     }
 }
 
-/// One direction's header map and whether the module may touch it now.
+/// What a stream sent past this filter towards the upstream: snapshots taken when the filter let
+/// each part go on, so that edits the module makes later (Envoy keeps the request header map of a
+/// request whose headers callback paused) do not show here.
+#[derive(Default)]
+pub(crate) struct Upstream {
+    pub(crate) headers: Option<Vec<(String, String)>>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) trailers: Option<Vec<(String, String)>>,
+}
+
+/// One header (or trailer) map and whether the module may touch it now.
 ///
-/// Envoy hands the module a pointer to the map only while the headers callback runs, and keeps
-/// it afterwards only if the callback paused the stream: the same rule applies here.
+/// Envoy hands the module a pointer to the map only while its callback runs, and keeps it
+/// afterwards only if the callback paused the stream, until `proxy_continue_stream`: the same
+/// rule applies here. Envoy clears the request header pointer only when the headers callback
+/// continues or at `proxy_continue_stream`, so the request header map of a request whose headers
+/// callback paused stays available during its body and trailers callbacks, even after one of them
+/// continued (edits made then no longer reach the upstream).
 #[derive(Default)]
 pub(crate) struct HeaderPhase {
     pub(crate) headers: HeaderMap,
@@ -355,7 +399,6 @@ impl HeaderPhase {
         self.received.then_some(&self.headers)
     }
 }
-
 
 /// The kinds of metric of `proxy_define_metric`; the value is also the low two bits of an id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -289,14 +289,16 @@ fn plugin_configs_carry_the_policies_of_the_repository() -> Result<()> {
             .with_context(|| format!("no WasmPlugin in {namespace}"))?;
         assert_eq!(plugin.value["spec"]["selector"]["matchLabels"], json!({"app": component}));
         let policy = &plugin.value["spec"]["pluginConfig"]["policy"];
-        let rego = std::fs::read_to_string(workspace_root().join(format!("policies/{dir}/authz.rego")))?;
-        let data: Value =
-            serde_json::from_slice(&std::fs::read(workspace_root().join(format!("policies/{dir}/data.json")))?)?;
-        assert_eq!(
-            policy["rego"],
-            json!({"authz.rego": rego}),
-            "{component}: the policy differs from policies/{dir}/authz.rego"
-        );
+        let policy_dir = workspace_root().join(format!("policies/{dir}"));
+        let mut modules = serde_json::Map::new();
+        for entry in std::fs::read_dir(&policy_dir)? {
+            let file = entry?.file_name().to_string_lossy().into_owned();
+            if file.ends_with(".rego") && !file.ends_with("_test.rego") {
+                modules.insert(file.clone(), Value::from(std::fs::read_to_string(policy_dir.join(&file))?));
+            }
+        }
+        let data: Value = serde_json::from_slice(&std::fs::read(policy_dir.join("data.json"))?)?;
+        assert_eq!(policy["rego"], Value::Object(modules), "{component}: the policy differs from the modules of policies/{dir}");
         assert_eq!(policy["data"], data, "{component}: the data differs from policies/{dir}/data.json");
         assert_eq!(plugin.value["spec"]["pluginConfig"]["mode"], "sidecar");
         assert_eq!(plugin.value["spec"]["pluginConfig"]["require_peer"], true, "{component}");

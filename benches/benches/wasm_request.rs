@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use svidgate_benches::{SERVICE_REQUEST, seed_policy_config};
+use svidgate_benches::{MCP_CALL, MCP_REQUEST, SERVICE_REQUEST, seed_policy_config, tool_runtime_policy_config};
 use svidgate_harness::cases::ModuleKind;
 use svidgate_harness::host::{Action, Plugin, PluginOptions};
 use svidgate_testpki::{ORCHESTRATOR, TRUST_DOMAIN, TrustDomainCa};
@@ -32,6 +32,21 @@ fn request(plugin: &mut Plugin, headers: &[(&str, &str)]) -> u64 {
     let fuel = stream.fuel_consumed_last();
     stream.finish().unwrap();
     fuel
+}
+
+/// One whole exchange: the request headers, the body (if any, in one piece), the end of the
+/// stream; returns the fuel all of its callbacks burned.
+fn exchange(plugin: &mut Plugin, headers: &[(&str, &str)], body: Option<&[u8]>) -> u64 {
+    let before = plugin.fuel_consumed_total();
+    let mut stream = plugin.stream();
+    let mut action = stream.request_headers(headers, body.is_none()).unwrap();
+    if let Some(body) = body {
+        action = stream.request_body(body, true).unwrap();
+    }
+    assert_eq!(action, Action::Continue);
+    assert!(stream.local_reply().is_none());
+    stream.finish().unwrap();
+    plugin.fuel_consumed_total() - before
 }
 
 fn benches(c: &mut Criterion) {
@@ -63,6 +78,43 @@ fn benches(c: &mut Criterion) {
         println!("{name}: fuel per request: first (parses the certificate) {first}, then {warm}");
         group.bench_function(name, |b| b.iter(|| black_box(request(&mut plugin, &headers))));
     }
+    // A decision on the request body (the tool runtime's MCP policy, a 130-byte tools/call)
+    // against one at the headers (the seed policy), each measured over the whole exchange.
+    let mcp_config = serde_json::json!({"trust_domains": ["ai.internal"], "require_peer": true, "policy": tool_runtime_policy_config().unwrap()});
+    let mut seed = plugin(ModuleKind::Authz, &authz_config);
+    let mut mcp = plugin(ModuleKind::Authz, &mcp_config);
+    // The first exchange of each parses the peer certificate; the figures are of later ones.
+    exchange(&mut seed, &headers, None);
+    exchange(&mut mcp, &MCP_REQUEST, Some(MCP_CALL.as_bytes()));
+    let at_headers = exchange(&mut seed, &headers, None);
+    let on_body = exchange(&mut mcp, &MCP_REQUEST, Some(MCP_CALL.as_bytes()));
+    // The cost of the body alone: the same one-line policy reading the method or the tool name.
+    let one_line = |condition: &str| {
+        let rego = format!("package envoy.authz\nimport rego.v1\nallow if {condition}\n");
+        plugin(ModuleKind::Authz, &serde_json::json!({"trust_domains": ["ai.internal"], "require_peer": true, "policy": {"rego": rego}}))
+    };
+    let mut method = one_line("input.attributes.request.http.method == \"POST\"");
+    let mut tool = one_line("input.parsed_body.params.name == \"read_file\"");
+    exchange(&mut method, &MCP_REQUEST, Some(MCP_CALL.as_bytes()));
+    exchange(&mut tool, &MCP_REQUEST, Some(MCP_CALL.as_bytes()));
+    let by_method = exchange(&mut method, &MCP_REQUEST, Some(MCP_CALL.as_bytes()));
+    let by_tool = exchange(&mut tool, &MCP_REQUEST, Some(MCP_CALL.as_bytes()));
+    println!(
+        "fuel per exchange: seed policy at the headers {at_headers}, MCP policy on the body {on_body}; \
+         one-line policy on the method {by_method}, on the body's tool name {by_tool}"
+    );
+    group.bench_function("svidgate_authz.wasm, whole exchange, one-line policy on the method", |b| {
+        b.iter(|| black_box(exchange(&mut method, &MCP_REQUEST, Some(MCP_CALL.as_bytes()))));
+    });
+    group.bench_function("svidgate_authz.wasm, whole exchange, one-line policy on the body's tool name", |b| {
+        b.iter(|| black_box(exchange(&mut tool, &MCP_REQUEST, Some(MCP_CALL.as_bytes()))));
+    });
+    group.bench_function("svidgate_authz.wasm, whole exchange, seed policy at the headers", |b| {
+        b.iter(|| black_box(exchange(&mut seed, &headers, None)));
+    });
+    group.bench_function("svidgate_authz.wasm, whole exchange, MCP policy on the body", |b| {
+        b.iter(|| black_box(exchange(&mut mcp, &MCP_REQUEST, Some(MCP_CALL.as_bytes()))));
+    });
     group.finish();
 }
 

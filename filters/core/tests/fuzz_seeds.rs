@@ -41,6 +41,9 @@ fn every_invariant_holds_on_its_seeds() {
     for (_, seed) in seeds("policy_result") {
         fuzzing::policy_result(&seed);
     }
+    for (_, seed) in seeds("request_body") {
+        fuzzing::request_body(&seed);
+    }
     for (_, seed) in seeds("spiffe_id") {
         svidgate_core::spiffe::check_round_trip(&String::from_utf8_lossy(&seed));
     }

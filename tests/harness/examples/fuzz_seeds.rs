@@ -87,6 +87,19 @@ fn main() -> Result<()> {
         write("spiffe_id", name, id.as_bytes())?;
     }
     println!("seeds written under {}", seeds.display());
+
+    // `request_body`: the first byte picks the content type (`fuzzing::BODY_TYPES`), its high bit
+    // cuts the body short.
+    for (name, kind, body) in [
+        ("mcp-call.json", 0u8, &br#"{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "read_file", "arguments": {"path": "/srv/reports/q3.md"}}}"#[..]),
+        ("chat.json", 1, br#"{"model": "llama-3.1-8b-instruct", "max_tokens": 256, "messages": [{"role": "user", "content": "Summarize \u00e9 the Q3 report."}]}"#),
+        ("form", 2, b"tool=read_file&path=%2Fsrv%2Freports+q3&tool=x&empty"),
+        ("multipart-crlf", 3, b"preamble\r\n--b\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nfine-tune\r\n--b\r\nContent-Disposition: form-data; name=\"meta\"\r\nContent-Type: application/json\r\n\r\n{\"model\": \"m\"}\r\n--b--\r\n"),
+        ("multipart-lf-quoted", 4, b"--a b\nContent-Disposition: form-data; name=k\n\nv\n--a b--\n"),
+        ("truncated-json", 0x80, br#"{"jsonrpc": "2.0", "meth"#),
+    ] {
+        write("request_body", name, &[&[kind][..], body].concat())?;
+    }
     Ok(())
 }
 

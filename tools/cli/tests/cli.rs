@@ -59,8 +59,8 @@ fn test_passes_seed_policy_with_coverage() {
     let text = stdout(&out);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("PASS data.envoy.authz_test.test_allows_orchestrator_to_generate"), "{text}");
-    assert!(text.contains("coverage authz.rego: 100.0%"), "{text}");
-    assert!(text.ends_with("7 passed, 0 failed\n"), "{text}");
+    assert!(text.contains("coverage authz.rego: 100.0%") && text.contains("coverage chat.rego: 100.0%"), "{text}");
+    assert!(text.ends_with("11 passed, 0 failed\n"), "{text}");
 }
 
 #[test]
@@ -107,7 +107,7 @@ fn bundle_build_is_reproducible_and_leaves_tests_out() {
     }
     assert_eq!(std::fs::read(&first).unwrap(), std::fs::read(&second).unwrap());
     let listing = Command::new("tar").args(["tzf", &first]).output().unwrap();
-    assert_eq!(stdout(&listing), ".manifest\nauthz.rego\ndata.json\n");
+    assert_eq!(stdout(&listing), ".manifest\nauthz.rego\nchat.rego\ndata.json\n");
     let manifest = Command::new("tar").args(["xzOf", &first, ".manifest"]).output().unwrap();
     assert_eq!(stdout(&manifest), r#"{"revision":"r7","roots":["envoy/authz"]}"#);
 }

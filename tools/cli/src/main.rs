@@ -94,6 +94,13 @@ struct EvalArgs {
     /// the rule to evaluate, as a path or data.a.b
     #[arg(short, long, value_name = "PATH", default_value = "envoy/authz/allow")]
     entrypoint: String,
+    /// a request body, read as the module reads it into `parsed_body`, `truncated_body`,
+    /// `attributes.request.http.body` and `size`
+    #[arg(short, long, value_name = "FILE")]
+    body: Option<PathBuf>,
+    /// the body's content type [default: the input's content-type header]
+    #[arg(long, value_name = "TYPE", requires = "body")]
+    content_type: Option<String>,
 }
 
 fn test(args: &TestArgs) -> Result<ExitCode> {
@@ -144,14 +151,68 @@ fn eval(args: &EvalArgs) -> Result<ExitCode> {
     if let Some(data) = &args.data {
         dir.data = serde_json::from_str(&read(data)?).with_context(|| format!("{} is not json", data.display()))?;
     }
-    let input = Value::from_json_str(&read(&args.input)?)
+    let mut input = Value::from_json_str(&read(&args.input)?)
         .with_context(|| format!("{} is not json", args.input.display()))?;
     let entrypoint = normalize_entrypoint(&args.entrypoint);
     let evaluator = Evaluator::new(&dir, &entrypoint)?;
+    if let Some(path) = &args.body {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        match with_body(input, bytes, args.content_type.as_deref()) {
+            Ok(with) => input = with,
+            Err(error) => {
+                // As the module: a body that does not parse as its type is an input error.
+                println!("input error: {error}");
+                println!("decision: deny {} (svidgate_input_error)", svidgate_core::decision::BAD_REQUEST);
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
     let result = evaluator.evaluate(input)?;
     println!("{}", serde_json::to_string_pretty(&to_json(&result)?)?);
     println!("{}", describe(&evaluator.decision(&result)));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `input` with the body's keys, read by the module's own reader: `parsed_body`,
+/// `truncated_body`, `attributes.request.http.body` and `size`, and ext_authz's
+/// `x-envoy-auth-partial-body` in the header map when the input has one.
+fn with_body(input: Value, bytes: Vec<u8>, content_type: Option<&str>) -> Result<Value> {
+    use svidgate_core::authz::body::{RequestBody, read};
+    let mut input = to_json(&input)?;
+    let headers = input.pointer("/attributes/request/http/headers").cloned().unwrap_or_default();
+    let header = |name: &str| headers.get(name).and_then(serde_json::Value::as_str).map(str::to_owned);
+    let mut pairs = Vec::new();
+    for name in ["content-type", "content-length"] {
+        let value = if name == "content-type" { content_type.map(str::to_owned).or_else(|| header(name)) } else { header(name) };
+        pairs.extend(value.map(|value| (name.to_owned(), value)));
+    }
+    let identity = IdentityConfig::parse(br#"{"mode": "perimeter"}"#)?;
+    let stripped = svidgate_core::identity::StrippedHeaders::strip(pairs, &identity);
+    let received = bytes.len();
+    let body = read(&stripped, &RequestBody { bytes, received, truncated: false })?;
+    let object = input.as_object_mut().context("the input is not an object")?;
+    object.insert("parsed_body".to_owned(), to_json(&body.parsed)?);
+    object.insert("truncated_body".to_owned(), body.truncated.into());
+    let mut http = object;
+    for key in ["attributes", "request", "http"] {
+        http = http
+            .entry(key)
+            .or_insert_with(|| serde_json::json!({}))
+            .as_object_mut()
+            .with_context(|| format!("the input's {key} is not an object"))?;
+    }
+    if let Some(text) = &body.text {
+        http.insert("body".to_owned(), to_json(text)?);
+    }
+    if body.size > 0 {
+        http.insert("size".to_owned(), body.size.into());
+    }
+    if let Some(headers) = http.get_mut("headers").and_then(serde_json::Value::as_object_mut)
+        && body.buffered
+    {
+        headers.insert("x-envoy-auth-partial-body".to_owned(), "false".into());
+    }
+    Value::from_json_str(&input.to_string())
 }
 
 /// A compiled policy and how the module reads its results.

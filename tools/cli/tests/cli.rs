@@ -87,6 +87,34 @@ fn eval_prints_result_and_the_module_decision() {
 }
 
 #[test]
+fn eval_reads_a_body_as_the_module_does() {
+    let scratch = Scratch::new("eval-body");
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/tool-runtime").to_string_lossy().into_owned();
+    let input = scratch.file(
+        "mcp.json",
+        &serde_json::json!({
+            "attributes": {"source": {"principal": ORCHESTRATOR},
+                           "request": {"http": {"method": "POST", "path": "/mcp", "headers": {"content-type": "application/json"}}}},
+            "parsed_path": ["mcp"],
+        })
+        .to_string(),
+    );
+    let call = |tool: &str| format!(r#"{{"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {{"name": "{tool}"}}}}"#);
+    let allowed = scratch.file("search.json", &call("search"));
+    let out = svidgate(&["eval", "--policy", &tools, "--input", &input, "--body", &allowed]);
+    assert!(stdout(&out).ends_with("decision: allow\n"), "{}", stdout(&out));
+    let denied = scratch.file("shell.json", &call("shell"));
+    let out = svidgate(&["eval", "--policy", &tools, "--input", &input, "--body", &denied]);
+    assert!(stdout(&out).contains("may not call tool shell") && stdout(&out).ends_with("(svidgate_policy_denied)\n"), "{}", stdout(&out));
+    // The content type decides the parse: as text/plain the body is not parsed, and the policy denies.
+    let out = svidgate(&["eval", "--policy", &tools, "--input", &input, "--body", &allowed, "--content-type", "text/plain"]);
+    assert!(stdout(&out).ends_with("(svidgate_policy_denied)\n"), "{}", stdout(&out));
+    let broken = scratch.file("broken.json", r#"{"jsonrpc": "2.0","#);
+    let out = svidgate(&["eval", "--policy", &tools, "--input", &input, "--body", &broken]);
+    assert!(stdout(&out).starts_with("input error: invalid JSON") && stdout(&out).ends_with("deny 400 (svidgate_input_error)\n"), "{}", stdout(&out));
+}
+
+#[test]
 fn eval_refuses_a_policy_the_module_cannot_run() {
     let scratch = Scratch::new("eval-bad");
     let policy = scratch.file("p.rego", "package envoy.authz\nimport rego.v1\nallow if io.jwt.decode(input.token)\n");

@@ -71,7 +71,13 @@ impl DecisionLogConfig {
                 object.insert("request_context".into(), json!({"http": {"headers": {"x-request-id": [request_id]}}}));
             }
         }
-        let erased: Vec<&str> = self.mask.iter().filter(|p| erase(&mut entry, p)).map(String::as_str).collect();
+        let mut erased: Vec<&str> = self.mask.iter().filter(|p| erase(&mut entry, p)).map(String::as_str).collect();
+        // The body's text holds whatever a mask erased from `parsed_body`: it goes too.
+        if erased.iter().any(|p| *p == "/input/parsed_body" || p.starts_with("/input/parsed_body/"))
+            && erase(&mut entry, RAW_BODY)
+        {
+            erased.push(RAW_BODY);
+        }
         if !erased.is_empty()
             && let Some(object) = entry.as_object_mut()
         {
@@ -85,6 +91,9 @@ impl DecisionLogConfig {
 fn to_json(value: &regorus::Value) -> Json {
     serde_json::to_value(value).unwrap_or(Json::Null)
 }
+
+/// The request body's text in the input.
+const RAW_BODY: &str = "/input/attributes/request/http/body";
 
 /// Removes the value at a JSON pointer; true if there was one.
 fn erase(entry: &mut Json, pointer: &str) -> bool {
@@ -171,6 +180,30 @@ mod tests {
         assert_eq!(record["erased"], json!(["/input/attributes/request/http/headers/authorization"]));
         assert_eq!(record["timestamp"], "1970-01-01T00:00:00.000000000Z");
         assert_eq!(record["bundles"], json!({"svidgate": {"revision": "r7"}}));
+    }
+
+    #[test]
+    fn masking_a_parsed_body_field_erases_the_body_text_too() {
+        let cfg = config(r#"{"console": true, "mask": ["/input/parsed_body/params/arguments"]}"#);
+        let body = r#"{"method": "tools/call", "params": {"name": "read_file", "arguments": {"path": "/srv/secret.md"}}}"#;
+        let input = json!({"attributes": {"request": {"http": {"body": body}}}, "parsed_body": serde_json::from_str::<Json>(body).unwrap()});
+        let input = regorus::Value::from_json_str(&input.to_string()).unwrap();
+        let result = regorus::Value::from(true);
+        let line = cfg.record(&DecisionRecord {
+            decision_id: "d",
+            request_id: None,
+            path: "envoy/authz/allow",
+            input: &input,
+            result: &result,
+            timestamp: UNIX_EPOCH,
+            eval_ns: 1,
+            bundle: None,
+            outcome: json!({"decision": "allow"}),
+        });
+        assert!(!line.contains("secret.md"), "{line}");
+        let record: Json = serde_json::from_str(&line).unwrap();
+        assert_eq!(record["input"]["parsed_body"], json!({"method": "tools/call", "params": {"name": "read_file"}}));
+        assert_eq!(record["erased"], json!(["/input/parsed_body/params/arguments", "/input/attributes/request/http/body"]));
     }
 
     #[test]

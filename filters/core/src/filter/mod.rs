@@ -269,8 +269,7 @@ impl Stream {
         let max = filter.body_limits().max_request_bytes;
         let bytes = host.request_body(0, buffered.unwrap_or(max).min(max)).unwrap_or_default();
         let received = buffered.unwrap_or(bytes.len());
-        let mut events = vec![Counter::AuthzBodyRequests];
-        events.extend(truncated.then_some(Counter::AuthzBodyTruncated));
+        let events = [Counter::AuthzBodyRequests].into_iter().chain(truncated.then_some(Counter::AuthzBodyTruncated));
         filter.metrics.count(host, events);
         filter.metrics.add(host, Counter::AuthzBodyBytes, u64::try_from(bytes.len()).unwrap_or(u64::MAX));
         request.body = Some(RequestBody { bytes, received, truncated });

@@ -181,11 +181,11 @@ fn with_body(input: Value, bytes: Vec<u8>, content_type: Option<&str>) -> Result
     let mut input = to_json(&input)?;
     let headers = input.pointer("/attributes/request/http/headers").cloned().unwrap_or_default();
     let header = |name: &str| headers.get(name).and_then(serde_json::Value::as_str).map(str::to_owned);
-    let mut pairs = Vec::new();
-    for name in ["content-type", "content-length"] {
-        let value = if name == "content-type" { content_type.map(str::to_owned).or_else(|| header(name)) } else { header(name) };
-        pairs.extend(value.map(|value| (name.to_owned(), value)));
-    }
+    let content_type = content_type.map(str::to_owned).or_else(|| header("content-type"));
+    let pairs = [("content-type", content_type), ("content-length", header("content-length"))]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name.to_owned(), value?)))
+        .collect();
     let identity = IdentityConfig::parse(br#"{"mode": "perimeter"}"#)?;
     let stripped = svidgate_core::identity::StrippedHeaders::strip(pairs, &identity);
     let received = bytes.len();

@@ -138,17 +138,20 @@ fn json(text: &str) -> Result<Value, BodyError> {
 
 /// Go's `url.ParseQuery` as a map from key to the list of its values.
 fn form(text: &str) -> Result<Value, BodyError> {
-    let mut map: BTreeMap<Value, Value> = BTreeMap::new();
-    for (key, value) in crate::path::parsed_query(text).map_err(BodyError::Form)? {
-        push(&mut map, key, Value::from(value));
-    }
-    Ok(Value::from(map))
+    let pairs = crate::path::parsed_query(text).map_err(BodyError::Form)?;
+    Ok(lists(pairs.into_iter().map(|(key, value)| (key, Value::from(value))).collect()))
 }
 
-fn push(map: &mut BTreeMap<Value, Value>, key: String, value: Value) {
-    if let Ok(values) = map.entry(Value::from(key)).or_insert_with(Value::new_array).as_array_mut() {
-        values.push(value);
+/// Every key to the list of its values, in order: Go's `url.Values` and multipart forms, as
+/// the plugin gives them (`parsed_query`, `parsed_body`).
+pub(super) fn lists(pairs: Vec<(String, Value)>) -> Value {
+    let mut map: BTreeMap<Value, Value> = BTreeMap::new();
+    for (key, value) in pairs {
+        if let Ok(values) = map.entry(Value::from(key)).or_insert_with(Value::new_array).as_array_mut() {
+            values.push(value);
+        }
     }
+    Value::from(map)
 }
 
 /// A header's values as ext_authz's header map has them: repeats joined with `,`.
@@ -164,7 +167,7 @@ fn multipart(content_type: &str, text: &str) -> Result<Value, BodyError> {
     let (_, params) = media_type(content_type).ok_or(BodyError::Multipart("invalid content-type parameters"))?;
     let Some((_, boundary)) = params.iter().find(|(name, _)| name == "boundary") else { return Ok(Value::Null) };
     let dash_boundary = format!("--{boundary}");
-    let mut map = BTreeMap::new();
+    let mut fields = Vec::new();
     // The preamble: lines up to the first delimiter line, whose ending sets the line ending.
     let mut rest = text;
     let newline = loop {
@@ -173,7 +176,7 @@ fn multipart(content_type: &str, text: &str) -> Result<Value, BodyError> {
         };
         rest = after;
         match delimiter_line(line, &dash_boundary) {
-            Some(Delimiter::Final) => return Ok(Value::from(map)),
+            Some(Delimiter::Final) => return Ok(lists(fields)),
             Some(Delimiter::Next) => break if line.ends_with('\r') { "\r\n" } else { "\n" },
             None => {}
         }
@@ -199,10 +202,10 @@ fn multipart(content_type: &str, text: &str) -> Result<Value, BodyError> {
             } else {
                 Value::from(content)
             };
-            push(&mut map, name, value);
+            fields.push((name, value));
         }
         if last {
-            return Ok(Value::from(map));
+            return Ok(lists(fields));
         }
     }
 }

@@ -489,14 +489,8 @@ fn parsed_path(path: &str) -> Value {
 
 /// As Go's `url.ParseQuery`: every key maps to the list of its decoded values.
 fn parsed_query(query: &str) -> Value {
-    let mut map: BTreeMap<Value, Value> = BTreeMap::new();
-    for (key, value) in crate::path::parsed_query(query).unwrap_or_default() {
-        let entry = map.entry(Value::from(key)).or_insert_with(Value::new_array);
-        if let Ok(values) = entry.as_array_mut() {
-            values.push(Value::from(value));
-        }
-    }
-    Value::from(map)
+    let pairs = crate::path::parsed_query(query).unwrap_or_default();
+    super::body::lists(pairs.into_iter().map(|(key, value)| (key, Value::from(value))).collect())
 }
 
 fn opt_str(value: Option<&str>) -> Value {

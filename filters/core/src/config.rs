@@ -172,8 +172,11 @@ pub struct PolicyConfig {
     pub modules: Vec<(String, String)>,
     /// The base document `data` (a JSON object).
     pub data: serde_json::Value,
-    /// The rule evaluated per request, as `data.pkg.rule`.
+    /// The rule evaluated per request, as `data.pkg.rule`; with `routes`, for the routes it
+    /// does not list (unless those are denied).
     pub entrypoint: String,
+    /// Entrypoints per route, if configured.
+    pub routes: Option<RoutesConfig>,
     /// Status of a denial caused by an evaluation failure.
     pub error_status: u16,
     /// Wall-clock budget of one evaluation.
@@ -193,6 +196,50 @@ pub struct PolicyConfig {
     pub metadata_context_namespaces: Vec<String>,
     /// How much of the request body a policy that reads it gets, as ext_authz's `with_request_body`.
     pub with_request_body: RequestBodyConfig,
+}
+
+/// The `policy.routes` block: one filter deciding each route with its own entrypoint, the way
+/// ext_authz and RBAC take per-route settings (a Wasm filter has no per-route configuration,
+/// so the route is looked up per request). Every entrypoint is compiled at load, from the
+/// inline policy or each bundle: a policy missing one is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutesConfig {
+    /// What names a request's route.
+    pub key: RouteKey,
+    /// (route, entrypoint as `data.pkg.rule`), sorted by route.
+    pub entrypoints: Vec<(String, String)>,
+    /// Requests on routes not listed (or on no route) are denied, rather than decided by
+    /// `policy.entrypoint`.
+    pub deny_unlisted: bool,
+}
+
+/// What names a request's route in `policy.routes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteKey {
+    /// Envoy's route `name` (the `xds.route_name` attribute).
+    RouteName,
+    /// The string at `metadata.filter_metadata.svidgate.policy` on the route, so that many
+    /// routes can share one entry.
+    Metadata,
+}
+
+impl PolicyConfig {
+    /// Every entrypoint the policy must define, each once: `entrypoint` first (unless routes
+    /// not listed are denied), then the routes' in order.
+    pub fn entrypoints(&self) -> Vec<&str> {
+        let default = match &self.routes {
+            Some(routes) if routes.deny_unlisted => None,
+            _ => Some(self.entrypoint.as_str()),
+        };
+        let routed = self.routes.iter().flat_map(|routes| routes.entrypoints.iter().map(|(_, e)| e.as_str()));
+        let mut all: Vec<&str> = Vec::new();
+        for entrypoint in default.into_iter().chain(routed) {
+            if !all.contains(&entrypoint) {
+                all.push(entrypoint);
+            }
+        }
+        all
+    }
 }
 
 /// The `policy.with_request_body` block, as ext_authz's `BufferSettings`. It only matters to a
@@ -317,6 +364,7 @@ impl PolicyConfig {
             modules,
             data,
             entrypoint: normalize_entrypoint(entrypoint),
+            routes: None,
             error_status: DEFAULT_DENY_STATUS,
             eval_timeout: DEFAULT_EVAL_TIMEOUT,
             max_instructions: DEFAULT_MAX_INSTRUCTIONS,

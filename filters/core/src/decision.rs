@@ -151,6 +151,10 @@ pub enum DenyReason {
     /// The active policy is older than `policy.max_policy_age` (the bundle service is not reached).
     #[error("policy is stale: {0}")]
     PolicyStale(String),
+    /// `policy.routes` lists no entrypoint for the request's route (named here; empty when the
+    /// request matched no route, or an unnamed one) and `unlisted: deny` is set.
+    #[error("route {0:?} is not listed in policy.routes")]
+    RouteNotListed(String),
     /// The policy has no value for this input (undefined means deny).
     #[error("policy decision is undefined")]
     PolicyUndefined,
@@ -186,6 +190,7 @@ impl DenyReason {
             Self::PolicyNotReady => "svidgate_policy_not_ready",
             Self::PolicyStale(_) => "svidgate_policy_stale",
             Self::PolicyUndefined => "svidgate_policy_undefined",
+            Self::RouteNotListed(_) => "svidgate_route_not_listed",
         }
     }
 }

@@ -44,6 +44,12 @@ pub mod property {
     /// `metadata`: the stream's dynamic metadata, the bytes of an `envoy.config.core.v3.Metadata`
     /// (a map inside it does not serialize, so it is read whole).
     pub const DYNAMIC_METADATA: &[&str] = &["metadata"];
+    /// `xds.route_name`: the name of the route the request matched (empty for an unnamed route,
+    /// absent when none matched).
+    pub const ROUTE_NAME: &[&str] = &["xds", "route_name"];
+    /// The `svidgate.policy` string of the matched route's metadata; a path into the route's
+    /// `Metadata` reaches a string leaf as plain UTF-8.
+    pub const ROUTE_POLICY: &[&str] = &["xds", "route_metadata", "filter_metadata", "svidgate", "policy"];
 }
 
 /// What the filter asks of the proxy. One implementation per runtime; see the module docs for

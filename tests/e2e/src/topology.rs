@@ -63,6 +63,9 @@ pub struct SidecarOptions {
     pub plugin: Option<Value>,
     /// HTTP filters (YAML list items, indented as in the template) placed before svidgate's.
     pub filters_before: Option<String>,
+    /// The inbound routes (YAML list items, indented as in the template) instead of the one
+    /// catch-all route to the app.
+    pub routes: Option<String>,
 }
 
 /// Where sidecars of one run start: the run directory, the trust domain, the app binary.
@@ -194,6 +197,7 @@ impl SidecarOptions {
             envoy_defaults: false,
             plugin: None,
             filters_before: None,
+            routes: None,
         }
     }
 }
@@ -249,6 +253,11 @@ impl Sidecar {
             const SVIDGATE: &str = "          - name: svidgate-authz\n";
             ensure!(config.contains(SVIDGATE), "{template} has no svidgate-authz filter to put filters before");
             config = config.replacen(SVIDGATE, &format!("{filters}{SVIDGATE}"), 1);
+        }
+        if let Some(routes) = &options.routes {
+            const CATCH_ALL: &str = "              - match: { prefix: \"/\" }\n                route: { cluster: app }\n";
+            ensure!(config.contains(CATCH_ALL), "{template} has no catch-all route to replace");
+            config = config.replacen(CATCH_ALL, routes, 1);
         }
         let version = 1;
         match &options.plugin {

@@ -40,15 +40,16 @@ fn shape(name: &str, value: &Value, client: Option<&CertFiles>, digest: Option<&
         ("connection.id" | "source.port", _) if hex.len() == 16 => "8-byte little-endian integer".to_owned(),
         ("connection.mtls", _) => format!("bytes {hex}"),
         // A protobuf Metadata, its map entries in no fixed order: decoded as the module does.
-        ("metadata", _) => metadata_shape(hex),
+        ("metadata", _) => metadata_shape(hex, "envoy.filters.http.jwt_authn"),
+        ("xds.route_metadata", _) => metadata_shape(hex, "svidgate"),
         (_, Some(t)) => format!("text {t:?}"),
         (_, None) => format!("bytes {hex}"),
     }
 }
 
-fn metadata_shape(hex: &str) -> String {
+fn metadata_shape(hex: &str, namespace: &str) -> String {
     let bytes: Vec<u8> = (0..hex.len()).step_by(2).filter_map(|i| hex.get(i..i + 2)).filter_map(|h| u8::from_str_radix(h, 16).ok()).collect();
-    let namespace = "envoy.filters.http.jwt_authn".to_owned();
+    let namespace = namespace.to_owned();
     match svidgate_core::authz::metadata::filter_metadata(&bytes, std::slice::from_ref(&namespace)) {
         Ok(found) => {
             let decoded: Vec<String> = found
@@ -161,6 +162,10 @@ async fn envoy_properties_match_the_recorded_fixture() {
     assert!(mtls["metadata"].starts_with("Metadata filter_metadata envoy.filters.http.jwt_authn: {\"payload\""), "{}", mtls["metadata"]);
     assert_eq!(mtls["metadata.filter_metadata.envoy.filters.http.jwt_authn"], "status SerializationFailure");
     assert_eq!(mtls["metadata.filter_metadata.envoy.filters.http.jwt_authn.payload.sub"], "text \"alice\"");
+    // Per-route policies: the route's name, and one string of its metadata read by its path.
+    assert_eq!(mtls["xds.route_name"], "text \"probe-route\"");
+    assert_eq!(mtls["xds.route_metadata"], "Metadata filter_metadata svidgate: {\"policy\":\"mcp\"}");
+    assert_eq!(mtls["xds.route_metadata.filter_metadata.svidgate.policy"], "text \"mcp\"");
     let anonymous = &live["tls_without_client_certificate_http1"];
     assert_eq!(anonymous["connection.mtls"], "bytes 00");
     assert_eq!(anonymous["connection.peer_certificate"], "absent");

@@ -176,6 +176,9 @@ pub struct RequestSpec {
     /// The body, in one piece at the end of the stream: text as written, anything else as
     /// JSON. None: the request ends with its headers.
     pub body: Option<Json>,
+    /// The name of the route Envoy matched (`xds.route_name`), for `policy.routes`. None: the
+    /// request matched no route.
+    pub route: Option<String>,
 }
 
 impl Default for RequestSpec {
@@ -186,6 +189,7 @@ impl Default for RequestSpec {
             authority: "model-server.ai.internal".into(),
             headers: Vec::new(),
             body: None,
+            route: None,
         }
     }
 }
@@ -312,8 +316,13 @@ pub fn run_case(family: Family, kind: ModuleKind, config: &Json, case: &Case) ->
     let request = (envoy_request_headers(&case.request, &case.name), case.request.body_bytes());
     let config = config_bytes(config);
     match family {
-        Family::Native => observe(&mut Native::start(kind, config), peer.as_ref(), &request),
-        Family::Wasm => observe(&mut kind.module()?.start(PluginOptions { plugin_config: config, ..PluginOptions::default() })?, peer.as_ref(), &request),
+        Family::Native => observe(&mut Native::start(kind, config), peer.as_ref(), &request, case.request.route.as_deref()),
+        Family::Wasm => observe(
+            &mut kind.module()?.start(PluginOptions { plugin_config: config, ..PluginOptions::default() })?,
+            peer.as_ref(),
+            &request,
+            case.request.route.as_deref(),
+        ),
     }
 }
 
@@ -339,7 +348,13 @@ pub fn configuration(file: &CaseFile, case: &Case, kind: ModuleKind) -> Result<J
             loaded.policy_modules().map(|(name, source)| (name.clone(), Json::String(source.clone()))).collect();
         let policy = object.entry("policy").or_insert_with(|| json!({}));
         if let Some(policy) = policy.as_object_mut() {
-            policy.entry("rego").or_insert(Json::Object(modules));
+            // Modules a policy block names itself come beside the directory's; one module as a
+            // string replaces them.
+            if let Json::Object(rego) = policy.entry("rego").or_insert_with(|| json!({})) {
+                for (name, source) in modules {
+                    rego.entry(name).or_insert(source);
+                }
+            }
             policy.entry("data").or_insert(loaded.data);
         }
     }
@@ -483,6 +498,7 @@ fn observe(
     runtime: &mut impl Runtime,
     peer: Option<&MintedPeer>,
     (headers, body): &(Vec<(String, String)>, Option<Vec<u8>>),
+    route: Option<&str>,
 ) -> Result<Observation> {
     if !runtime.configured() {
         let errors: Vec<String> =
@@ -498,6 +514,9 @@ fn observe(
     runtime.set_property(core_host::property::PROTOCOL, PROTOCOL.into());
     runtime.set_property(core_host::property::LOCAL_URI_SAN, svidgate_testpki::MODEL_SERVER.spiffe_id.into());
     runtime.set_property(&["connection", "mtls"], vec![u8::from(peer.is_some())]);
+    if let Some(route) = route {
+        runtime.set_property(core_host::property::ROUTE_NAME, route.into());
+    }
     if let Some(peer) = peer {
         runtime.set_property(core_host::property::PEER_CERTIFICATE, peer.issued.cert_pem.clone().into_bytes());
         runtime.set_property(core_host::property::PEER_CERTIFICATE_DIGEST, peer.issued.sha256_hex().into_bytes());

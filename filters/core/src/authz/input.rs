@@ -129,12 +129,44 @@ impl InputPlan {
     /// style reads). That holds unless a package is read whole or by a variable key
     /// (`data.pkg`, `data.pkg[k]`): then every alias counts whole.
     pub fn for_modules(modules: &[(String, String)]) -> Self {
-        let mut plan = Self::default();
+        Self::for_entrypoint(modules, "data")
+    }
+
+    /// The plan of one entrypoint: [`Self::for_modules`] over the modules it can reach. Those
+    /// are the modules of any package a reference reaches (one is a prefix of the other), from
+    /// the entrypoint's own and then from each module reached: `data.a.b.c` and `import data.a`
+    /// reach packages `a.b` and `a.b.c.d`; `data[x]` reaches every package. So a route whose
+    /// policy never reads the body does not wait for it because another route's policy does.
+    pub fn for_entrypoint(modules: &[(String, String)], entrypoint: &str) -> Self {
         let mut scanned = Vec::with_capacity(modules.len());
         for (name, source) in modules {
             let Some(tokens) = tokens(name, source) else { return Self::ALL };
             scanned.push(tokens);
         }
+        let packages: Vec<Option<Vec<String>>> = scanned.iter().map(|tokens| package(tokens)).collect();
+        let reaches = |chain: &[String], package: &Option<Vec<String>>| {
+            // A module without a package does not compile; if it is here, keep it.
+            package.as_ref().is_none_or(|package| chain.iter().zip(package).all(|(a, b)| a == b))
+        };
+        let root: Vec<String> = entrypoint.split('.').skip(1).map(str::to_owned).collect();
+        let mut reached = vec![false; scanned.len()];
+        let mut chains = vec![root];
+        while let Some(chain) = chains.pop() {
+            for (m, package) in packages.iter().enumerate() {
+                if reached.get(m) == Some(&false) && reaches(&chain, package) {
+                    if let Some(flag) = reached.get_mut(m) {
+                        *flag = true;
+                    }
+                    chains.extend(data_references(scanned.get(m).map(Vec::as_slice).unwrap_or_default()));
+                }
+            }
+        }
+        let scanned: Vec<_> = scanned.into_iter().zip(reached).filter_map(|(tokens, reached)| reached.then_some(tokens)).collect();
+        Self::scan(&scanned)
+    }
+
+    fn scan(scanned: &[Vec<(TokenKind, String)>]) -> Self {
+        let mut plan = Self::default();
         // (name, the reference it is bound to); a few per policy, so plain lists.
         let mut aliases: Vec<(&str, Vec<String>)> = Vec::new();
         // Where each alias is bound (module, token): not a use.
@@ -157,7 +189,7 @@ impl InputPlan {
         if aliases.is_empty() {
             return plan;
         }
-        if reads_a_package_whole(&scanned) {
+        if reads_a_package_whole(scanned) {
             for (_, chain) in &aliases {
                 plan.include(chain);
             }
@@ -406,23 +438,29 @@ fn alias(tokens: &[(TokenKind, String)], start: usize, end: usize) -> Option<(us
 /// Whether some `data` reference stops at a package or above it (`data.pkg`, `data.pkg[k]`,
 /// `data`): its rules could be read there without their names appearing.
 fn reads_a_package_whole(modules: &[Vec<(TokenKind, String)>]) -> bool {
-    let packages: Vec<Vec<String>> = modules
-        .iter()
-        .filter_map(|tokens| {
-            let at = tokens.iter().position(|(kind, text)| *kind == TokenKind::Ident && text == "package")?;
-            let (first_kind, first) = tokens.get(at + 1)?;
-            let (rest, _) = reference_chain(tokens.get(at + 2..).unwrap_or_default());
-            (*first_kind == TokenKind::Ident).then(|| [vec![first.clone()], rest].concat())
-        })
-        .collect();
+    let packages: Vec<Vec<String>> = modules.iter().filter_map(|tokens| package(tokens)).collect();
     modules.iter().any(|tokens| {
-        tokens.iter().enumerate().any(|(i, (kind, text))| {
-            *kind == TokenKind::Ident && text == "data" && !follows_dot(tokens, i) && {
-                let (chain, _) = reference_chain(tokens.get(i + 1..).unwrap_or_default());
-                packages.iter().any(|package| chain.len() <= package.len() && package.starts_with(&chain))
-            }
-        })
+        data_references(tokens)
+            .any(|chain| packages.iter().any(|package| chain.len() <= package.len() && package.starts_with(&chain)))
     })
+}
+
+/// A module's package as its path (`package a.b` is `["a", "b"]`).
+fn package(tokens: &[(TokenKind, String)]) -> Option<Vec<String>> {
+    let at = tokens.iter().position(|(kind, text)| *kind == TokenKind::Ident && text == "package")?;
+    let (first_kind, first) = tokens.get(at + 1)?;
+    let (rest, _) = reference_chain(tokens.get(at + 2..).unwrap_or_default());
+    (*first_kind == TokenKind::Ident).then(|| [vec![first.clone()], rest].concat())
+}
+
+/// The static chain of every `data` reference of a module (`data.a.b` is `["a", "b"]`, `data[x]`
+/// is empty).
+fn data_references(tokens: &[(TokenKind, String)]) -> impl Iterator<Item = Vec<String>> + '_ {
+    tokens
+        .iter()
+        .enumerate()
+        .filter(|(i, (kind, text))| *kind == TokenKind::Ident && text == "data" && !follows_dot(tokens, *i))
+        .map(|(i, _)| reference_chain(tokens.get(i + 1..).unwrap_or_default()).0)
 }
 
 fn svidgate(peer: Result<&PeerIdentity, &PeerError>, identity: &IdentityOutcome) -> Value {

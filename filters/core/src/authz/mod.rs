@@ -40,8 +40,12 @@ pub struct Authorizer {
     active: RefCell<Option<Rc<ActivePolicy>>>,
     /// When the bundle service last confirmed the active policy (the bootstrap: when first asked).
     confirmed: Cell<Option<SystemTime>>,
-    /// The entrypoint as OPA's decision-log `path`.
-    path: String,
+    /// Each entrypoint as OPA's decision-log `path`, in the order of `settings.entrypoints()`.
+    paths: Vec<String>,
+    /// `policy.routes`: (route, entrypoint index), sorted by route.
+    routes: Vec<(String, usize)>,
+    /// The entrypoint of requests on routes not listed; `None` denies them.
+    unlisted: Option<usize>,
     /// Numbers decisions, for the id of a decision when the system has no randomness to give.
     decisions: Cell<u64>,
 }
@@ -55,9 +59,9 @@ pub struct ActivePolicy {
 }
 
 impl ActivePolicy {
-    /// Which optional parts of the input the policy can read; the host fetches only those.
-    pub fn input_plan(&self) -> &InputPlan {
-        self.policy.input_plan()
+    /// Which optional parts of the input entrypoint `entry` can read; the host fetches only those.
+    pub fn input_plan(&self, entry: usize) -> InputPlan {
+        self.policy.input_plan(entry).copied().unwrap_or(InputPlan::ALL)
     }
 }
 
@@ -72,8 +76,39 @@ impl Authorizer {
         };
         settings.modules = Vec::new();
         settings.data = serde_json::Value::Null;
-        let path = settings.entrypoint.trim_start_matches("data.").replace('.', "/");
-        Ok(Self { settings, active: RefCell::new(active), confirmed: Cell::new(None), path, decisions: Cell::new(0) })
+        let entrypoints = settings.entrypoints();
+        let index = |entrypoint: &str| entrypoints.iter().position(|e| *e == entrypoint);
+        let paths = entrypoints.iter().map(|e| e.trim_start_matches("data.").replace('.', "/")).collect();
+        let (routes, unlisted) = match &settings.routes {
+            None => (Vec::new(), Some(0)),
+            Some(routes) => (
+                routes.entrypoints.iter().filter_map(|(route, e)| Some((route.clone(), index(e)?))).collect(),
+                if routes.deny_unlisted { None } else { index(&settings.entrypoint) },
+            ),
+        };
+        Ok(Self {
+            settings,
+            active: RefCell::new(active),
+            confirmed: Cell::new(None),
+            paths,
+            routes,
+            unlisted,
+            decisions: Cell::new(0),
+        })
+    }
+
+    /// The entrypoint (its index) deciding requests on `route` (`None`: the request matched no
+    /// route); `None` when such requests are denied.
+    pub fn entry_for_route(&self, route: Option<&str>) -> Option<usize> {
+        match route {
+            Some(route) if !self.routes.is_empty() => self
+                .routes
+                .binary_search_by(|(name, _)| name.as_str().cmp(route))
+                .ok()
+                .and_then(|at| self.routes.get(at))
+                .map_or(self.unlisted, |(_, entry)| Some(*entry)),
+            _ => self.unlisted,
+        }
     }
 
     /// The policy settings (the compiled modules and data are not kept here).
@@ -81,9 +116,10 @@ impl Authorizer {
         &self.settings
     }
 
-    /// Which optional parts of the input the active policy can read.
-    pub fn input_plan(&self) -> InputPlan {
-        self.current().map(|active| *active.input_plan()).unwrap_or_default()
+    /// Which optional parts of the input each entrypoint of the active policy can read.
+    pub fn input_plans(&self) -> Vec<InputPlan> {
+        let active = self.current();
+        (0..self.paths.len()).map(|entry| active.as_ref().map(|active| active.input_plan(entry)).unwrap_or_default()).collect()
     }
 
     /// Why the active policy runs on regorus's interpreter rather than its VM, if it does.
@@ -139,21 +175,22 @@ impl Authorizer {
         self.current().ok_or(DenyReason::PolicyNotReady)
     }
 
-    /// Evaluates `active` for one request whose identity step passed, and turns the result into
-    /// a decision (dry run, decision id and decision log included).
+    /// Evaluates entrypoint `entry` of `active` for one request whose identity step passed, and
+    /// turns the result into a decision (dry run, decision id and decision log included).
     pub fn evaluate(
         &self,
         active: &ActivePolicy,
+        entry: usize,
         facts: &RequestFacts<'_>,
         identity_config: &IdentityConfig,
         identity: IdentityOutcome,
     ) -> Verdict {
-        let input = build_input(active.input_plan(), facts, &identity);
+        let input = build_input(&active.input_plan(entry), facts, &identity);
         let logs = self.settings.decision_logs.as_ref();
         // Cloning a regorus value is a reference count; only decision logs need the input after
         // evaluation, and only they read the evaluation time.
         let logged = logs.map(|_| (input.clone(), Instant::now()));
-        let evaluated = active.policy.evaluate(input);
+        let evaluated = active.policy.evaluate_at(entry, input);
         let eval_ns = logged.as_ref().map(|(_, started)| u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
         let error_status = self.settings.error_status;
         // `dynamic_metadata` is published whatever the decision, as opa-envoy-plugin publishes it
@@ -193,7 +230,7 @@ impl Authorizer {
             logs.record(&DecisionRecord {
                 decision_id: &id,
                 request_id: facts.headers.get("x-request-id"),
-                path: &self.path,
+                path: self.paths.get(entry).map_or("", String::as_str),
                 input: &input,
                 result: &result,
                 timestamp: facts.now,

@@ -31,41 +31,50 @@ pub enum EvalError {
     Limit(String),
 }
 
-/// A compiled policy with its data loaded, ready to evaluate inputs.
+/// A compiled policy with its data loaded, ready to evaluate inputs at each of its entrypoints.
 pub struct Policy {
-    evaluator: Evaluator,
+    /// In the order of [`PolicyConfig::entrypoints`]; never empty.
+    entries: Vec<Entry>,
+    /// The interpreter, kept only when some entrypoint runs on it.
+    interpreter: Option<RefCell<Engine>>,
+}
+
+/// One entrypoint: how it is evaluated and what it reads.
+struct Entry {
     entrypoint: String,
+    evaluator: Evaluator,
     plan: InputPlan,
 }
 
-/// Which of regorus's engines evaluates the policy.
+/// Which of regorus's engines evaluates an entrypoint.
 enum Evaluator {
     /// RVM bytecode: compiled once, a few microseconds per decision.
-    Vm(RefCell<RegoVM>),
-    /// The tree-walking interpreter, for what the VM compiler refuses; several times slower.
-    Interpreter {
-        engine: RefCell<Engine>,
-        /// What the VM compiler refused.
-        reason: String,
-    },
+    Vm(Box<RefCell<RegoVM>>),
+    /// The tree-walking interpreter, for what the VM compiler refuses (the reason); several
+    /// times slower.
+    Interpreter(String),
 }
 
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Policy")
-            .field("entrypoint", &self.entrypoint)
-            .field("interpreter", &self.interpreter_reason())
-            .field("plan", &self.plan)
-            .finish()
+        let mut list = f.debug_list();
+        for entry in &self.entries {
+            let interpreter = match &entry.evaluator {
+                Evaluator::Vm(_) => None,
+                Evaluator::Interpreter(reason) => Some(reason),
+            };
+            list.entry(&format_args!("{} (interpreter: {interpreter:?}, plan: {:?})", entry.entrypoint, entry.plan));
+        }
+        list.finish()
     }
 }
 
 impl Policy {
-    /// Parses and compiles `config`'s modules for its entrypoint. Syntax errors, unknown
-    /// builtins, conflicts and a missing entrypoint are all refused here, not per request.
+    /// Parses and compiles `config`'s modules for each of its entrypoints. Syntax errors,
+    /// unknown builtins, conflicts and a missing entrypoint are all refused here, not per request.
     pub fn compile(config: &PolicyConfig) -> Result<Self, ConfigError> {
         Self::build(config, &config.modules, &config.data, |_| Ok(())).map_err(|error| ConfigError::PolicyCompile {
-            entrypoint: config.entrypoint.clone(),
+            entrypoint: config.entrypoints().join(", "),
             message: match error {
                 BundleError::Compile(message) => message,
                 other => other.to_string(),
@@ -73,8 +82,8 @@ impl Policy {
         })
     }
 
-    /// Compiles a bundle's modules and data with `config`'s entrypoint and limits; every package
-    /// must lie under the bundle's roots.
+    /// Compiles a bundle's modules and data with `config`'s entrypoints and limits; every
+    /// package must lie under the bundle's roots.
     pub fn compile_bundle(config: &PolicyConfig, bundle: &Bundle) -> Result<Self, BundleError> {
         Self::build(config, &bundle.modules, &bundle.data, |package| bundle.check_package(package))
     }
@@ -87,92 +96,122 @@ impl Policy {
     ) -> Result<Self, BundleError> {
         let fail = |e: &dyn std::fmt::Display| BundleError::Compile(e.to_string());
         let mut engine = Engine::new();
-        // (module name, the entrypoint relative to the module's package, if it lies in it)
-        let mut under_package = Vec::new();
+        let mut packages = Vec::new();
         for (name, source) in modules {
             let package = engine.add_policy(name.clone(), source.clone()).map_err(|e| fail(&e))?;
             check_package(&package)?;
-            let relative = config.entrypoint.strip_prefix(package.as_str()).and_then(|rest| rest.strip_prefix('.'));
-            under_package.extend(relative.map(|relative| (name, relative.to_owned())));
+            packages.push((name, package));
         }
         let data = Value::from_json_str(&data.to_string()).map_err(|e| fail(&e))?;
-        let entrypoint: regorus::Rc<str> = config.entrypoint.as_str().into();
         let timer = ExecutionTimerConfig { limit: config.eval_timeout, check_interval: TIMER_CHECK_INTERVAL };
-        let vm_program = engine.compile_with_entrypoint(&entrypoint).map_err(|e| e.to_string()).and_then(|compiled| {
-            Compiler::compile_from_policy(&compiled, &[config.entrypoint.as_str()]).map_err(|e| e.to_string())
-        });
-        // The entrypoint may also be a document that rules build key by key (`result["allowed"]
-        // := ...`), which only the interpreter evaluates; an entrypoint no rule declares is refused.
-        let declared = under_package
-            .iter()
-            .any(|(name, relative)| engine.has_declared_rule_rooted_at(name, relative).unwrap_or(false));
-        let evaluator = match vm_program {
-            Ok(program) => {
-                if program.get_entry_point(&config.entrypoint).is_none() {
-                    return Err(fail(&"entrypoint is not defined by any module"));
-                }
-                let mut vm = RegoVM::new();
-                vm.load_program(program);
-                vm.set_data(data).map_err(|e| fail(&e))?;
-                vm.set_max_instructions(config.max_instructions);
-                vm.set_execution_timer_config(Some(timer));
-                Evaluator::Vm(RefCell::new(vm))
-            }
-            // A builtin this build lacks is refused at load on either engine.
-            Err(error) if error.contains("Unknown function") || !declared => return Err(fail(&error)),
-            Err(error) => {
-                // Non-strict builtin errors (a failing call is undefined), as OPA's Envoy plugin
-                // and the VM evaluate; the time limit applies, the instruction budget does not.
-                engine.add_data(data).map_err(|e| fail(&e))?;
-                engine.set_strict_builtin_errors(false);
-                engine.set_execution_timer_config(timer);
-                // `print` output is kept by the engine (and dropped after each evaluation), never
-                // written to the proxy's stdout.
-                engine.set_gather_prints(true);
-                // The interpreter reports some compile-time problems only when it evaluates: one
-                // evaluation with an empty input finds those on the paths it reaches (an unsafe
-                // variable, a call to a function nobody defines) and refuses the policy here.
-                engine.set_input(Value::new_object());
-                if let Err(trial) = engine.eval_query(config.entrypoint.clone(), false) {
-                    let trial = trial.to_string();
-                    if ["is unsafe", "could not find function", "not a valid rule path"].iter().any(|m| trial.contains(m)) {
-                        return Err(fail(&trial));
+        let mut entries = Vec::new();
+        let mut interpreter_ready = false;
+        // Every entrypoint through the VM compiler first, before the interpreter gets the data.
+        let programs: Vec<_> = config
+            .entrypoints()
+            .into_iter()
+            .map(|entrypoint| {
+                let rule: regorus::Rc<str> = entrypoint.into();
+                let program = engine.compile_with_entrypoint(&rule).map_err(|e| e.to_string()).and_then(|compiled| {
+                    Compiler::compile_from_policy(&compiled, &[entrypoint]).map_err(|e| e.to_string())
+                });
+                (entrypoint, program)
+            })
+            .collect();
+        for (entrypoint, vm_program) in programs {
+            let fail_at = |e: &dyn std::fmt::Display| BundleError::Compile(format!("{entrypoint}: {e}"));
+            let evaluator = match vm_program {
+                Ok(program) => {
+                    if program.get_entry_point(entrypoint).is_none() {
+                        return Err(fail_at(&"entrypoint is not defined by any module"));
                     }
+                    let mut vm = RegoVM::new();
+                    vm.load_program(program);
+                    vm.set_data(data.clone()).map_err(|e| fail_at(&e))?;
+                    vm.set_max_instructions(config.max_instructions);
+                    vm.set_execution_timer_config(Some(timer));
+                    Evaluator::Vm(Box::new(RefCell::new(vm)))
                 }
-                Evaluator::Interpreter { engine: RefCell::new(engine), reason: vm_refusal(&error) }
-            }
-        };
-        Ok(Self { evaluator, entrypoint: config.entrypoint.clone(), plan: InputPlan::for_modules(modules) })
-    }
-
-    /// Why the policy runs on regorus's interpreter rather than its VM; `None` on the VM.
-    pub fn interpreter_reason(&self) -> Option<&str> {
-        match &self.evaluator {
-            Evaluator::Vm(_) => None,
-            Evaluator::Interpreter { reason, .. } => Some(reason),
+                Err(error) => {
+                    // The entrypoint may also be a document that rules build key by key
+                    // (`result["allowed"] := ...`), which only the interpreter evaluates; an
+                    // entrypoint no rule declares is refused, and so is a builtin this build lacks.
+                    let declared = packages.iter().any(|(name, package)| {
+                        let relative = entrypoint.strip_prefix(package.as_str()).and_then(|rest| rest.strip_prefix('.'));
+                        relative.is_some_and(|relative| engine.has_declared_rule_rooted_at(name, relative).unwrap_or(false))
+                    });
+                    if error.contains("Unknown function") || !declared {
+                        return Err(fail_at(&error));
+                    }
+                    if !interpreter_ready {
+                        // Non-strict builtin errors (a failing call is undefined), as OPA's Envoy
+                        // plugin and the VM evaluate; the time limit applies, the instruction
+                        // budget does not.
+                        engine.add_data(data.clone()).map_err(|e| fail(&e))?;
+                        engine.set_strict_builtin_errors(false);
+                        engine.set_execution_timer_config(timer);
+                        // `print` output is kept by the engine (and dropped after each
+                        // evaluation), never written to the proxy's stdout.
+                        engine.set_gather_prints(true);
+                        interpreter_ready = true;
+                    }
+                    // The interpreter reports some compile-time problems only when it evaluates:
+                    // one evaluation with an empty input finds those on the paths it reaches (an
+                    // unsafe variable, a call to a function nobody defines) and refuses the policy here.
+                    engine.set_input(Value::new_object());
+                    if let Err(trial) = engine.eval_query(entrypoint.to_owned(), false) {
+                        let trial = trial.to_string();
+                        if ["is unsafe", "could not find function", "not a valid rule path"].iter().any(|m| trial.contains(m)) {
+                            return Err(fail_at(&trial));
+                        }
+                    }
+                    Evaluator::Interpreter(vm_refusal(&error))
+                }
+            };
+            entries.push(Entry { entrypoint: entrypoint.to_owned(), evaluator, plan: InputPlan::for_entrypoint(modules, entrypoint) });
         }
+        Ok(Self { entries, interpreter: interpreter_ready.then(|| RefCell::new(engine)) })
     }
 
-    /// Which optional parts of the input the policy can read.
-    pub fn input_plan(&self) -> &InputPlan {
-        &self.plan
+    /// Why an entrypoint of the policy runs on regorus's interpreter rather than its VM; `None`
+    /// when all run on the VM.
+    pub fn interpreter_reason(&self) -> Option<&str> {
+        self.entries.iter().find_map(|entry| match &entry.evaluator {
+            Evaluator::Vm(_) => None,
+            Evaluator::Interpreter(reason) => Some(reason.as_str()),
+        })
     }
 
-    /// The rule evaluated per request.
+    /// Which optional parts of the input entrypoint `entry` can read (`None`: no such entry).
+    pub fn input_plan(&self, entry: usize) -> Option<&InputPlan> {
+        self.entries.get(entry).map(|entry| &entry.plan)
+    }
+
+    /// The rule evaluated per request at the first entrypoint.
     pub fn entrypoint(&self) -> &str {
-        &self.entrypoint
+        self.entries.first().map_or("", |entry| entry.entrypoint.as_str())
     }
 
-    /// Evaluates the entrypoint for `input`; `Value::Undefined` when the rule has no value.
+    /// Evaluates the first entrypoint for `input` (the only one, for tools that compile one);
+    /// `Value::Undefined` when the rule has no value.
     pub fn evaluate(&self, input: Value) -> Result<Value, EvalError> {
+        self.evaluate_at(0, input)
+    }
+
+    /// Evaluates entrypoint `entry` (in the order of [`PolicyConfig::entrypoints`]) for `input`.
+    pub fn evaluate_at(&self, entry: usize, input: Value) -> Result<Value, EvalError> {
         let reentrant = || EvalError::Failed("re-entrant evaluation".to_owned());
-        let vm = match &self.evaluator {
+        let Some(entry) = self.entries.get(entry) else {
+            return Err(EvalError::Failed(format!("no entrypoint #{entry}")));
+        };
+        let vm = match &entry.evaluator {
             Evaluator::Vm(vm) => vm,
-            Evaluator::Interpreter { engine, .. } => {
+            Evaluator::Interpreter(_) => {
+                let engine = self.interpreter.as_ref().ok_or_else(|| EvalError::Failed("no interpreter".to_owned()))?;
                 let mut engine = engine.try_borrow_mut().map_err(|_| reentrant())?;
                 engine.set_input(input);
                 // A query, not a rule lookup: the entrypoint may be a document built key by key.
-                let results = engine.eval_query(self.entrypoint.clone(), false);
+                let results = engine.eval_query(entry.entrypoint.clone(), false);
                 let _ = engine.take_prints();
                 let results = results.map_err(|error| {
                     if error.downcast_ref::<LimitError>().is_some() {
@@ -187,7 +226,7 @@ impl Policy {
         };
         let mut vm = vm.try_borrow_mut().map_err(|_| reentrant())?;
         vm.set_input(input);
-        vm.execute_entry_point_by_name(&self.entrypoint).map_err(|error| match error {
+        vm.execute_entry_point_by_name(&entry.entrypoint).map_err(|error| match error {
             VmError::InstructionLimitExceeded { .. }
             | VmError::TimeLimitExceeded { .. }
             | VmError::MemoryLimitExceeded { .. }

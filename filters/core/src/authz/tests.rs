@@ -118,6 +118,29 @@ fn imports_are_followed_to_each_use() {
 }
 
 #[test]
+fn an_entrypoint_plans_for_the_packages_it_can_reach() {
+    let modules: Vec<(String, String)> = [
+        ("mcp.rego", "package mcp\nimport rego.v1\nallow if input.parsed_body.method == \"tools/call\""),
+        ("chat.rego", "package chat\nimport rego.v1\nimport data.lib.http\nallow if http.json\nallow if data.util.ok"),
+        ("http.rego", "package lib.http\nimport rego.v1\njson if input.attributes.request.http.headers[\"content-type\"]"),
+        ("util.rego", "package util\nimport rego.v1\nok if input.attributes.source.address"),
+        ("dyn.rego", "package dyn\nimport rego.v1\nallow if data[input.parsed_path[0]].allow"),
+    ]
+    .iter()
+    .map(|(name, source)| ((*name).to_owned(), (*source).to_owned()))
+    .collect();
+    let at = |entrypoint: &str| InputPlan::for_entrypoint(&modules, entrypoint);
+    assert_eq!(at("data.mcp.allow"), InputPlan { body: true, ..InputPlan::default() });
+    // Through an import of another package, and a reference to a third.
+    assert_eq!(at("data.chat.allow"), InputPlan { headers: true, source_address: true, ..InputPlan::default() });
+    // A reference above a package (`data.lib`) reaches every package under it.
+    assert_eq!(at("data.lib"), InputPlan { headers: true, ..InputPlan::default() });
+    // `data[x]` can reach any package.
+    assert_eq!(at("data.dyn.allow"), InputPlan { headers: true, parsed_path: true, source_address: true, body: true, ..InputPlan::default() });
+    assert_eq!(at("data.dyn.allow"), InputPlan::for_modules(&modules));
+}
+
+#[test]
 fn whole_input_and_dynamic_keys_keep_everything() {
     assert_eq!(plan("package x\nimport rego.v1\nallow if count(input) > 0"), InputPlan::ALL);
     let p = plan("package x\nimport rego.v1\nallow if { some k; input.attributes[k] }");

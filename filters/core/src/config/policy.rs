@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::{
     BUNDLE_DELAYS, BundleConfig, ConfigError, DEFAULT_ENTRYPOINT, DEFAULT_EVAL_TIMEOUT, DEFAULT_LOG_BUFFER_BYTES,
     DEFAULT_LOG_UPLOAD_BYTES, DEFAULT_MASK, DEFAULT_MAX_BUNDLE_BYTES, DEFAULT_MAX_INSTRUCTIONS, DecisionLogConfig,
-    LOG_DELAYS, LogServiceConfig, MAX_REQUEST_BYTES_LIMIT, PolicyConfig, RequestBodyConfig, ServiceConfig, duration, error_status, header_name, invalid,
+    LOG_DELAYS, LogServiceConfig, MAX_REQUEST_BYTES_LIMIT, PolicyConfig, RequestBodyConfig, RouteKey, RoutesConfig, ServiceConfig, duration, error_status, header_name, invalid,
     normalize_entrypoint,
 };
 
@@ -21,6 +21,7 @@ pub(super) struct RawPolicy {
     rego: Option<RawRego>,
     data: Option<serde_json::Value>,
     entrypoint: Option<String>,
+    routes: Option<RawRoutes>,
     error_status: Option<u16>,
     eval_timeout: Option<String>,
     max_instructions: Option<usize>,
@@ -32,6 +33,34 @@ pub(super) struct RawPolicy {
     #[serde(default)]
     metadata_context_namespaces: Vec<String>,
     with_request_body: Option<RawRequestBody>,
+}
+
+/// `policy.routes`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoutes {
+    #[serde(default)]
+    by: RawRouteKey,
+    entrypoints: BTreeMap<String, String>,
+    #[serde(default)]
+    unlisted: RawUnlisted,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RawRouteKey {
+    #[default]
+    RouteName,
+    Metadata,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum RawUnlisted {
+    /// `policy.entrypoint` decides them.
+    #[default]
+    Default,
+    Deny,
 }
 
 /// ext_authz's `with_request_body`.
@@ -107,10 +136,12 @@ impl RawPolicy {
         {
             return Err(invalid("policy.metadata_context_namespaces", format!("{bad:?} is empty or listed twice")));
         }
+        let routes = self.routes.map(|routes| routes.typed(self.entrypoint.is_some())).transpose()?;
         Ok(PolicyConfig {
             modules,
             data,
             entrypoint: normalize_entrypoint(self.entrypoint.as_deref().unwrap_or(DEFAULT_ENTRYPOINT)),
+            routes,
             error_status: error_status("policy.error_status", self.error_status)?,
             eval_timeout: match self.eval_timeout.as_deref() {
                 None => DEFAULT_EVAL_TIMEOUT,
@@ -134,6 +165,32 @@ impl RawPolicy {
                     RequestBodyConfig { max_request_bytes, allow_partial_message }
                 }
             },
+        })
+    }
+}
+
+impl RawRoutes {
+    fn typed(self, entrypoint_set: bool) -> Result<RoutesConfig, ConfigError> {
+        if self.entrypoints.is_empty() {
+            return Err(invalid("policy.routes.entrypoints", "must list at least one route".into()));
+        }
+        if let Some((route, _)) = self.entrypoints.iter().find(|(route, entrypoint)| route.is_empty() || entrypoint.trim_matches(['/', '.']).is_empty()) {
+            return Err(invalid("policy.routes.entrypoints", format!("route {route:?} needs a name and an entrypoint")));
+        }
+        let deny_unlisted = self.unlisted == RawUnlisted::Deny;
+        if deny_unlisted && entrypoint_set {
+            return Err(invalid("policy.entrypoint", "decides nothing with policy.routes.unlisted: deny; remove one".into()));
+        }
+        Ok(RoutesConfig {
+            key: match self.by {
+                RawRouteKey::RouteName => RouteKey::RouteName,
+                RawRouteKey::Metadata => RouteKey::Metadata,
+            },
+            entrypoints: self.entrypoints.into_iter().map(|(route, entrypoint)| {
+                let entrypoint = normalize_entrypoint(&entrypoint);
+                (route, entrypoint)
+            }).collect(),
+            deny_unlisted,
         })
     }
 }

@@ -76,6 +76,19 @@ fn refuses_bad_identity_configurations_naming_the_key() {
 }
 
 #[test]
+fn routes_name_entrypoints_each_compiled_once() {
+    let cfg = policy(r#"{"rego": "package x", "entrypoint": "x/chat", "routes": {"entrypoints": {"mcp": "x/mcp", "mcp-v2": "x.mcp", "chat": "x/chat"}}}"#).unwrap();
+    let routes = cfg.routes.clone().unwrap();
+    assert_eq!(routes.key, RouteKey::RouteName);
+    assert!(!routes.deny_unlisted);
+    assert_eq!(routes.entrypoints, [("chat", "data.x.chat"), ("mcp", "data.x.mcp"), ("mcp-v2", "data.x.mcp")].map(|(r, e)| (r.to_owned(), e.to_owned())));
+    assert_eq!(cfg.entrypoints(), ["data.x.chat", "data.x.mcp"]);
+    let cfg = policy(r#"{"rego": "package x", "routes": {"by": "metadata", "entrypoints": {"tools": "x/mcp"}, "unlisted": "deny"}}"#).unwrap();
+    assert_eq!(cfg.routes.as_ref().map(|r| (r.key, r.deny_unlisted)), Some((RouteKey::Metadata, true)));
+    assert_eq!(cfg.entrypoints(), ["data.x.mcp"], "the default entrypoint decides nothing");
+}
+
+#[test]
 fn reads_the_policy_block_with_defaults() {
     let cfg = policy(r#"{"rego": "package envoy.authz\ndefault allow := false"}"#).unwrap();
     assert_eq!(cfg.modules, vec![("policy.rego".to_owned(), "package envoy.authz\ndefault allow := false".to_owned())]);
@@ -101,6 +114,15 @@ fn refuses_bad_policy_blocks_naming_the_key() {
     let cases: &[(&str, &str)] = &[
         ("{}", "policy with rego or a bundle is required"),
         (r#"{"rego": "package x", "query": "allow"}"#, "unknown field `query`"),
+        (r#"{"rego": "package x", "routes": {"entrypoints": {}}}"#, "policy.routes.entrypoints: must list at least one route"),
+        (r#"{"rego": "package x", "routes": {"entrypoints": {"": "x/allow"}}}"#, "route \"\" needs a name and an entrypoint"),
+        (r#"{"rego": "package x", "routes": {"entrypoints": {"a": "/"}}}"#, "route \"a\" needs a name and an entrypoint"),
+        (r#"{"rego": "package x", "routes": {"by": "header", "entrypoints": {"a": "x"}}}"#, "policy.routes.by: unknown variant `header`"),
+        (r#"{"rego": "package x", "routes": {"entrypoints": {"a": "x"}, "unlisted": "allow"}}"#, "unknown variant `allow`"),
+        (
+            r#"{"rego": "package x", "entrypoint": "x/allow", "routes": {"entrypoints": {"a": "x/a"}, "unlisted": "deny"}}"#,
+            "policy.entrypoint: decides nothing with policy.routes.unlisted: deny",
+        ),
         (r#"{"rego": 7}"#, "policy.rego: data did not match any variant"),
         (r#"{"rego": "package x", "data": []}"#, "policy.data: must be a json object"),
         (r#"{"rego": "package x", "error_status": 302}"#, "policy.error_status: 302 is not an http error status"),

@@ -100,6 +100,14 @@ pub struct Request {
     /// The request body, read for a policy that reads it; `None` when the request had none.
     #[cfg(feature = "rego")]
     pub body: Option<RequestBody>,
+    /// With `policy.routes`, the request's route as it names it (`None` without routes, or
+    /// when the request matched no route).
+    #[cfg(feature = "rego")]
+    pub route: Option<String>,
+    /// The policy entrypoint (its index) deciding the request: the first without `policy.routes`;
+    /// `None` when its route is not listed and such routes are denied.
+    #[cfg(feature = "rego")]
+    pub entry: Option<usize>,
 }
 
 impl Root {
@@ -331,6 +339,11 @@ impl Filter {
         let started = self.metrics.timed().then(Instant::now);
         let now = host.now();
         let peer = self.peer(host, now);
+        #[cfg(feature = "rego")]
+        let (route, entry) = match &self.authz {
+            Some(authz) => authz.route(host),
+            None => (None, Some(0)),
+        };
         Request {
             now,
             started,
@@ -338,6 +351,10 @@ impl Filter {
             peer,
             #[cfg(feature = "rego")]
             body: None,
+            #[cfg(feature = "rego")]
+            route,
+            #[cfg(feature = "rego")]
+            entry,
         }
     }
 
@@ -348,7 +365,8 @@ impl Filter {
         let authz = self.authz.as_ref()?;
         let denied_first = self.path_guard.check(request.path()).is_err()
             || self.identity.resolve(request.peer.as_ref(), &request.headers).deny.is_some();
-        (!denied_first && authz.reads_body(request.now)).then(|| authz.body_limits())
+        let entry = request.entry?;
+        (!denied_first && authz.reads_body(request.now, entry)).then(|| authz.body_limits())
     }
 
     /// The body limits of the policy.

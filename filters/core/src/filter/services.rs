@@ -11,7 +11,7 @@ use super::{Filter, Request, log};
 use crate::authz::service::{BundlePoller, Fetched, HttpResponse, LogUploader, Uploaded};
 use crate::authz::body::{self, RequestBody};
 use crate::authz::{Authorizer, RequestFacts};
-use crate::config::{ConfigError, IdentityConfig, PolicyConfig, RequestBodyConfig};
+use crate::config::{ConfigError, IdentityConfig, PolicyConfig, RequestBodyConfig, RouteKey};
 use crate::decision::{BAD_REQUEST, Decision, DenyReason, Verdict};
 use crate::host::{Host, HttpCall, property};
 use crate::identity::IdentityOutcome;
@@ -65,6 +65,10 @@ impl Authz {
         identity: IdentityOutcome,
     ) -> Verdict {
         let authorizer = &self.authorizer;
+        let Some(entry) = request.entry else {
+            let reason = DenyReason::RouteNotListed(request.route.clone().unwrap_or_default());
+            return Verdict::without_policy(Decision::deny(identity_config.deny_status, reason), identity);
+        };
         // What OPA's Envoy plugin refuses before it evaluates anything, whatever the policy reads.
         if let Err(error) = crate::path::check_input(request.path()) {
             return Verdict::without_policy(Decision::deny(BAD_REQUEST, DenyReason::InputError(error)), identity);
@@ -75,7 +79,7 @@ impl Authz {
                 return Verdict::without_policy(Decision::deny(authorizer.settings().error_status, reason), identity);
             }
         };
-        let plan = active.input_plan();
+        let plan = active.input_plan(entry);
         let fetch = |wanted: bool, path: &[&str]| {
             wanted.then(|| host.property(path)).flatten().and_then(|bytes| String::from_utf8(bytes).ok())
         };
@@ -118,12 +122,29 @@ impl Authz {
             body: body.as_ref(),
             now: request.now,
         };
-        authorizer.evaluate(&active, &facts, identity_config, identity)
+        authorizer.evaluate(&active, entry, &facts, identity_config, identity)
     }
 
-    /// Whether the policy that decides a request arriving `now` reads the request body.
-    pub(super) fn reads_body(&self, now: SystemTime) -> bool {
-        self.authorizer.policy_at(now).is_ok_and(|active| active.input_plan().body)
+    /// The request's route as `policy.routes` names it, and the entrypoint (its index) deciding
+    /// it (`None`: not listed, and such routes are denied). One property read per request, only
+    /// with `policy.routes`.
+    pub(super) fn route(&self, host: &impl Host) -> (Option<String>, Option<usize>) {
+        let route = self.authorizer.settings().routes.as_ref().and_then(|routes| {
+            let path = match routes.key {
+                RouteKey::RouteName => property::ROUTE_NAME,
+                RouteKey::Metadata => property::ROUTE_POLICY,
+            };
+            let bytes = host.property(path)?;
+            Some(String::from_utf8(bytes).unwrap_or_else(|bytes| String::from_utf8_lossy(bytes.as_bytes()).into_owned()))
+        });
+        let entry = self.authorizer.entry_for_route(route.as_deref());
+        (route, entry)
+    }
+
+    /// Whether entrypoint `entry` of the policy that decides a request arriving `now` reads the
+    /// request body.
+    pub(super) fn reads_body(&self, now: SystemTime, entry: usize) -> bool {
+        self.authorizer.policy_at(now).is_ok_and(|active| active.input_plan(entry).body)
     }
 
     /// How much of a body the policy gets (`with_request_body`).
@@ -158,10 +179,10 @@ impl Services {
             host,
             Level::Info,
             format_args!(
-                "svidgate_authz configured: {:?} mode, entrypoint {}, input {:?}, bundle {}",
+                "svidgate_authz configured: {:?} mode, entrypoints {:?}, input {:?}, bundle {}",
                 identity.mode,
-                settings.entrypoint,
-                authorizer.input_plan(),
+                settings.entrypoints(),
+                authorizer.input_plans(),
                 settings.bundle.as_ref().map_or("none", |b| b.service.cluster.as_str()),
             ),
         );

@@ -419,6 +419,29 @@ allow if input.attributes.request.http.path in data.svidgate.allowed_paths
     }
 
     #[test]
+    fn a_bundle_carries_every_routed_entrypoint_or_is_rejected() {
+        let config = r#"{"bundle": {"cluster": "b", "min_delay": "1s", "max_delay": "1s"},
+                         "routes": {"entrypoints": {"gen": "envoy/authz/allow", "admin": "admin/allow"}, "unlisted": "deny"}}"#;
+        let mut plugin = plugin(config);
+        let admin = "package admin\nimport rego.v1\nallow if input.attributes.request.http.method == \"GET\"\n";
+        let manifest = r#"{"revision": "two", "roots": ["envoy/authz", "svidgate", "admin"]}"#;
+        let data = serde_json::json!({"allowed_paths": ["/v1/generate"]}).to_string();
+        let both = tar_gz(&[(".manifest", manifest), ("envoy/authz/policy.rego", PATHS), ("admin/policy.rego", admin), ("svidgate/data.json", &data)]);
+        for (archive, activated) in [(bundle("one", &["/v1/generate"]), 0), (both, 1)] {
+            plugin.advance(Duration::from_secs(1));
+            let token = plugin.tick().unwrap();
+            plugin.respond(token, "200", &[], &archive);
+            assert_eq!(plugin.counter(Counter::BundleActivated), activated);
+        }
+        assert_eq!(plugin.counter(Counter::BundleRejected), 1, "the first lacks data.admin.allow");
+        assert!(plugin.logs_at(Level::Error).iter().any(|e| e.contains("data.admin.allow")), "{:?}", plugin.logs_at(Level::Error));
+        for (route, path, action) in [("gen", "/v1/generate", Action::Continue), ("gen", "/v1/admin", Action::Pause), ("admin", "/v1/admin", Action::Continue)] {
+            plugin.host.set_property(property::ROUTE_NAME, route);
+            assert_eq!(plugin.request(&[(":method", "GET"), (":path", path)]), action, "{route} {path}");
+        }
+    }
+
+    #[test]
     fn past_max_policy_age_every_request_is_denied_until_the_service_confirms() {
         let mut plugin =
             plugin(r#"{"bundle": {"cluster": "b", "min_delay": "10s", "max_delay": "10s"}, "max_policy_age": "60s"}"#);
@@ -508,5 +531,119 @@ allow := {"allowed": true, "dynamic_metadata": {"tenant": "blue"}, "query_parame
         assert_eq!(state.filter_state.get(DYNAMIC_METADATA_FILTER_STATE), Some(&br#"{"tenant":"blue"}"#.to_vec()));
         let path = state.request_headers.entries().iter().find(|(name, _)| name == ":path").map(|(_, v)| v.clone());
         assert_eq!(path.as_deref(), Some("/v1/generate?model=m"));
+    }
+}
+
+/// `policy.routes`: each route decided by its own entrypoint, read from the route per request.
+mod routes {
+    use super::*;
+
+    /// Two packages: the MCP route reads the body, the chat route only headers and a helper.
+    const MODULES: [(&str, &str); 3] = [
+        ("mcp.rego", "package mcp\nimport rego.v1\ndefault allow := false\nallow if input.parsed_body.params.name == \"search\"\n"),
+        (
+            "chat.rego",
+            "package chat\nimport rego.v1\nimport data.lib\ndefault allow := false\nallow if lib.json(input.attributes.request.http.headers)\n",
+        ),
+        ("lib.rego", "package lib\nimport rego.v1\njson(headers) if headers[\"content-type\"] == \"application/json\"\n"),
+    ];
+
+    fn plugin(routes: serde_json::Value) -> Plugin {
+        let rego: serde_json::Map<String, serde_json::Value> =
+            MODULES.iter().map(|(name, source)| ((*name).to_owned(), (*source).into())).collect();
+        let policy = serde_json::json!({"rego": rego, "entrypoint": "chat/allow", "routes": routes});
+        Plugin::start(ModuleKind::Authz, &serde_json::json!({"mode": "perimeter", "policy": policy}).to_string())
+    }
+
+    const POST: [(&str, &str); 3] = [(":method", "POST"), (":path", "/x"), ("content-type", "application/json")];
+
+    /// Headers then one body chunk on route `route` (`None`: no route matched).
+    fn send(plugin: &mut Plugin, route: Option<&str>, body: &[u8]) -> Vec<Action> {
+        plugin.host.with(|s| match route {
+            Some(route) => s.properties.insert(property::ROUTE_NAME.iter().map(|p| (*p).to_owned()).collect(), route.into()),
+            None => s.properties.remove(&property::ROUTE_NAME.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>()),
+        });
+        plugin.host.begin_request(POST);
+        let mut stream = plugin.root.stream(plugin.next_stream);
+        plugin.next_stream += 1;
+        let mut actions = vec![stream.on_request_headers(&plugin.host, false)];
+        if plugin.reply().is_none() {
+            plugin.host.with(|s| s.request_body.extend_from_slice(body));
+            actions.push(stream.on_request_body(&plugin.host, body.len(), true));
+        }
+        actions
+    }
+
+    const SEARCH: &[u8] = br#"{"method": "tools/call", "params": {"name": "search"}}"#;
+
+    #[test]
+    fn each_route_is_decided_by_its_entrypoint_and_only_the_body_route_waits() {
+        let mut plugin = plugin(serde_json::json!({"entrypoints": {"mcp": "data.mcp.allow", "mcp-v2": "mcp.allow"}}));
+        // The MCP route holds the request for its body; the chat route (the default
+        // entrypoint, which reads headers through a helper package) decides at the headers.
+        assert_eq!(send(&mut plugin, Some("mcp"), SEARCH), [Action::Pause, Action::Continue]);
+        assert_eq!(send(&mut plugin, Some("mcp-v2"), SEARCH), [Action::Pause, Action::Continue]);
+        assert_eq!(send(&mut plugin, Some("mcp"), br#"{"method": "tools/call", "params": {"name": "shell"}}"#), [Action::Pause, Action::Pause]);
+        assert_eq!(plugin.reply().map(|r| r.status), Some(403));
+        assert_eq!(send(&mut plugin, Some("chat"), SEARCH), [Action::Continue, Action::Continue]);
+        assert_eq!(send(&mut plugin, None, SEARCH), [Action::Continue, Action::Continue]);
+        assert_eq!(plugin.counter(Counter::AuthzBodyRequests), 3);
+        assert_eq!((plugin.counter(Counter::AuthzAllowed), plugin.counter(Counter::AuthzDenied)), (4, 1));
+        let configured = plugin.logs_at(Level::Info);
+        assert!(configured.iter().any(|l| l.contains(r#"entrypoints ["data.chat.allow", "data.mcp.allow"]"#)), "{configured:?}");
+    }
+
+    #[test]
+    fn routes_not_listed_can_be_denied() {
+        let mut plugin = Plugin::start(
+            ModuleKind::Authz,
+            &serde_json::json!({"mode": "perimeter", "policy": {
+                "rego": {"mcp.rego": MODULES[0].1},
+                "routes": {"entrypoints": {"mcp": "mcp/allow"}, "unlisted": "deny"},
+            }})
+            .to_string(),
+        );
+        assert_eq!(send(&mut plugin, Some("mcp"), SEARCH), [Action::Pause, Action::Continue]);
+        for route in [Some("admin"), Some(""), None] {
+            assert_eq!(send(&mut plugin, route, SEARCH), [Action::Pause], "{route:?}");
+            assert_eq!(plugin.reply().map(|r| r.status), Some(403), "{route:?}");
+        }
+        let denials = plugin.logs_at(Level::Debug);
+        assert_eq!(denials.iter().filter(|l| l.contains("deny 403 (svidgate_route_not_listed)")).count(), 3, "{denials:?}");
+        assert_eq!(plugin.counter(Counter::AuthzDenied), 3);
+    }
+
+    #[test]
+    fn a_route_can_name_its_entry_in_its_metadata() {
+        let mut plugin = plugin(serde_json::json!({"by": "metadata", "entrypoints": {"tools": "mcp.allow"}}));
+        plugin.host.set_property(property::ROUTE_POLICY, "tools");
+        plugin.host.set_property(property::ROUTE_NAME, "chat");
+        assert_eq!(send_on_metadata(&mut plugin), [Action::Pause, Action::Continue]);
+    }
+
+    fn send_on_metadata(plugin: &mut Plugin) -> Vec<Action> {
+        plugin.host.begin_request(POST);
+        let mut stream = plugin.root.stream(plugin.next_stream);
+        plugin.next_stream += 1;
+        let first = stream.on_request_headers(&plugin.host, false);
+        plugin.host.with(|s| s.request_body.extend_from_slice(SEARCH));
+        vec![first, stream.on_request_body(&plugin.host, SEARCH.len(), true)]
+    }
+
+    #[test]
+    fn a_policy_without_a_routed_entrypoint_is_refused_at_load() {
+        let host = MemoryHost::new(
+            serde_json::json!({"mode": "perimeter", "policy": {
+                "rego": {"mcp.rego": MODULES[0].1},
+                "routes": {"entrypoints": {"mcp": "mcp/allow", "chat": "chat/allow"}, "unlisted": "deny"},
+            }})
+            .to_string(),
+        );
+        let mut root = Root::new(ModuleKind::Authz, "rev0");
+        assert!(root.on_vm_start(&host));
+        assert!(!root.on_configure(&host));
+        let errors: Vec<String> = host.state().logs.iter().filter(|(l, _)| *l == Level::Error).map(|(_, m)| m.clone()).collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("data.chat.allow: "), "{errors:?}");
     }
 }

@@ -24,6 +24,9 @@ const PROPERTIES: &[&[&str]] = &[
     &["metadata"],
     &["metadata", "filter_metadata", "envoy.filters.http.jwt_authn"],
     &["metadata", "filter_metadata", "envoy.filters.http.jwt_authn", "payload", "sub"],
+    &["xds", "route_name"],
+    &["xds", "route_metadata"],
+    &["xds", "route_metadata", "filter_metadata", "svidgate", "policy"],
 ];
 
 proxy_wasm::main! {{

@@ -1,5 +1,9 @@
-//! criterion benchmarks of svidgate (`cargo xtask bench`; the README's Performance section has the
-//! figures). What both benchmarks share: the seed's policy and a typical request.
+//! svidgate's benchmarks (`cargo xtask bench`; the README's Performance section has the figures):
+//! criterion on the core and through the wasmtime harness, and the real-Envoy load benchmark
+//! ([`envoy`], `cargo xtask bench envoy`). What they share: the seed's policy, the tool runtime's,
+//! and typical requests.
+
+pub mod envoy;
 
 /// The seed's model-server policy, as in `policies/seed`.
 pub const SEED_POLICY: &str = include_str!("../../policies/seed/authz.rego");

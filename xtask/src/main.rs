@@ -94,7 +94,7 @@ fn main() -> Result<()> {
         Some(Step::Test) => test(),
         Some(Step::Demo(args)) => demo(&args),
         Some(Step::Oci { args }) => oci(args),
-        Some(Step::Bench) => bench(),
+        Some(Step::Bench { args }) => bench(&args),
         Some(Step::Fuzz(args)) => fuzz(&args).map(|_| ()),
         None => Ok(Xtask::command().print_help()?),
     }
@@ -158,7 +158,20 @@ enum Step {
         args: Vec<String>,
     },
     /// build the modules, then run the criterion benchmarks (core decision path, request through the harness)
-    Bench,
+    ///
+    /// `cargo xtask bench` runs the criterion benchmarks (the core's decision path; requests
+    /// through the wasmtime harness, with fuel counts). `cargo xtask bench envoy [OPTIONS]` runs
+    /// the real-Envoy load benchmark instead (benches/src/envoy.rs), also installing Envoy, and
+    /// prints the README's Performance table; its options: --rounds N (3), --warmup S (2),
+    /// --seconds S (8), --connections N (16), --only TEXT (variants whose name contains it),
+    /// --before DIR (svidgate's rows again on the modules in DIR, a target/modules copy from
+    /// before a change, in the same rounds).
+    #[command(verbatim_doc_comment)]
+    Bench {
+        /// `envoy` and its options, for the real-Envoy benchmark
+        #[arg(value_name = "envoy [OPTIONS]", trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// run the cargo-fuzz targets from their committed seeds (nightly; installs cargo-fuzz)
     ///
     /// One target per parser that reads bytes from the network or the control plane (fuzz/):
@@ -532,9 +545,19 @@ fn oci(args: Vec<String>) -> Result<()> {
     Ok(())
 }
 
-fn bench() -> Result<()> {
+fn bench(args: &[String]) -> Result<()> {
     let wasm_dir = build()?;
-    run(cargo().args(["bench", "--package", "svidgate-benches"]).env("SVIDGATE_WASM_DIR", wasm_dir))
+    match args.split_first() {
+        None => run(cargo().args(["bench", "--package", "svidgate-benches"]).env("SVIDGATE_WASM_DIR", wasm_dir)),
+        Some((envoy_mode, options)) if envoy_mode == "envoy" => {
+            let envoy = envoy()?;
+            // Built first, then run as itself: it pins itself and Envoy to separate CPUs.
+            run(cargo().args(["build", "--release", "--package", "svidgate-benches", "--bin", "svidgate-envoy-bench"]))?;
+            let bench = workspace_root().join("target/release/svidgate-envoy-bench");
+            run(Command::new(bench).args(options).env("SVIDGATE_WASM_DIR", wasm_dir).env("ENVOY_BIN", envoy))
+        }
+        Some((other, _)) => bail!("unknown benchmark {other:?}: `cargo xtask bench` or `cargo xtask bench envoy [OPTIONS]`"),
+    }
 }
 
 /// The number before `what` in a libtest summary ("ok. 12 passed; 0 failed; ...").

@@ -1,7 +1,8 @@
 //! A small HTTP client: HTTP/1.1 or HTTP/2 over TLS (with or without a client SVID) with rustls
 //! and its `ring` provider, and plain HTTP/1.1 for sidecar outbound listeners and Envoy's admin API.
 //!
-//! One connection per request, so each request shows the handshake outcome on its own.
+//! One connection per request, so each request shows the handshake outcome on its own; the
+//! benchmark's load keeps connections alive ([`KeptAlive`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -197,6 +198,35 @@ impl TlsClient {
                 collect(with_connection_error(response, connection, "http/2").await?).await
             }
         }
+    }
+}
+
+/// A kept-alive HTTP/1.1 connection over TLS, for load: one request after another.
+pub struct KeptAlive {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    authority: String,
+}
+
+impl TlsClient {
+    /// Opens a kept-alive HTTP/1.1 connection to `127.0.0.1:port`.
+    pub async fn keep_alive(&self, port: u16) -> Result<KeptAlive> {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.with_context(|| format!("connecting to port {port}"))?;
+        tcp.set_nodelay(true)?;
+        let tls = self.h1.connect(ServerName::try_from(SERVER_NAME)?, tcp).await.context("tls handshake")?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+        tokio::spawn(connection);
+        Ok(KeptAlive { sender, authority: format!("localhost:{port}") })
+    }
+}
+
+impl KeptAlive {
+    /// Sends `request` with `body` and reads the whole response; returns its status.
+    pub async fn send(&mut self, request: &Request, body: Bytes) -> Result<u16> {
+        self.sender.ready().await.context("connection closed")?;
+        let response = self.sender.send_request(build(request, &self.authority, None, Full::new(body))?).await?;
+        let status = response.status().as_u16();
+        response.into_body().collect().await?;
+        Ok(status)
     }
 }
 

@@ -22,6 +22,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(90);
 pub struct Envoy {
     process: Process,
     admin_port: u16,
+    /// From exec to ready (admin `/ready` answers 200: listeners up, Wasm VMs loaded).
+    ready_after: Duration,
 }
 
 /// Fills `{{name}}` placeholders; refuses a template with a placeholder left unfilled.
@@ -87,24 +89,55 @@ pub fn validate(config: &Path) -> Result<()> {
     Ok(())
 }
 
+/// How to run Envoy beyond its configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct RunOptions {
+    /// `--log-level` and `--component-log-level`.
+    pub log_levels: (&'static str, &'static str),
+    /// Pin Envoy (all its threads) to this CPU, with `taskset`.
+    pub cpu: Option<usize>,
+}
+
+impl Default for RunOptions {
+    /// As the tests run it: svidgate's decisions are debug lines; main's start-up inventory is
+    /// noise in test output.
+    fn default() -> Self {
+        Self { log_levels: ("info", "wasm:debug,main:warning"), cpu: None }
+    }
+}
+
 impl Envoy {
     /// Writes `config` to `<dir>/<name>.yaml`, starts Envoy on it and waits until it is ready.
     pub async fn start(name: &str, config: &str, dir: &Path) -> Result<Self> {
+        Self::start_with(name, config, dir, RunOptions::default()).await
+    }
+
+    /// [`Envoy::start`] with `options`.
+    pub async fn start_with(name: &str, config: &str, dir: &Path, options: RunOptions) -> Result<Self> {
         let config_path = dir.join(format!("{name}.yaml"));
         std::fs::write(&config_path, config).with_context(|| format!("writing {}", config_path.display()))?;
         let admin_file = dir.join(format!("{name}.admin"));
         let _ = std::fs::remove_file(&admin_file);
-        let mut command = Command::new(paths::envoy_bin()?);
+        let envoy = paths::envoy_bin()?;
+        let mut command = match options.cpu {
+            // taskset execs Envoy: same process, every thread it starts on that CPU.
+            Some(cpu) => {
+                let mut taskset = Command::new("taskset");
+                taskset.args(["-c", &cpu.to_string()]).arg(envoy);
+                taskset
+            }
+            None => Command::new(envoy),
+        };
+        let (level, components) = options.log_levels;
         command
             .arg("-c")
             .arg(&config_path)
-            .args(["--concurrency", "1", "--disable-hot-restart", "--log-level", "info"])
-            // svidgate's decisions are debug lines; main's start-up inventory is noise in test output.
-            .args(["--component-log-level", "wasm:debug,main:warning"])
+            .args(["--concurrency", "1", "--disable-hot-restart", "--log-level", level])
+            .args(["--component-log-level", components])
             .arg("--admin-address-path")
             .arg(&admin_file);
-        let mut process = Process::spawn(name, command, dir)?;
         let started = Instant::now();
+        let mut process = Process::spawn(name, command, dir)?;
         loop {
             process.check_running()?;
             if started.elapsed() > START_TIMEOUT {
@@ -114,10 +147,15 @@ impl Envoy {
             if let Some(port) = admin.trim().rsplit(':').next().and_then(|p| p.parse().ok())
                 && ready(port).await
             {
-                return Ok(Self { process, admin_port: port });
+                return Ok(Self { process, admin_port: port, ready_after: started.elapsed() });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// How long Envoy took from exec to ready.
+    pub fn ready_after(&self) -> Duration {
+        self.ready_after
     }
 
     /// The process name.

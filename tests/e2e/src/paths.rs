@@ -66,11 +66,23 @@ pub fn crash_wasm() -> Result<PathBuf> {
 
 /// The property probe module (`tests/e2e/probe`), built now in its own target directory.
 pub fn probe_wasm() -> Result<PathBuf> {
-    let manifest = workspace_root().join("tests/e2e/probe/Cargo.toml");
-    let target_dir = workspace_root().join("target/svidgate-propprobe");
+    helper_module("tests/e2e/probe", "svidgate-propprobe")
+}
+
+/// The no-op Proxy-Wasm module of the benchmark (`benches/noop`), built now in its own target
+/// directory.
+pub fn noop_wasm() -> Result<PathBuf> {
+    helper_module("benches/noop", "svidgate-noop")
+}
+
+/// A small module outside the workspace (`dir` under the root, its package `name`), built for
+/// release into `target/<name>`.
+fn helper_module(dir: &str, name: &str) -> Result<PathBuf> {
+    let manifest = workspace_root().join(dir).join("Cargo.toml");
+    let target_dir = workspace_root().join("target").join(name);
     let manifest = manifest.to_string_lossy().into_owned();
     cargo_build(&["build", "--quiet", "--release", "--target", "wasm32-wasip1", "--manifest-path", &manifest], &target_dir)?;
-    Ok(target_dir.join("wasm32-wasip1/release/svidgate_propprobe.wasm"))
+    Ok(target_dir.join("wasm32-wasip1/release").join(format!("{}.wasm", name.replace('-', "_"))))
 }
 
 fn cargo_build(args: &[&str], target_dir: &Path) -> Result<()> {

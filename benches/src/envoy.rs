@@ -216,14 +216,13 @@ struct Modules {
 
 impl Modules {
     fn find(before: Option<&Path>) -> Result<Self> {
-        let now = paths::module("svidgate_authz.wasm")?.parent().map(Path::to_path_buf).unwrap_or_default();
-        Ok(Self { noop: paths::noop_wasm()?, now, before: before.map(Path::to_path_buf) })
+        Ok(Self { noop: paths::noop_wasm()?, now: paths::wasm_dir(), before: before.map(Path::to_path_buf) })
     }
 
     fn module(&self, file: &str, before: bool) -> Result<PathBuf> {
         let dir = if before { self.before.as_ref().context("no --before directory")? } else { &self.now };
         let path = dir.join(file);
-        ensure!(path.is_file(), "{} is missing", path.display());
+        ensure!(path.is_file(), "{} is missing: run `cargo xtask build` (or set SVIDGATE_WASM_DIR)", path.display());
         Ok(path)
     }
 

@@ -129,18 +129,19 @@ impl InputPlan {
     /// style reads). That holds unless a package is read whole or by a variable key
     /// (`data.pkg`, `data.pkg[k]`): then every alias counts whole.
     pub fn for_modules(modules: &[(String, String)]) -> Self {
-        Self::for_entrypoint(modules, "data")
+        Self::for_entrypoints(modules, &["data"]).pop().unwrap_or(Self::ALL)
     }
 
-    /// The plan of one entrypoint: [`Self::for_modules`] over the modules it can reach. Those
-    /// are the modules of any package a reference reaches (one is a prefix of the other), from
-    /// the entrypoint's own and then from each module reached: `data.a.b.c` and `import data.a`
-    /// reach packages `a.b` and `a.b.c.d`; `data[x]` reaches every package. So a route whose
-    /// policy never reads the body does not wait for it because another route's policy does.
-    pub fn for_entrypoint(modules: &[(String, String)], entrypoint: &str) -> Self {
+    /// The plan of each entrypoint, in order: [`Self::for_modules`] over the modules it can
+    /// reach (the modules are lexed once for all). Those are the modules of any package a
+    /// reference reaches (one is a prefix of the other), from the entrypoint's own and then from
+    /// each module reached: `data.a.b.c` and `import data.a` reach packages `a.b` and `a.b.c.d`;
+    /// `data[x]` reaches every package. So a route whose policy never reads the body does not
+    /// wait for it because another route's policy does.
+    pub fn for_entrypoints(modules: &[(String, String)], entrypoints: &[&str]) -> Vec<Self> {
         let mut scanned = Vec::with_capacity(modules.len());
         for (name, source) in modules {
-            let Some(tokens) = tokens(name, source) else { return Self::ALL };
+            let Some(tokens) = tokens(name, source) else { return vec![Self::ALL; entrypoints.len()] };
             scanned.push(tokens);
         }
         let packages: Vec<Option<Vec<String>>> = scanned.iter().map(|tokens| package(tokens)).collect();
@@ -148,24 +149,28 @@ impl InputPlan {
             // A module without a package does not compile; if it is here, keep it.
             package.as_ref().is_none_or(|package| chain.iter().zip(package).all(|(a, b)| a == b))
         };
-        let root: Vec<String> = entrypoint.split('.').skip(1).map(str::to_owned).collect();
-        let mut reached = vec![false; scanned.len()];
-        let mut chains = vec![root];
-        while let Some(chain) = chains.pop() {
-            for (m, package) in packages.iter().enumerate() {
-                if reached.get(m) == Some(&false) && reaches(&chain, package) {
-                    if let Some(flag) = reached.get_mut(m) {
-                        *flag = true;
+        let plan = |entrypoint: &str| {
+            let root: Vec<String> = entrypoint.split('.').skip(1).map(str::to_owned).collect();
+            let mut reached = vec![false; scanned.len()];
+            let mut chains = vec![root];
+            while let Some(chain) = chains.pop() {
+                for (m, package) in packages.iter().enumerate() {
+                    if reached.get(m) == Some(&false) && reaches(&chain, package) {
+                        if let Some(flag) = reached.get_mut(m) {
+                            *flag = true;
+                        }
+                        chains.extend(data_references(scanned.get(m).map(Vec::as_slice).unwrap_or_default()));
                     }
-                    chains.extend(data_references(scanned.get(m).map(Vec::as_slice).unwrap_or_default()));
                 }
             }
-        }
-        let scanned: Vec<_> = scanned.into_iter().zip(reached).filter_map(|(tokens, reached)| reached.then_some(tokens)).collect();
-        Self::scan(&scanned)
+            let reached: Vec<&[(TokenKind, String)]> =
+                scanned.iter().zip(reached).filter_map(|(tokens, reached)| reached.then_some(tokens.as_slice())).collect();
+            Self::scan(&reached)
+        };
+        entrypoints.iter().map(|entrypoint| plan(entrypoint)).collect()
     }
 
-    fn scan(scanned: &[Vec<(TokenKind, String)>]) -> Self {
+    fn scan(scanned: &[&[(TokenKind, String)]]) -> Self {
         let mut plan = Self::default();
         // (name, the reference it is bound to); a few per policy, so plain lists.
         let mut aliases: Vec<(&str, Vec<String>)> = Vec::new();
@@ -437,7 +442,7 @@ fn alias(tokens: &[(TokenKind, String)], start: usize, end: usize) -> Option<(us
 
 /// Whether some `data` reference stops at a package or above it (`data.pkg`, `data.pkg[k]`,
 /// `data`): its rules could be read there without their names appearing.
-fn reads_a_package_whole(modules: &[Vec<(TokenKind, String)>]) -> bool {
+fn reads_a_package_whole(modules: &[&[(TokenKind, String)]]) -> bool {
     let packages: Vec<Vec<String>> = modules.iter().filter_map(|tokens| package(tokens)).collect();
     modules.iter().any(|tokens| {
         data_references(tokens)

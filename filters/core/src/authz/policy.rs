@@ -104,13 +104,14 @@ impl Policy {
         }
         let data = Value::from_json_str(&data.to_string()).map_err(|e| fail(&e))?;
         let timer = ExecutionTimerConfig { limit: config.eval_timeout, check_interval: TIMER_CHECK_INTERVAL };
+        let entrypoints = config.entrypoints();
+        let mut plans = InputPlan::for_entrypoints(modules, &entrypoints).into_iter();
         let mut entries = Vec::new();
         let mut interpreter_ready = false;
         // Every entrypoint through the VM compiler first, before the interpreter gets the data.
-        let programs: Vec<_> = config
-            .entrypoints()
-            .into_iter()
-            .map(|entrypoint| {
+        let programs: Vec<_> = entrypoints
+            .iter()
+            .map(|&entrypoint| {
                 let rule: regorus::Rc<str> = entrypoint.into();
                 let program = engine.compile_with_entrypoint(&rule).map_err(|e| e.to_string()).and_then(|compiled| {
                     Compiler::compile_from_policy(&compiled, &[entrypoint]).map_err(|e| e.to_string())
@@ -168,7 +169,8 @@ impl Policy {
                     Evaluator::Interpreter(vm_refusal(&error))
                 }
             };
-            entries.push(Entry { entrypoint: entrypoint.to_owned(), evaluator, plan: InputPlan::for_entrypoint(modules, entrypoint) });
+            let plan = plans.next().unwrap_or(InputPlan::ALL);
+            entries.push(Entry { entrypoint: entrypoint.to_owned(), evaluator, plan });
         }
         Ok(Self { entries, interpreter: interpreter_ready.then(|| RefCell::new(engine)) })
     }
@@ -185,11 +187,6 @@ impl Policy {
     /// Which optional parts of the input entrypoint `entry` can read (`None`: no such entry).
     pub fn input_plan(&self, entry: usize) -> Option<&InputPlan> {
         self.entries.get(entry).map(|entry| &entry.plan)
-    }
-
-    /// The rule evaluated per request at the first entrypoint.
-    pub fn entrypoint(&self) -> &str {
-        self.entries.first().map_or("", |entry| entry.entrypoint.as_str())
     }
 
     /// Evaluates the first entrypoint for `input` (the only one, for tools that compile one);

@@ -129,7 +129,9 @@ fn an_entrypoint_plans_for_the_packages_it_can_reach() {
     .iter()
     .map(|(name, source)| ((*name).to_owned(), (*source).to_owned()))
     .collect();
-    let at = |entrypoint: &str| InputPlan::for_entrypoint(&modules, entrypoint);
+    let entrypoints = ["data.mcp.allow", "data.chat.allow", "data.lib", "data.dyn.allow"];
+    let plans = InputPlan::for_entrypoints(&modules, &entrypoints);
+    let at = |entrypoint: &str| plans[entrypoints.iter().position(|e| *e == entrypoint).unwrap()];
     assert_eq!(at("data.mcp.allow"), InputPlan { body: true, ..InputPlan::default() });
     // Through an import of another package, and a reference to a third.
     assert_eq!(at("data.chat.allow"), InputPlan { headers: true, source_address: true, ..InputPlan::default() });

@@ -322,16 +322,8 @@ impl Filter {
     /// from what the decision will read, reads the clock once and resolves the peer.
     pub fn begin(&self, host: &impl Host) -> Request {
         // Non-UTF-8 header values are legal on the wire; the core sees them lossily, the upstream
-        // unchanged. A valid value keeps its buffer: no copy per header.
-        let headers = host
-            .request_headers()
-            .into_iter()
-            .map(|(name, value)| {
-                let value = String::from_utf8(value)
-                    .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned());
-                (name, value)
-            })
-            .collect();
+        // unchanged.
+        let headers = host.request_headers().into_iter().map(|(name, value)| (name, lossy_utf8(value))).collect();
         let headers = StrippedHeaders::strip(headers, &self.identity);
         for name in headers.removed_names() {
             host.remove_request_header(name);
@@ -450,6 +442,11 @@ impl Filter {
             Err(_) => rules.resolve(&mut PeerCache::new(0), None, certificate, now),
         }
     }
+}
+
+/// Bytes from the proxy as text, invalid sequences replaced; valid text keeps its buffer (no copy).
+fn lossy_utf8(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned())
 }
 
 /// Carries a decision out: edits the request and lets it continue, or answers locally and stops it.

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use log::Level;
 
-use super::{Filter, Request, log};
+use super::{Filter, Request, log, lossy_utf8};
 use crate::authz::service::{BundlePoller, Fetched, HttpResponse, LogUploader, Uploaded};
 use crate::authz::body::{self, RequestBody};
 use crate::authz::{Authorizer, RequestFacts};
@@ -134,8 +134,7 @@ impl Authz {
                 RouteKey::RouteName => property::ROUTE_NAME,
                 RouteKey::Metadata => property::ROUTE_POLICY,
             };
-            let bytes = host.property(path)?;
-            Some(String::from_utf8(bytes).unwrap_or_else(|bytes| String::from_utf8_lossy(bytes.as_bytes()).into_owned()))
+            host.property(path).map(lossy_utf8)
         });
         let entry = self.authorizer.entry_for_route(route.as_deref());
         (route, entry)

@@ -7,7 +7,9 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use svidgate_benches::{MCP_CALL, MCP_REQUEST, SERVICE_REQUEST, seed_policy_config, tool_runtime_policy_config};
+use svidgate_benches::{
+    MCP_CALL, MCP_REQUEST, SERVICE_REQUEST, seed_policy_config, tool_runtime_policy_config, without_decision_cache,
+};
 use svidgate_harness::cases::ModuleKind;
 use svidgate_harness::host::{Action, Plugin, PluginOptions};
 use svidgate_testpki::{ORCHESTRATOR, TRUST_DOMAIN, TrustDomainCa};
@@ -49,6 +51,11 @@ fn exchange(plugin: &mut Plugin, headers: &[(&str, &str)], body: Option<&[u8]>) 
     plugin.fuel_consumed_total() - before
 }
 
+/// A module configuration around `policy`, with the decision cache off: what one evaluation costs.
+fn evaluated(policy: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"trust_domains": ["ai.internal"], "require_peer": true, "policy": without_decision_cache(policy)})
+}
+
 fn benches(c: &mut Criterion) {
     let identity_config = serde_json::json!({"trust_domains": ["ai.internal"], "require_peer": true});
     let authz_config = serde_json::json!({
@@ -56,6 +63,7 @@ fn benches(c: &mut Criterion) {
         "require_peer": true,
         "policy": seed_policy_config().unwrap(),
     });
+    let evaluated_config = evaluated(seed_policy_config().unwrap());
     // The same decision on regorus's interpreter: the seed policy's result built key by key (as
     // OPA's Envoy primer does), which the VM compiler refuses.
     let seed = seed_policy_config().unwrap();
@@ -64,13 +72,14 @@ fn benches(c: &mut Criterion) {
         "data": seed.get("data"),
         "entrypoint": "envoy/authz/result",
     });
-    let interpreter_config = serde_json::json!({"trust_domains": ["ai.internal"], "require_peer": true, "policy": policy});
+    let interpreter_config = evaluated(policy);
     let headers: Vec<(&str, &str)> = SERVICE_REQUEST.into_iter().chain([("accept", "application/json")]).collect();
     let mut group = c.benchmark_group("wasm_request");
     for (kind, name, config) in [
         (ModuleKind::Identity, "svidgate_identity.wasm", &identity_config),
-        (ModuleKind::Authz, "svidgate_authz.wasm", &authz_config),
-        (ModuleKind::Authz, "svidgate_authz.wasm on the interpreter", &interpreter_config),
+        (ModuleKind::Authz, "svidgate_authz.wasm, decision cached", &authz_config),
+        (ModuleKind::Authz, "svidgate_authz.wasm, evaluated", &evaluated_config),
+        (ModuleKind::Authz, "svidgate_authz.wasm, evaluated on the interpreter", &interpreter_config),
     ] {
         let mut plugin = plugin(kind, config);
         let first = request(&mut plugin, &headers);
@@ -79,9 +88,10 @@ fn benches(c: &mut Criterion) {
         group.bench_function(name, |b| b.iter(|| black_box(request(&mut plugin, &headers))));
     }
     // A decision on the request body (the tool runtime's MCP policy, a 130-byte tools/call)
-    // against one at the headers (the seed policy), each measured over the whole exchange.
+    // against one at the headers (the seed policy), each measured over the whole exchange, both
+    // evaluated (a policy reading the body is never cached).
     let mcp_config = serde_json::json!({"trust_domains": ["ai.internal"], "require_peer": true, "policy": tool_runtime_policy_config().unwrap()});
-    let mut seed = plugin(ModuleKind::Authz, &authz_config);
+    let mut seed = plugin(ModuleKind::Authz, &evaluated_config);
     let mut mcp = plugin(ModuleKind::Authz, &mcp_config);
     // The first exchange of each parses the peer certificate; the figures are of later ones.
     exchange(&mut seed, &headers, None);
@@ -91,7 +101,7 @@ fn benches(c: &mut Criterion) {
     // The cost of the body alone: the same one-line policy reading the method or the tool name.
     let one_line = |condition: &str| {
         let rego = format!("package envoy.authz\nimport rego.v1\nallow if {condition}\n");
-        plugin(ModuleKind::Authz, &serde_json::json!({"trust_domains": ["ai.internal"], "require_peer": true, "policy": {"rego": rego}}))
+        plugin(ModuleKind::Authz, &evaluated(serde_json::json!({"rego": rego})))
     };
     let mut method = one_line("input.attributes.request.http.method == \"POST\"");
     let mut tool = one_line("input.parsed_body.params.name == \"read_file\"");

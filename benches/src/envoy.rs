@@ -21,7 +21,7 @@ use svidgate_e2e::pki::MintedDomain;
 use svidgate_e2e::topology::{RunDir, path_str};
 use svidgate_testpki::ORCHESTRATOR;
 
-use crate::{MCP_CALL, seed_policy_config, tool_runtime_policy_config};
+use crate::{MCP_CALL, seed_policy_config, tool_runtime_policy_config, without_decision_cache};
 
 /// How the benchmark runs.
 #[derive(Clone, Debug)]
@@ -75,6 +75,8 @@ enum Filter {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum PolicyKind {
     Seed,
+    /// The seed policy with `decision_cache_entries: 0`: evaluated on every request.
+    SeedEvaluated,
     Mcp,
 }
 
@@ -114,7 +116,17 @@ pub fn variants(before: bool) -> Vec<Variant> {
     let svidgate = |before: bool| {
         let suffix = if before { " (before)" } else { "" };
         let seed = |full| Filter::Authz { full, policy: PolicyKind::Seed, before };
-        vec![
+        // The modules built before a change may not know `decision_cache_entries`: the
+        // evaluated row is only for the current ones.
+        let evaluated = (!before).then(|| {
+            row(
+                "svidgate_authz.wasm, seed policy, allowed, decision cache off",
+                Filter::Authz { full: false, policy: PolicyKind::SeedEvaluated, before },
+                Load::Generate,
+                200,
+            )
+        });
+        let mut rows = vec![
             row(&format!("svidgate_identity.wasm, sidecar, require_peer{suffix}"), Filter::Identity { before }, Load::Generate, 200),
             row(&format!("svidgate_authz.wasm, seed policy, allowed{suffix}"), seed(false), Load::Generate, 200),
             row(&format!("svidgate_authz.wasm, seed policy, denied{suffix}"), seed(false), Load::Admin, 403),
@@ -125,7 +137,11 @@ pub fn variants(before: bool) -> Vec<Variant> {
                 200,
             ),
             row(&format!("svidgate_authz_full.wasm, seed policy, allowed{suffix}"), seed(true), Load::Generate, 200),
-        ]
+        ];
+        if let Some(evaluated) = evaluated {
+            rows.insert(2, evaluated);
+        }
+        rows
     };
     let mut all = vec![
         row(NO_FILTER, Filter::None, Load::Generate, 200),
@@ -239,6 +255,7 @@ impl Modules {
                 let module = self.module(if full { "svidgate_authz_full.wasm" } else { "svidgate_authz.wasm" }, before)?;
                 let policy = match policy {
                     PolicyKind::Seed => seed_policy_config()?,
+                    PolicyKind::SeedEvaluated => without_decision_cache(seed_policy_config()?),
                     PolicyKind::Mcp => tool_runtime_policy_config()?,
                 };
                 (wasm_filter(&module, &plugin_configuration(Some(policy)))?, String::new())

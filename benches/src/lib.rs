@@ -29,6 +29,14 @@ pub fn seed_policy_config() -> serde_json::Result<serde_json::Value> {
     Ok(serde_json::json!({"rego": SEED_POLICY, "data": serde_json::from_str::<serde_json::Value>(SEED_DATA)?}))
 }
 
+/// `policy` with the decision cache off (`decision_cache_entries: 0`): every request evaluated.
+pub fn without_decision_cache(mut policy: serde_json::Value) -> serde_json::Value {
+    if let Some(fields) = policy.as_object_mut() {
+        fields.insert("decision_cache_entries".into(), 0.into());
+    }
+    policy
+}
+
 /// The tool runtime's MCP policy, as in `policies/tool-runtime`: it reads the request body.
 pub const TOOL_RUNTIME_POLICY: &str = include_str!("../../policies/tool-runtime/authz.rego");
 /// Its data (`allowed_tools`).

@@ -25,6 +25,10 @@ pub const DEFAULT_ENTRYPOINT: &str = "data.envoy.authz.allow";
 pub const DEFAULT_EVAL_TIMEOUT: Duration = Duration::from_millis(10);
 /// Instruction budget of one evaluation unless configured otherwise.
 pub const DEFAULT_MAX_INSTRUCTIONS: usize = 1_000_000;
+/// Decisions remembered per entrypoint and VM unless configured otherwise (`policy.decision_cache_entries`).
+pub const DEFAULT_DECISION_CACHE_ENTRIES: usize = 1024;
+/// The largest `policy.decision_cache_entries` accepted.
+pub const MAX_DECISION_CACHE_ENTRIES: usize = 1 << 16;
 /// Default bundle polling delays (OPA's are 60 s and 120 s).
 pub const BUNDLE_DELAYS: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(120));
 /// Default decision-log upload delays (OPA's are 300 s and 600 s; a SIEM wants them sooner).
@@ -183,6 +187,8 @@ pub struct PolicyConfig {
     pub eval_timeout: Duration,
     /// Instruction budget of one evaluation.
     pub max_instructions: usize,
+    /// How many decisions each entrypoint remembers for requests whose facts it reads repeat (0: none).
+    pub decision_cache_entries: usize,
     /// Evaluate and log, but let policy denials through (for rolling out a policy).
     pub dry_run: bool,
     /// Decision logs, if enabled.
@@ -368,6 +374,7 @@ impl PolicyConfig {
             error_status: DEFAULT_DENY_STATUS,
             eval_timeout: DEFAULT_EVAL_TIMEOUT,
             max_instructions: DEFAULT_MAX_INSTRUCTIONS,
+            decision_cache_entries: DEFAULT_DECISION_CACHE_ENTRIES,
             dry_run: false,
             decision_logs: None,
             bundle: None,

@@ -43,12 +43,22 @@ pub struct Verdict {
     pub decision_log: Option<String>,
     /// The policy result's `dynamic_metadata` (a JSON object), for filter state.
     pub dynamic_metadata: Option<String>,
+    /// Whether the decision cache answered (`None`: the entrypoint's decisions are not cached).
+    pub decision_cache: Option<bool>,
 }
 
 impl Verdict {
     /// A decision taken without the policy (identity module, identity denial, no policy to ask).
     pub fn without_policy(decision: Decision, identity: IdentityOutcome) -> Self {
-        Self { decision, identity, would_deny: None, decision_id: None, decision_log: None, dynamic_metadata: None }
+        Self {
+            decision,
+            identity,
+            would_deny: None,
+            decision_id: None,
+            decision_log: None,
+            dynamic_metadata: None,
+            decision_cache: None,
+        }
     }
 }
 

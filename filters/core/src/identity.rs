@@ -28,9 +28,9 @@ pub struct IdentityOutcome {
 
 impl StrippedHeaders {
     /// Splits `headers` (as the proxy gave them) into identity headers and everything else.
-    pub fn strip(headers: Vec<(String, String)>, config: &IdentityConfig) -> Self {
-        let (removed, headers) =
-            headers.into_iter().partition(|(name, _)| config.is_identity_header(name));
+    pub fn strip(mut headers: Vec<(String, String)>, config: &IdentityConfig) -> Self {
+        // In place: the usual request has no identity header, and nothing moves.
+        let removed = headers.extract_if(.., |(name, _)| config.is_identity_header(name)).collect();
         Self { headers, removed }
     }
 

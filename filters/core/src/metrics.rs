@@ -61,6 +61,10 @@ pub enum Counter {
     AuthzBodyTooLarge,
     /// Requests denied because the body does not parse as its `content-type`, or is not UTF-8.
     AuthzBodyInvalid,
+    /// Decisions the decision cache answered.
+    AuthzDecisionCacheHits,
+    /// Decisions of a cached entrypoint that were evaluated (and remembered).
+    AuthzDecisionCacheMisses,
 }
 
 /// The histogram of decision latency, in microseconds (authz module).
@@ -78,7 +82,7 @@ impl Counter {
     pub const IDENTITY: [Self; 4] =
         [Self::IdentitySpoofAttempts, Self::IdentityInjected, Self::IdentityDenied, Self::PathGuardRefused];
     /// Counters of the authz module.
-    pub const AUTHZ: [Self; 26] = [
+    pub const AUTHZ: [Self; 28] = [
         Self::IdentitySpoofAttempts,
         Self::IdentityInjected,
         Self::IdentityDenied,
@@ -105,6 +109,8 @@ impl Counter {
         Self::AuthzBodyTruncated,
         Self::AuthzBodyTooLarge,
         Self::AuthzBodyInvalid,
+        Self::AuthzDecisionCacheHits,
+        Self::AuthzDecisionCacheMisses,
     ];
 
     /// The stat name.
@@ -136,12 +142,14 @@ impl Counter {
             Self::AuthzBodyTruncated => "svidgate.authz.body.truncated",
             Self::AuthzBodyTooLarge => "svidgate.authz.body.too_large",
             Self::AuthzBodyInvalid => "svidgate.authz.body.invalid",
+            Self::AuthzDecisionCacheHits => "svidgate.authz.decision_cache.hits",
+            Self::AuthzDecisionCacheMisses => "svidgate.authz.decision_cache.misses",
         }
     }
 
     /// The counters one request moves: the identity ones, and in the authz module the decision's
     /// outcome (allowed, denied, errors by kind, dry-run denials). No allocation: a request
-    /// moves at most eight.
+    /// moves at most nine.
     pub fn request_events(verdict: &Verdict, authz: bool) -> impl Iterator<Item = Self> {
         let (identity, decision) = (&verdict.identity, &verdict.decision);
         let spoof = identity.spoof_attempt.then_some(Self::IdentitySpoofAttempts);
@@ -167,7 +175,8 @@ impl Counter {
             }
             _ => None,
         };
-        [spoof, denied, injected, path_refused, outcome, kind, dry_run, body].into_iter().flatten()
+        let cache = verdict.decision_cache.map(|hit| if hit { Self::AuthzDecisionCacheHits } else { Self::AuthzDecisionCacheMisses });
+        [spoof, denied, injected, path_refused, outcome, kind, dry_run, body, cache].into_iter().flatten()
     }
 
     /// The counter of an error's kind.

@@ -239,6 +239,12 @@ async fn bundles_decision_logs_and_staleness_in_real_envoy() {
     .await;
     assert_eq!(site.generate(TOOL_RUNTIME.name, "e2e-r3").await, 403);
 
+    // Repeated decisions came from the decision cache; each bundle was evaluated afresh (the
+    // decisions above after each swap are those of the new bundle).
+    let (hits, misses) = (site.counter("decision_cache.hits").await, site.counter("decision_cache.misses").await);
+    let dump = site.envoy.admin("/stats?filter=svidgate").await.unwrap().body;
+    assert!(hits >= 1 && misses >= 3, "decision cache: {hits} hits, {misses} misses\n{dump}");
+
     // Every metric is visible to Prometheus, without the wasmcustom prefix.
     let prometheus = site.envoy.admin("/stats/prometheus").await.unwrap();
     let text = prometheus.body;
@@ -254,6 +260,8 @@ async fn bundles_decision_logs_and_staleness_in_real_envoy() {
         "svidgate_authz_policy_age_seconds",
         "svidgate_authz_decision_logs_uploaded",
         "svidgate_authz_decision_logs_dropped",
+        "svidgate_authz_decision_cache_hits",
+        "svidgate_authz_decision_cache_misses",
         "svidgate_identity_spoof_attempts",
         "svidgate_authz_decision_latency_us_bucket",
     ] {

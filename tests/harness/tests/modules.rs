@@ -122,6 +122,36 @@ fn defines_every_metric_at_configuration_and_times_each_decision() -> Result<()>
 }
 
 #[test]
+fn remembers_decisions_of_a_policy_that_reads_a_few_facts() -> Result<()> {
+    let svid = TrustDomainCa::new(TRUST_DOMAIN)?.svid(ORCHESTRATOR)?;
+    let off = AUTHZ_CONFIG.replace(r#""policy": {"#, r#""policy": {"decision_cache_entries": 0, "#);
+    let mut fuel = Vec::new();
+    for config in [AUTHZ_CONFIG, off.as_str()] {
+        let mut plugin = start(ModuleKind::Authz, config)?;
+        present(&mut plugin, &svid, ORCHESTRATOR);
+        // The first GET is evaluated (and parses the certificate); the policy reads only the
+        // method, so another request id or path is answered from the cache.
+        ensure!(get(&mut plugin, &[("x-request-id", "1")])?.0);
+        let (allowed, warm) = get(&mut plugin, &[("x-request-id", "2")])?;
+        let (also_allowed, _) = get(&mut plugin, &[("x-request-id", "3"), (":path", "/other")])?;
+        ensure!(allowed && also_allowed, "{:?}", plugin.logs());
+        let mut post = plugin.stream();
+        post.request_headers(&[(":method", "POST"), (":path", "/"), (":authority", "m"), (":scheme", "https")], true)?;
+        ensure!(post.local_reply().is_some_and(|reply| reply.status == 403), "POST allowed");
+        let missed = post.fuel_consumed_last();
+        post.finish()?;
+        let counts = (plugin.counter(Counter::AuthzDecisionCacheHits.name()), plugin.counter(Counter::AuthzDecisionCacheMisses.name()));
+        let expected = if config == AUTHZ_CONFIG { (Some(2), Some(2)) } else { (Some(0), Some(0)) };
+        ensure!(counts == expected, "hits and misses {counts:?}, expected {expected:?}");
+        fuel.push((warm, missed));
+    }
+    let ((cached, missed), (evaluated, evaluated_post)) = (fuel[0], fuel[1]);
+    println!("authz fuel per request: the same GET again cached {cached}, evaluated {evaluated}; a new POST missed {missed}, evaluated {evaluated_post}");
+    ensure!(cached < evaluated, "a cached decision cost {cached} fuel, an evaluated one {evaluated}");
+    Ok(())
+}
+
+#[test]
 fn logs_decisions_without_header_values() -> Result<()> {
     let ca = TrustDomainCa::new(TRUST_DOMAIN)?;
     let mut plugin = start(ModuleKind::Authz, AUTHZ_CONFIG)?;

@@ -52,6 +52,11 @@ impl BodyInput {
     pub fn none() -> Self {
         Self { text: None, size: 0, truncated: false, parsed: Value::Null, buffered: false }
     }
+
+    /// Whether this is the input of a request without a body ([`Self::none`]).
+    pub fn is_none(&self) -> bool {
+        self.text.is_none() && self.size == 0 && !self.truncated && self.parsed == Value::Null && !self.buffered
+    }
 }
 
 /// Why a body cannot be the policy's input.

@@ -16,6 +16,7 @@ use regorus::Value;
 use regorus::unstable::{Lexer, Source, TokenKind};
 
 use super::body::BodyInput;
+use super::cache::{KeyPlan, NOT_CACHEABLE_CALLS};
 use crate::identity::{IdentityOutcome, StrippedHeaders};
 use crate::peer::{PeerError, PeerIdentity};
 
@@ -139,9 +140,15 @@ impl InputPlan {
     /// `data[x]` reaches every package. So a route whose policy never reads the body does not
     /// wait for it because another route's policy does.
     pub fn for_entrypoints(modules: &[(String, String)], entrypoints: &[&str]) -> Vec<Self> {
+        Self::with_keys(modules, entrypoints).into_iter().map(|(plan, _)| plan).collect()
+    }
+
+    /// [`Self::for_entrypoints`], with each entrypoint's decision-cache key: `None` when its
+    /// decision is not a function of a few request facts (see [`super::cache`]).
+    pub fn with_keys(modules: &[(String, String)], entrypoints: &[&str]) -> Vec<(Self, Option<KeyPlan>)> {
         let mut scanned = Vec::with_capacity(modules.len());
         for (name, source) in modules {
-            let Some(tokens) = tokens(name, source) else { return vec![Self::ALL; entrypoints.len()] };
+            let Some(tokens) = tokens(name, source) else { return vec![(Self::ALL, None); entrypoints.len()] };
             scanned.push(tokens);
         }
         let packages: Vec<Option<Vec<String>>> = scanned.iter().map(|tokens| package(tokens)).collect();
@@ -165,13 +172,17 @@ impl InputPlan {
             }
             let reached: Vec<&[(TokenKind, String)]> =
                 scanned.iter().zip(reached).filter_map(|(tokens, reached)| reached.then_some(tokens.as_slice())).collect();
-            Self::scan(&reached)
+            let (plan, chains) = Self::scan(&reached);
+            let key = if reached.iter().any(|tokens| calls_not_cacheable(tokens)) { None } else { KeyPlan::new(&chains) };
+            (plan, key)
         };
         entrypoints.iter().map(|entrypoint| plan(entrypoint)).collect()
     }
 
-    fn scan(scanned: &[&[(TokenKind, String)]]) -> Self {
+    /// The plan, and every input reference as a static chain (read whole below its end).
+    fn scan(scanned: &[&[(TokenKind, String)]]) -> (Self, Vec<Vec<String>>) {
         let mut plan = Self::default();
+        let mut chains = Vec::new();
         // (name, the reference it is bound to); a few per policy, so plain lists.
         let mut aliases: Vec<(&str, Vec<String>)> = Vec::new();
         // Where each alias is bound (module, token): not a use.
@@ -187,18 +198,18 @@ impl InputPlan {
                         bindings.push((m, at));
                         aliases.push((name, chain));
                     }
-                    None => plan.include(&chain),
+                    None => plan.include(&mut chains, chain),
                 }
             }
         }
         if aliases.is_empty() {
-            return plan;
+            return (plan, chains);
         }
         if reads_a_package_whole(scanned) {
-            for (_, chain) in &aliases {
-                plan.include(chain);
+            for (_, chain) in aliases {
+                plan.include(&mut chains, chain);
             }
-            return plan;
+            return (plan, chains);
         }
         for (m, tokens) in scanned.iter().enumerate() {
             for (i, (kind, text)) in tokens.iter().enumerate() {
@@ -212,20 +223,21 @@ impl InputPlan {
                 }
                 let (tail, _) = reference_chain(tokens.get(i + 1..).unwrap_or_default());
                 for (_, chain) in aliases.iter().filter(|(alias, _)| *alias == name) {
-                    plan.include(&[chain.as_slice(), tail.as_slice()].concat());
+                    plan.include(&mut chains, [chain.as_slice(), tail.as_slice()].concat());
                 }
             }
         }
-        plan
+        (plan, chains)
     }
 
-    fn include(&mut self, chain: &[String]) {
+    fn include(&mut self, chains: &mut Vec<Vec<String>>, chain: Vec<String>) {
         for (path, set) in PARTS {
             // One is a prefix of the other: the reference can reach the part.
             if chain.iter().zip(path).all(|(a, b)| a == b) {
                 set(self);
             }
         }
+        chains.push(chain);
     }
 }
 
@@ -416,6 +428,20 @@ fn reference_chain(tokens: &[(TokenKind, String)]) -> (Vec<String>, usize) {
             _ => return (chain, tokens.len() - rest.len()),
         }
     }
+}
+
+/// Whether a module calls a builtin whose result is not a function of its arguments
+/// ([`NOT_CACHEABLE_CALLS`]): a dotted name followed by `(`.
+fn calls_not_cacheable(tokens: &[(TokenKind, String)]) -> bool {
+    tokens.iter().enumerate().any(|(i, (kind, text))| {
+        if *kind != TokenKind::Ident || follows_dot(tokens, i) {
+            return false;
+        }
+        let (rest, used) = reference_chain(tokens.get(i + 1..).unwrap_or_default());
+        let called = tokens.get(i + 1 + used).is_some_and(|(kind, text)| *kind == TokenKind::Symbol && text == "(");
+        let name = [std::slice::from_ref(text), rest.as_slice()].concat().join(".");
+        called && NOT_CACHEABLE_CALLS.contains(&name.as_str())
+    })
 }
 
 /// Whether token `i` is a field (`x.input`), not a root.

@@ -7,6 +7,7 @@
 
 pub mod body;
 pub mod bundle;
+pub mod cache;
 pub mod data;
 pub mod decision_log;
 mod gzip;
@@ -185,12 +186,26 @@ impl Authorizer {
         identity_config: &IdentityConfig,
         identity: IdentityOutcome,
     ) -> Verdict {
-        let input = build_input(&active.input_plan(entry), facts, &identity);
         let logs = self.settings.decision_logs.as_ref();
+        let cache = active.policy.cache(entry);
+        let key = cache.and_then(|cache| cache.key(facts));
+        let hit = cache.zip(key.as_deref()).and_then(|(cache, key)| cache.get(key));
+        // On a hit the input is built only for the decision log.
+        let input = (hit.is_none() || logs.is_some()).then(|| build_input(&active.input_plan(entry), facts, &identity));
         // Cloning a regorus value is a reference count; only decision logs need the input after
         // evaluation, and only they read the evaluation time.
-        let logged = logs.map(|_| (input.clone(), Instant::now()));
-        let evaluated = active.policy.evaluate_at(entry, input);
+        let logged = logs.and(input.clone()).map(|input| (input, Instant::now()));
+        let decision_cache = cache.map(|_| hit.is_some());
+        let evaluated = match hit {
+            Some(result) => Ok(result),
+            None => {
+                let evaluated = active.policy.evaluate_at(entry, input.unwrap_or(regorus::Value::Undefined));
+                if let (Some(cache), Some(key), Ok(result)) = (cache, key, &evaluated) {
+                    cache.insert(key, result);
+                }
+                evaluated
+            }
+        };
         let eval_ns = logged.as_ref().map(|(_, started)| u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
         let error_status = self.settings.error_status;
         // `dynamic_metadata` is published whatever the decision, as opa-envoy-plugin publishes it
@@ -217,7 +232,15 @@ impl Authorizer {
             decision = Decision::Allow { request_edits, response_headers: Vec::new() };
         }
         let (Some(logs), Some((input, _))) = (logs, logged) else {
-            return Verdict { decision, identity, would_deny, decision_id: None, decision_log: None, dynamic_metadata };
+            return Verdict {
+                decision,
+                identity,
+                would_deny,
+                decision_id: None,
+                decision_log: None,
+                dynamic_metadata,
+                decision_cache,
+            };
         };
         let id = self.decision_id();
         if let Some(header) = &logs.decision_id_header {
@@ -239,7 +262,7 @@ impl Authorizer {
                 outcome: outcome(&decision, would_deny.as_ref()),
             })
         });
-        Verdict { decision, identity, would_deny, decision_id: Some(id), decision_log, dynamic_metadata }
+        Verdict { decision, identity, would_deny, decision_id: Some(id), decision_log, dynamic_metadata, decision_cache }
     }
 
     /// A new decision id: a random UUID (version 4). Never the request's `x-request-id`, which

@@ -12,6 +12,7 @@ use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::{Engine, LimitError, Value};
 
 use super::bundle::{Bundle, BundleError};
+use super::cache::DecisionCache;
 use super::InputPlan;
 use crate::config::PolicyConfig;
 use crate::config::ConfigError;
@@ -44,6 +45,8 @@ struct Entry {
     entrypoint: String,
     evaluator: Evaluator,
     plan: InputPlan,
+    /// Its results by the request facts it reads, when it reads only a few (`super::cache`).
+    cache: Option<DecisionCache>,
 }
 
 /// Which of regorus's engines evaluates an entrypoint.
@@ -63,7 +66,11 @@ impl std::fmt::Debug for Policy {
                 Evaluator::Vm(_) => None,
                 Evaluator::Interpreter(reason) => Some(reason),
             };
-            list.entry(&format_args!("{} (interpreter: {interpreter:?}, plan: {:?})", entry.entrypoint, entry.plan));
+            let cached = entry.cache.is_some();
+            list.entry(&format_args!(
+                "{} (interpreter: {interpreter:?}, plan: {:?}, cached: {cached})",
+                entry.entrypoint, entry.plan
+            ));
         }
         list.finish()
     }
@@ -105,7 +112,7 @@ impl Policy {
         let data = Value::from_json_str(&data.to_string()).map_err(|e| fail(&e))?;
         let timer = ExecutionTimerConfig { limit: config.eval_timeout, check_interval: TIMER_CHECK_INTERVAL };
         let entrypoints = config.entrypoints();
-        let mut plans = InputPlan::for_entrypoints(modules, &entrypoints).into_iter();
+        let mut plans = InputPlan::with_keys(modules, &entrypoints).into_iter();
         let mut entries = Vec::new();
         let mut interpreter_ready = false;
         // Every entrypoint through the VM compiler first, before the interpreter gets the data.
@@ -169,8 +176,10 @@ impl Policy {
                     Evaluator::Interpreter(vm_refusal(&error))
                 }
             };
-            let plan = plans.next().unwrap_or(InputPlan::ALL);
-            entries.push(Entry { entrypoint: entrypoint.to_owned(), evaluator, plan });
+            let (plan, key) = plans.next().unwrap_or((InputPlan::ALL, None));
+            let capacity = config.decision_cache_entries;
+            let cache = key.filter(|_| capacity > 0).map(|key| DecisionCache::new(key, capacity));
+            entries.push(Entry { entrypoint: entrypoint.to_owned(), evaluator, plan, cache });
         }
         Ok(Self { entries, interpreter: interpreter_ready.then(|| RefCell::new(engine)) })
     }
@@ -187,6 +196,11 @@ impl Policy {
     /// Which optional parts of the input entrypoint `entry` can read (`None`: no such entry).
     pub fn input_plan(&self, entry: usize) -> Option<&InputPlan> {
         self.entries.get(entry).map(|entry| &entry.plan)
+    }
+
+    /// The decision cache of entrypoint `entry`, if its decisions are cached.
+    pub fn cache(&self, entry: usize) -> Option<&DecisionCache> {
+        self.entries.get(entry).and_then(|entry| entry.cache.as_ref())
     }
 
     /// Evaluates the first entrypoint for `input` (the only one, for tools that compile one);

@@ -7,11 +7,38 @@
 //! only on allow; `body` and `http_status` (a status Envoy's `StatusCode` and Go both know) only
 //! on deny. Undefined means deny. Anything else is an error, and errors deny.
 
+use std::sync::LazyLock;
+
 use regorus::Value;
 
 use crate::config::{IdentityConfig, header_name};
 use crate::decision::{Decision, DenyReason, HeaderEdit, QueryEdit};
 use crate::identity::IdentityOutcome;
+
+/// The result's keys as ready-made regorus strings: a lookup allocates nothing.
+struct Keys {
+    allowed: Value,
+    body: Value,
+    dynamic_metadata: Value,
+    headers: Value,
+    http_status: Value,
+    query_parameters_to_remove: Value,
+    query_parameters_to_set: Value,
+    request_headers_to_remove: Value,
+    response_headers_to_add: Value,
+}
+
+static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
+    allowed: "allowed".into(),
+    body: "body".into(),
+    dynamic_metadata: "dynamic_metadata".into(),
+    headers: "headers".into(),
+    http_status: "http_status".into(),
+    query_parameters_to_remove: "query_parameters_to_remove".into(),
+    query_parameters_to_set: "query_parameters_to_set".into(),
+    request_headers_to_remove: "request_headers_to_remove".into(),
+    response_headers_to_add: "response_headers_to_add".into(),
+});
 
 /// Turns the policy's value into a decision, and its `dynamic_metadata` (JSON) when the result
 /// is valid; the identity header is set last, after the policy's own edits, which may not touch it.
@@ -47,7 +74,7 @@ fn decide(verdict: Verdict, config: &IdentityConfig, identity: &IdentityOutcome)
 /// object, on allow and on deny alike.
 pub fn dynamic_metadata(result: &Value) -> Result<Option<String>, DenyReason> {
     let Value::Object(object) = result else { return Ok(None) };
-    match object.get(&Value::from("dynamic_metadata")) {
+    match object.get(&KEYS.dynamic_metadata) {
         None => Ok(None),
         Some(metadata @ Value::Object(_)) => serde_json::to_string(metadata)
             .map(Some)
@@ -72,15 +99,15 @@ fn read(result: &Value, config: &IdentityConfig) -> Result<Verdict, DenyReason> 
         Value::Object(object) => object,
         other => return Err(invalid(format!("expected a boolean or an object, got {}", type_name(other)))),
     };
-    let field = |name: &str| object.get(&Value::from(name));
-    let allowed = match field("allowed") {
+    let field = |key: &Value| object.get(key);
+    let allowed = match field(&KEYS.allowed) {
         Some(Value::Bool(b)) => *b,
         Some(other) => return Err(invalid(format!("'allowed' must be a boolean, got {}", type_name(other)))),
         None => return Err(invalid("the result object has no 'allowed'".to_owned())),
     };
-    let headers = field("headers").map(|v| header_list("headers", v)).transpose()?.unwrap_or_default();
+    let headers = field(&KEYS.headers).map(|v| header_list("headers", v)).transpose()?.unwrap_or_default();
     if !allowed {
-        let status = match field("http_status") {
+        let status = match field(&KEYS.http_status) {
             None => None,
             Some(v) => Some(
                 v.as_u64()
@@ -90,7 +117,7 @@ fn read(result: &Value, config: &IdentityConfig) -> Result<Verdict, DenyReason> 
                     .ok_or_else(|| invalid(format!("'http_status' must be a status code Envoy knows, got {v}")))?,
             ),
         };
-        let body = match field("body") {
+        let body = match field(&KEYS.body) {
             None => String::new(),
             Some(Value::String(s)) => s.to_string(),
             Some(other) => return Err(invalid(format!("'body' must be a string, got {}", type_name(other)))),
@@ -108,7 +135,7 @@ fn read(result: &Value, config: &IdentityConfig) -> Result<Verdict, DenyReason> 
         };
         request_edits.push(edit);
     }
-    if let Some(list) = field("request_headers_to_remove") {
+    if let Some(list) = field(&KEYS.request_headers_to_remove) {
         let names = list
             .as_array()
             .map_err(|_| invalid("'request_headers_to_remove' must be an array of strings".to_owned()))?;
@@ -122,11 +149,11 @@ fn read(result: &Value, config: &IdentityConfig) -> Result<Verdict, DenyReason> 
             request_edits.push(HeaderEdit::Remove(name));
         }
     }
-    let response_headers = field("response_headers_to_add")
+    let response_headers = field(&KEYS.response_headers_to_add)
         .map(|v| header_list("response_headers_to_add", v))
         .transpose()?
         .unwrap_or_default();
-    let query = query_edit(field("query_parameters_to_set"), field("query_parameters_to_remove"))?;
+    let query = query_edit(field(&KEYS.query_parameters_to_set), field(&KEYS.query_parameters_to_remove))?;
     if !query.set.is_empty() || !query.remove.is_empty() {
         request_edits.push(HeaderEdit::Query(query));
     }

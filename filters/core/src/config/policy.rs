@@ -8,8 +8,8 @@ use serde::Deserialize;
 
 use super::{
     BUNDLE_DELAYS, BundleConfig, ConfigError, DEFAULT_ENTRYPOINT, DEFAULT_EVAL_TIMEOUT, DEFAULT_LOG_BUFFER_BYTES,
-    DEFAULT_LOG_UPLOAD_BYTES, DEFAULT_MASK, DEFAULT_MAX_BUNDLE_BYTES, DEFAULT_MAX_INSTRUCTIONS, DecisionLogConfig,
-    LOG_DELAYS, LogServiceConfig, MAX_REQUEST_BYTES_LIMIT, PolicyConfig, RequestBodyConfig, RouteKey, RoutesConfig, ServiceConfig, duration, error_status, header_name, invalid,
+    DEFAULT_LOG_UPLOAD_BYTES, DEFAULT_MASK, DEFAULT_DECISION_CACHE_ENTRIES, DEFAULT_MAX_BUNDLE_BYTES, DEFAULT_MAX_INSTRUCTIONS, DecisionLogConfig,
+    LOG_DELAYS, LogServiceConfig, MAX_DECISION_CACHE_ENTRIES, MAX_REQUEST_BYTES_LIMIT, PolicyConfig, RequestBodyConfig, RouteKey, RoutesConfig, ServiceConfig, duration, error_status, header_name, invalid,
     normalize_entrypoint,
 };
 
@@ -25,6 +25,7 @@ pub(super) struct RawPolicy {
     error_status: Option<u16>,
     eval_timeout: Option<String>,
     max_instructions: Option<usize>,
+    decision_cache_entries: Option<usize>,
     #[serde(default)]
     dry_run: bool,
     decision_logs: Option<RawDecisionLogs>,
@@ -148,6 +149,16 @@ impl RawPolicy {
                 Some(v) => duration("policy.eval_timeout", v, true)?,
             },
             max_instructions: self.max_instructions.unwrap_or(DEFAULT_MAX_INSTRUCTIONS),
+            decision_cache_entries: match self.decision_cache_entries {
+                None => DEFAULT_DECISION_CACHE_ENTRIES,
+                Some(n) if n <= MAX_DECISION_CACHE_ENTRIES => n,
+                Some(n) => {
+                    return Err(invalid(
+                        "policy.decision_cache_entries",
+                        format!("{n} is more than {MAX_DECISION_CACHE_ENTRIES}"),
+                    ));
+                }
+            },
             dry_run: self.dry_run,
             decision_logs: self.decision_logs.map(RawDecisionLogs::typed).transpose()?,
             bundle: self.bundle.as_ref().map(RawService::bundle).transpose()?,

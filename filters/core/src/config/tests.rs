@@ -96,6 +96,7 @@ fn reads_the_policy_block_with_defaults() {
     assert_eq!(cfg.entrypoint, DEFAULT_ENTRYPOINT);
     assert_eq!((cfg.error_status, cfg.eval_timeout, cfg.max_instructions), (403, DEFAULT_EVAL_TIMEOUT, DEFAULT_MAX_INSTRUCTIONS));
     assert!(!cfg.dry_run && cfg.decision_logs.is_none() && cfg.bundle.is_none() && cfg.max_policy_age.is_none());
+    assert_eq!(cfg.decision_cache_entries, 1024);
     let cfg = policy(r#"{"rego": {"b.rego": "package b", "a.rego": "package a"}, "entrypoint": "istio/authz/allow"}"#).unwrap();
     assert_eq!(cfg.modules.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["a.rego", "b.rego"]);
     assert_eq!(cfg.entrypoint, "data.istio.authz.allow");
@@ -128,6 +129,7 @@ fn refuses_bad_policy_blocks_naming_the_key() {
         (r#"{"rego": "package x", "error_status": 302}"#, "policy.error_status: 302 is not an http error status"),
         (r#"{"rego": "package x", "eval_timeout": "0ms"}"#, "policy.eval_timeout: \"0ms\" is not a duration"),
         (r#"{"rego": "package x", "max_instructions": -1}"#, "policy.max_instructions: invalid value: integer `-1`"),
+        (r#"{"rego": "package x", "decision_cache_entries": 65537}"#, "policy.decision_cache_entries: 65537 is more than 65536"),
         (r#"{"rego": "package x", "max_policy_age": "10m"}"#, "policy.max_policy_age: needs policy.bundle"),
         (r#"{"bundle": {"cluster": "b"}, "max_policy_age": "10"}"#, "policy.max_policy_age: \"10\" is not a duration"),
         (r#"{"bundle": {}}"#, "policy.bundle: missing field `cluster`"),

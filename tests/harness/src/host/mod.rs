@@ -88,6 +88,10 @@ impl Module {
     pub fn from_bytes(bytes: &[u8]) -> Result<Module> {
         let mut config = wasmtime::Config::new();
         config.consume_fuel(true);
+        // For profiling (examples/profile_request.rs): perf names the module's functions.
+        if std::env::var_os("SVIDGATE_WASM_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(wasm_error)?;
         let module = wasmtime::Module::new(&engine, bytes).map_err(wasm_error).context("compiling the module")?;
         // Envoy refuses modules that do not declare the ABI version they were built for.

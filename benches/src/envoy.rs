@@ -41,6 +41,8 @@ pub struct Settings {
     /// Modules built before a change (a `target/modules` copy): svidgate's variants run with
     /// them too, in the same rounds, as "(before)" rows.
     pub before: Option<PathBuf>,
+    /// Also the no-op filter making host calls (`benches/noop`): what each crossing costs.
+    pub host_calls: bool,
 }
 
 /// One measured run.
@@ -68,6 +70,8 @@ enum Filter {
     /// identity header with the peer's URI SAN: the native way to do svidgate's headers-only job.
     NativeRbac,
     Noop,
+    /// The no-op filter making these host calls once per request (`benches/noop`).
+    NoopCalling(&'static [&'static str]),
     Identity { before: bool },
     Authz { full: bool, policy: PolicyKind, before: bool },
 }
@@ -109,9 +113,13 @@ pub const NO_FILTER: &str = "no filter";
 /// The floor of every Wasm filter.
 pub const NO_OP: &str = "no-op Proxy-Wasm filter (benches/noop)";
 
+/// The host calls `svidgate_identity.wasm` makes on a request like the benchmark's: the header
+/// map, the clock, the peer's certificate digest, Envoy's log level, one counter, the identity header.
+const IDENTITY_CALLS: &[&str] = &["headers", "time", "property", "log_level", "metric", "set_header"];
+
 /// Every variant, in table order; with `before`, svidgate's rows again on the modules built
-/// before a change.
-pub fn variants(before: bool) -> Vec<Variant> {
+/// before a change; with `host_calls`, the no-op filter making host calls.
+pub fn variants(before: bool, host_calls: bool) -> Vec<Variant> {
     let row = |name: &str, filter, load, expect| Variant { name: name.to_owned(), filter, load, expect };
     let svidgate = |before: bool| {
         let suffix = if before { " (before)" } else { "" };
@@ -148,6 +156,16 @@ pub fn variants(before: bool) -> Vec<Variant> {
         row("native RBAC + route header remove/add", Filter::NativeRbac, Load::Generate, 200),
         row(NO_OP, Filter::Noop, Load::Generate, 200),
     ];
+    if host_calls {
+        for (name, calls) in [
+            ("no-op + read the request header map", &["headers"][..]),
+            ("no-op + read one property (peer certificate digest)", &["property"][..]),
+            ("no-op + set one request header", &["set_header"][..]),
+            ("no-op + the identity module's 6 host calls", IDENTITY_CALLS),
+        ] {
+            all.push(row(name, Filter::NoopCalling(calls), Load::Generate, 200));
+        }
+    }
     all.extend(svidgate(false));
     if before {
         all.extend(svidgate(true));
@@ -248,6 +266,7 @@ impl Modules {
             Filter::None => (String::new(), String::new()),
             Filter::NativeRbac => (RBAC.to_owned(), RBAC_ROUTE.to_owned()),
             Filter::Noop => (wasm_filter(&self.noop, &json!({}))?, String::new()),
+            Filter::NoopCalling(calls) => (wasm_filter(&self.noop, &json!({"calls": calls}))?, String::new()),
             Filter::Identity { before } => {
                 (wasm_filter(&self.module("svidgate_identity.wasm", before)?, &plugin_configuration(None))?, String::new())
             }
@@ -274,7 +293,7 @@ pub async fn run(settings: &Settings) -> Result<Vec<(Variant, Vec<Sample>)>> {
     let client = TlsClient::new(&pki.bundle(), Some(&pki.cert(ORCHESTRATOR.name)?))?;
     let modules = Modules::find(settings.before.as_deref())?;
     let template = std::fs::read_to_string(paths::workspace_root().join("benches/envoy-bench.yaml"))?;
-    let variants: Vec<Variant> = variants(settings.before.is_some())
+    let variants: Vec<Variant> = variants(settings.before.is_some(), settings.host_calls)
         .into_iter()
         .filter(|v| settings.only.is_empty() || settings.only.iter().any(|only| v.name.contains(only.as_str())))
         .collect();

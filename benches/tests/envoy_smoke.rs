@@ -18,10 +18,11 @@ fn every_variant_runs_in_real_envoy() {
         pin_envoy: false,
         only: Vec::new(),
         before: None,
+        host_calls: true,
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let results = runtime.block_on(run(&settings)).unwrap();
-    assert_eq!(results.len(), variants(false).len());
+    assert_eq!(results.len(), variants(false, true).len());
     for (variant, samples) in &results {
         let [sample] = samples.as_slice() else { panic!("{}: {samples:?}", variant.name) };
         assert!(sample.rps > 0.0 && sample.cpu_us > 0.0 && sample.rss_mb > 0.0, "{}: {sample:?}", variant.name);
@@ -29,7 +30,7 @@ fn every_variant_runs_in_real_envoy() {
     }
     let table = table(&results);
     println!("{table}");
-    for variant in variants(false) {
+    for variant in variants(false, true) {
         assert!(table.contains(&format!("| {} |", variant.name)), "{table}");
     }
 }

@@ -166,7 +166,8 @@ enum Step {
     /// prints the README's Performance table; its options: --rounds N (3), --warmup S (2),
     /// --seconds S (8), --connections N (16), --only TEXT (variants whose name contains it),
     /// --before DIR (svidgate's rows again on the modules in DIR, a target/modules copy from
-    /// before a change, in the same rounds).
+    /// before a change, in the same rounds), --host-calls (rows of the no-op filter making the
+    /// host calls svidgate makes: what each crossing into Envoy costs).
     #[command(verbatim_doc_comment)]
     Bench {
         /// `envoy` and its options, for the real-Envoy benchmark

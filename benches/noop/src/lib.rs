@@ -1,9 +1,34 @@
 //! A Proxy-Wasm HTTP filter that does nothing: every callback returns `Continue`. What Envoy
 //! spends on it is the fixed cost of a Wasm filter in its V8 (creating the stream's context,
 //! crossing into the VM per callback), the floor under svidgate's modules.
+//!
+//! Its plugin configuration can name host calls to make once per request, on the request headers
+//! (`cargo xtask bench envoy --host-calls`), so that what each crossing costs in Envoy is measured
+//! apart from any work in the module: `"headers"` reads the request header map,
+//! `"property"` reads `connection.sha256_peer_certificate_digest`, `"set_header"` sets one request
+//! header, `"time"`, `"log_level"` and `"metric"` read the clock, Envoy's log level and increment
+//! a counter. Anything else in the configuration is ignored.
 
+use std::cell::RefCell;
+
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
+
+/// A host call the configuration names.
+#[derive(Clone, Copy)]
+enum Call {
+    Headers,
+    Property,
+    SetHeader,
+    Time,
+    LogLevel,
+    Metric(u32),
+}
+
+thread_local! {
+    static CALLS: RefCell<Vec<Call>> = const { RefCell::new(Vec::new()) };
+}
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
@@ -15,6 +40,30 @@ struct NoopRoot;
 impl Context for NoopRoot {}
 
 impl RootContext for NoopRoot {
+    fn on_configure(&mut self, _configuration_size: usize) -> bool {
+        let configuration = self.get_plugin_configuration().unwrap_or_default();
+        let configuration = String::from_utf8_lossy(&configuration);
+        let named = |name: &str| configuration.contains(&format!("\"{name}\""));
+        let mut calls = Vec::new();
+        for (name, call) in [
+            ("headers", Call::Headers),
+            ("property", Call::Property),
+            ("set_header", Call::SetHeader),
+            ("time", Call::Time),
+            ("log_level", Call::LogLevel),
+        ] {
+            if named(name) {
+                calls.push(call);
+            }
+        }
+        if named("metric") {
+            let id = hostcalls::define_metric(MetricType::Counter, "noop.requests").unwrap_or(0);
+            calls.push(Call::Metric(id));
+        }
+        CALLS.with(|c| *c.borrow_mut() = calls);
+        true
+    }
+
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
@@ -28,4 +77,20 @@ struct Noop;
 
 impl Context for Noop {}
 
-impl HttpContext for Noop {}
+impl HttpContext for Noop {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        CALLS.with(|calls| {
+            for call in calls.borrow().iter() {
+                match *call {
+                    Call::Headers => drop(hostcalls::get_map_bytes(MapType::HttpRequestHeaders)),
+                    Call::Property => drop(hostcalls::get_property(vec!["connection", "sha256_peer_certificate_digest"])),
+                    Call::SetHeader => drop(hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-noop", Some("1"))),
+                    Call::Time => drop(hostcalls::get_current_time()),
+                    Call::LogLevel => drop(hostcalls::get_log_level()),
+                    Call::Metric(id) => drop(hostcalls::increment_metric(id, 1)),
+                }
+            }
+        });
+        Action::Continue
+    }
+}

@@ -1,9 +1,11 @@
 //! `svidgate-envoy-bench [--rounds N] [--warmup S] [--seconds S] [--connections N] [--only TEXT]...
-//! [--before DIR]`:
+//! [--before DIR] [--host-calls]`:
 //! the real-Envoy load benchmark (benches/src/envoy.rs); prints the Markdown table of the README's
 //! Performance section. `cargo xtask bench envoy` builds the modules and runs it. `--before DIR`
 //! also runs svidgate's rows on the modules in DIR (a copy of `target/modules` from before a
-//! change), interleaved in the same rounds: before and after, measured in one run.
+//! change), interleaved in the same rounds: before and after, measured in one run. `--host-calls`
+//! adds rows of the no-op filter making host calls (one header-map read, one property read, one
+//! header write, the identity module's six), the floor under any filter that does those.
 //!
 //! On a machine with two CPUs or more, Envoy runs pinned to CPU 0 and this process (the load
 //! client, one thread) re-executes itself pinned to CPU 1 with `taskset`.
@@ -54,6 +56,7 @@ fn parse(mut args: impl Iterator<Item = String>, pin_envoy: bool) -> Result<Sett
         pin_envoy,
         only: Vec::new(),
         before: None,
+        host_calls: false,
     };
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
@@ -64,6 +67,7 @@ fn parse(mut args: impl Iterator<Item = String>, pin_envoy: bool) -> Result<Sett
             "--connections" => settings.connections = value()?.parse()?,
             "--only" => settings.only.push(value()?),
             "--before" => settings.before = Some(value()?.into()),
+            "--host-calls" => settings.host_calls = true,
             other => bail!("unknown argument {other:?}; see the top of benches/src/bin/svidgate-envoy-bench.rs"),
         }
     }

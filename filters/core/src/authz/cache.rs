@@ -16,6 +16,7 @@
 //! dry run, decision id, decision log).
 
 use std::cell::RefCell;
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use regorus::Value;
@@ -27,21 +28,12 @@ use super::RequestFacts;
 pub const MAX_KEY_BYTES: usize = 2048;
 
 /// Where one part of the input the policy can read comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Origin {
-    /// Every value of one request header, by lower-case name.
-    Header(&'static str),
+    /// One request fact.
+    Is(Fact),
     /// The header map: one value per header named in the reference, the whole map otherwise.
     Headers,
-    Principal,
-    SourceAddress,
-    DestinationAddress,
-    DestinationPrincipal,
-    Protocol,
-    Sni,
-    /// The body's parts: the same for every request without a body; a request with one is
-    /// evaluated, never cached.
-    Body,
     /// The same for every request.
     Constant,
     /// Differs per request (or per second): an entrypoint reading it gets no cache.
@@ -51,32 +43,32 @@ enum Origin {
 /// Every part [`build_input`](super::build_input) can build, and where it comes from. A test
 /// builds an input with every part and checks each of its leaves is covered here.
 const SOURCES: [(&[&str], Origin); 25] = [
-    (&["attributes", "source", "principal"], Origin::Principal),
-    (&["attributes", "source", "address"], Origin::SourceAddress),
+    (&["attributes", "source", "principal"], Origin::Is(Fact::Principal)),
+    (&["attributes", "source", "address"], Origin::Is(Fact::SourceAddress)),
     (&["attributes", "source", "certificate"], Origin::PerRequest),
-    (&["attributes", "destination", "principal"], Origin::DestinationPrincipal),
-    (&["attributes", "destination", "address"], Origin::DestinationAddress),
+    (&["attributes", "destination", "principal"], Origin::Is(Fact::DestinationPrincipal)),
+    (&["attributes", "destination", "address"], Origin::Is(Fact::DestinationAddress)),
     (&["attributes", "request", "http", "id"], Origin::PerRequest),
-    (&["attributes", "request", "http", "method"], Origin::Header(":method")),
-    (&["attributes", "request", "http", "path"], Origin::Header(":path")),
-    (&["attributes", "request", "http", "host"], Origin::Header(":authority")),
-    (&["attributes", "request", "http", "scheme"], Origin::Header(":scheme")),
-    (&["attributes", "request", "http", "protocol"], Origin::Protocol),
+    (&["attributes", "request", "http", "method"], Origin::Is(Fact::Header(Cow::Borrowed(":method")))),
+    (&["attributes", "request", "http", "path"], Origin::Is(Fact::Header(Cow::Borrowed(":path")))),
+    (&["attributes", "request", "http", "host"], Origin::Is(Fact::Header(Cow::Borrowed(":authority")))),
+    (&["attributes", "request", "http", "scheme"], Origin::Is(Fact::Header(Cow::Borrowed(":scheme")))),
+    (&["attributes", "request", "http", "protocol"], Origin::Is(Fact::Protocol)),
     (&["attributes", "request", "http", "headers"], Origin::Headers),
-    (&["attributes", "request", "http", "body"], Origin::Body),
-    (&["attributes", "request", "http", "size"], Origin::Body),
+    (&["attributes", "request", "http", "body"], Origin::Is(Fact::Body)),
+    (&["attributes", "request", "http", "size"], Origin::Is(Fact::Body)),
     (&["attributes", "request", "time"], Origin::PerRequest),
     (&["attributes", "metadataContext"], Origin::PerRequest),
-    (&["attributes", "tlsSession"], Origin::Sni),
-    (&["truncated_body"], Origin::Body),
-    (&["parsed_body"], Origin::Body),
+    (&["attributes", "tlsSession"], Origin::Is(Fact::Sni)),
+    (&["truncated_body"], Origin::Is(Fact::Body)),
+    (&["parsed_body"], Origin::Is(Fact::Body)),
     (&["version"], Origin::Constant),
-    (&["source_principal"], Origin::Principal),
-    (&["parsed_path"], Origin::Header(":path")),
-    (&["parsed_query"], Origin::Header(":path")),
+    (&["source_principal"], Origin::Is(Fact::Principal)),
+    (&["parsed_path"], Origin::Is(Fact::Header(Cow::Borrowed(":path")))),
+    (&["parsed_query"], Origin::Is(Fact::Header(Cow::Borrowed(":path")))),
     (&["svidgate"], Origin::PerRequest),
     // Not built (the body is `body`), but a reference must not make the key forget the body.
-    (&["attributes", "request", "http", "raw_body"], Origin::Body),
+    (&["attributes", "request", "http", "raw_body"], Origin::Is(Fact::Body)),
 ];
 
 /// Builtins whose result is not a function of their arguments (regorus's `must_cache` list, and
@@ -97,13 +89,16 @@ pub const NOT_CACHEABLE_CALLS: [&str; 10] = [
 /// One request fact in the key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Fact {
-    Header(String),
+    /// Every value of one request header, by lower-case name.
+    Header(Cow<'static, str>),
     Principal,
     SourceAddress,
     DestinationAddress,
     DestinationPrincipal,
     Protocol,
     Sni,
+    /// The body's parts: the same for every request without a body; a request with one is
+    /// evaluated, never cached.
     Body,
 }
 
@@ -120,8 +115,8 @@ impl KeyPlan {
     pub fn new(chains: &[Vec<String>]) -> Option<Self> {
         let mut facts = Vec::new();
         for chain in chains {
-            for (path, source) in SOURCES {
-                let overlap = chain.iter().zip(path).all(|(a, b)| a == b);
+            for (path, source) in &SOURCES {
+                let overlap = chain.iter().zip(path.iter()).all(|(a, b)| a == b);
                 if !overlap {
                     continue;
                 }
@@ -129,15 +124,8 @@ impl KeyPlan {
                     Origin::Constant => continue,
                     Origin::PerRequest => return None,
                     // The whole map holds `x-request-id`; a header named in the reference is one fact.
-                    Origin::Headers => Fact::Header(chain.get(path.len())?.clone()),
-                    Origin::Header(name) => Fact::Header(name.to_owned()),
-                    Origin::Principal => Fact::Principal,
-                    Origin::SourceAddress => Fact::SourceAddress,
-                    Origin::DestinationAddress => Fact::DestinationAddress,
-                    Origin::DestinationPrincipal => Fact::DestinationPrincipal,
-                    Origin::Protocol => Fact::Protocol,
-                    Origin::Sni => Fact::Sni,
-                    Origin::Body => Fact::Body,
+                    Origin::Headers => Fact::Header(Cow::Owned(chain.get(path.len())?.clone())),
+                    Origin::Is(fact) => fact.clone(),
                 };
                 if !facts.contains(&fact) {
                     facts.push(fact);

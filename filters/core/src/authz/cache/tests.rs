@@ -267,3 +267,72 @@ fn the_cache_is_bounded() {
     cache.insert(vec![b'x'; MAX_KEY_BYTES + 1], &regorus::Value::Bool(true));
     assert_eq!(cache.len(), 1);
 }
+
+/// Every policy under `policies/`, as (modules, data).
+fn project_policies() -> Vec<(String, serde_json::Value, serde_json::Value)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
+    let mut policies = Vec::new();
+    for dir in std::fs::read_dir(&root).unwrap() {
+        let dir = dir.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let mut modules = serde_json::Map::new();
+        for file in std::fs::read_dir(&dir).unwrap() {
+            let file = file.unwrap().path();
+            let name = file.file_name().unwrap().to_string_lossy().into_owned();
+            if name.ends_with(".rego") && !name.ends_with("_test.rego") {
+                modules.insert(name, std::fs::read_to_string(&file).unwrap().into());
+            }
+        }
+        let data = serde_json::from_str(&std::fs::read_to_string(dir.join("data.json")).unwrap()).unwrap();
+        policies.push((dir.file_name().unwrap().to_string_lossy().into_owned(), modules.into(), data));
+    }
+    assert!(policies.len() >= 4, "{policies:?}");
+    policies
+}
+
+/// The project's policies decide a long mixed sequence of bodiless requests, with repeats, the
+/// same with the cache on as evaluated every time: the key misses nothing those policies read.
+#[test]
+fn the_project_policies_decide_the_same_cached_and_evaluated() {
+    let callers = [ORCHESTRATOR, EDGE, "spiffe://ai.internal/ns/agents/sa/code-agent", "spiffe://ai.internal/ns/pipelines/sa/ingest"];
+    let methods = ["GET", "POST", "DELETE"];
+    let paths = ["/v1/generate", "/v1/admin", "/v1/agent/run", "/v1/chat/completions", "/mcp", "/v1/collections/product-docs/query", "/v1/collections/product-docs/upsert", "/v1/collections/hr-records/query", "/v1/generate?x=1"];
+    let tenants = [None, Some("a"), Some("b")];
+    for (name, rego, data) in project_policies() {
+        let cached = authorizer(serde_json::json!({"rego": rego, "data": data}));
+        let evaluated = authorizer(serde_json::json!({"rego": rego, "data": data, "decision_cache_entries": 0}));
+        // A fixed pseudo-random walk: the same sequence every run.
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: usize| {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            usize::try_from(state >> 33).unwrap() % n
+        };
+        let (mut hits, mut allowed) = (0, 0);
+        for i in 0..400 {
+            let caller = callers[next(callers.len())];
+            let mut pairs = vec![(":method", methods[next(methods.len())]), (":path", paths[next(paths.len())])];
+            let id = i.to_string();
+            pairs.push(("x-request-id", id.as_str()));
+            if let Some(tenant) = tenants[next(tenants.len())] {
+                pairs.push(("x-tenant", tenant));
+            }
+            let (config, peer, h) = (identity_config(), peer(caller), headers(&pairs));
+            let verdict = |authorizer: &Authorizer| {
+                let active = authorizer.policy_at(UNIX_EPOCH + Duration::from_secs(2_000)).unwrap();
+                authorizer.evaluate(&active, 0, &facts(&h, &peer), &config, config.resolve(Ok(&peer), &h))
+            };
+            let (cached_verdict, evaluated_verdict) = (verdict(&cached), verdict(&evaluated));
+            assert_eq!(
+                format!("{:?}", cached_verdict.decision),
+                format!("{:?}", evaluated_verdict.decision),
+                "{name}: {caller} {pairs:?}"
+            );
+            hits += usize::from(cached_verdict.decision_cache == Some(true));
+            allowed += usize::from(cached_verdict.decision.is_allow());
+        }
+        println!("{name}: {hits} of 400 answered from the cache, {allowed} allowed");
+        assert!(hits > 100 && allowed > 0, "{name}: {hits} hits, {allowed} allowed");
+    }
+}

@@ -63,7 +63,8 @@ pub enum Counter {
     AuthzBodyInvalid,
     /// Decisions the decision cache answered.
     AuthzDecisionCacheHits,
-    /// Decisions of a cached entrypoint that were evaluated (and remembered).
+    /// Decisions of a cached entrypoint that were evaluated: facts not seen yet (then remembered),
+    /// or a request with a body.
     AuthzDecisionCacheMisses,
 }
 

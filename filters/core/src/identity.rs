@@ -39,6 +39,11 @@ impl StrippedHeaders {
         &self.headers
     }
 
+    /// The values of the request header `name` (lower-case, as the proxy gives names), in order.
+    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
     /// The identity headers that arrived with the request (name, value), in order.
     pub fn removed(&self) -> &[(String, String)] {
         &self.removed

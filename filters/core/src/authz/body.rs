@@ -161,7 +161,7 @@ pub(super) fn lists(pairs: Vec<(String, Value)>) -> Value {
 
 /// A header's values as ext_authz's header map has them: repeats joined with `,`.
 fn joined(headers: &StrippedHeaders, name: &str) -> Option<String> {
-    let mut values = headers.headers().iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    let mut values = headers.values(name);
     let first = values.next()?;
     Some(values.fold(first.to_owned(), |joined, v| joined + "," + v))
 }

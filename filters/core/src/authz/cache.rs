@@ -151,7 +151,7 @@ impl KeyPlan {
             match fact {
                 // Every value, in order: the input joins repeated headers.
                 Fact::Header(name) => {
-                    for (_, value) in request.headers.headers().iter().filter(|(n, _)| n == name) {
+                    for value in request.headers.values(name) {
                         field(Some(value));
                     }
                     field(None);

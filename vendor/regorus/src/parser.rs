@@ -1302,6 +1302,13 @@ impl<'source> Parser<'source> {
                 return self.parse_expr();
             }
         };
+        // svidgate patch 15: OPA's compiler assigns only to variables, and to arrays and
+        // objects of them (`[_, x] := ...`); a constant, reference or call among them is an error.
+        if op == AssignOp::ColEq {
+            if let Some(kind) = Self::unassignable(&expr) {
+                bail!(span.error(&format!("cannot assign to {kind}")));
+            }
+        }
 
         self.next_token()?;
         let right = self.parse_expr()?;
@@ -1313,6 +1320,22 @@ impl<'source> Parser<'source> {
             rhs: Ref::new(right),
             eidx: self.next_eidx(),
         })
+    }
+
+    /// What OPA's compiler names when `expr` holds a term `:=` cannot assign to.
+    fn unassignable(expr: &Expr) -> Option<&'static str> {
+        match expr {
+            Expr::Array { items, .. } => items.iter().find_map(|item| Self::unassignable(item)),
+            Expr::Object { fields, .. } => fields.iter().find_map(|(_, _, value)| Self::unassignable(value)),
+            Expr::String { .. } | Expr::RawString { .. } => Some("string"),
+            Expr::Number { .. } => Some("number"),
+            Expr::Bool { .. } => Some("boolean"),
+            Expr::Null { .. } => Some("null"),
+            Expr::Set { .. } => Some("set"),
+            Expr::Call { .. } => Some("call"),
+            Expr::RefDot { .. } | Expr::RefBrack { .. } => Some("ref"),
+            _ => None,
+        }
     }
 
     fn parse_with_modifiers(&mut self) -> Result<Vec<WithModifier>> {

@@ -149,7 +149,10 @@ fn test(args: &TestArgs) -> Result<ExitCode> {
 fn eval(args: &EvalArgs) -> Result<ExitCode> {
     let mut dir = load_policies(&args.policy)?;
     if let Some(data) = &args.data {
-        dir.data = serde_json::from_str(&read(data)?).with_context(|| format!("{} is not json", data.display()))?;
+        let text = read(data)?;
+        dir.data = serde_json::from_str(&text).with_context(|| format!("{} is not json", data.display()))?;
+        svidgate_core::authz::numbers::check(dir.policy_modules(), [(data.to_string_lossy().as_ref(), text.as_str())])
+            .map_err(anyhow::Error::msg)?;
     }
     let mut input = Value::from_json_str(&read(&args.input)?)
         .with_context(|| format!("{} is not json", args.input.display()))?;
@@ -255,11 +258,7 @@ pub(crate) fn load_policies(path: &Path) -> Result<PolicyDir> {
         return Ok(PolicyDir::load(path)?);
     }
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok(PolicyDir {
-        modules: vec![(name, read(path)?)],
-        data: serde_json::json!({}),
-        data_files: Vec::new(),
-    })
+    Ok(PolicyDir::single(name, read(path)?)?)
 }
 
 pub(crate) fn to_json(value: &Value) -> Result<serde_json::Value> {

@@ -75,6 +75,7 @@ impl Bundle {
         let mut manifest = Manifest::default();
         let mut modules = Vec::new();
         let mut data = Json::Object(Map::new());
+        let mut data_files = Vec::new();
         for (path, contents) in entries(tar)? {
             let file = path.rsplit('/').next().unwrap_or(&path);
             match file {
@@ -95,6 +96,7 @@ impl Bundle {
                     let dir: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
                     data::merge(&mut data, dir.split_last().map_or(&[][..], |(_, d)| d), value)
                         .map_err(|conflict| BundleError::DataConflict(conflict.0))?;
+                    data_files.push((path, String::from_utf8_lossy(contents)));
                 }
                 _ if file.ends_with(".rego") => {
                     let source = String::from_utf8(contents.to_vec()).map_err(|e| invalid(&path, e))?;
@@ -109,6 +111,7 @@ impl Bundle {
         let roots = manifest.roots.unwrap_or_else(|| vec![String::new()]);
         let roots: Vec<String> = roots.iter().map(|r| r.trim_matches('/').to_owned()).collect();
         check_data_roots(&data, &mut Vec::new(), &roots)?;
+        super::numbers::check(&modules, data_files.iter().map(|(path, text)| (path.as_str(), text.as_ref()))).map_err(BundleError::Compile)?;
         Ok(Self { revision: manifest.revision, roots, modules, data })
     }
 
@@ -304,5 +307,13 @@ pub(crate) mod tests {
         assert!(matches!(Bundle::from_tar_gz(&bad_json, 1 << 20), Err(BundleError::InvalidFile(..))));
         let conflict = tar_gz(&[("p.rego", POLICY), ("data.json", r#"{"a": 1}"#), ("a/data.json", r#"{"b": 1}"#)]);
         assert!(matches!(Bundle::from_tar_gz(&conflict, 1 << 20), Err(BundleError::DataConflict(_))));
+        // A data number OPA writes as written, in a policy that writes numbers into strings.
+        let writes = "package p\nlimit := sprintf(\"%v\", [data.p.max])\n";
+        let number_text = tar_gz(&[("p/p.rego", writes), ("p/data.json", r#"{"max": 1.50}"#)]);
+        assert_eq!(
+            Bundle::from_tar_gz(&number_text, 1 << 20),
+            Err(BundleError::Compile("p/data.json: the number 1.50 would be written 1.5 by sprintf (OPA writes 1.50); write it as 1.5".into()))
+        );
+        assert!(Bundle::from_tar_gz(&tar_gz(&[("p/p.rego", writes), ("p/data.json", r#"{"max": 1.5}"#)]), 1 << 20).is_ok());
     }
 }

@@ -173,7 +173,7 @@ impl InputPlan {
             let reached: Vec<&[(TokenKind, String)]> =
                 scanned.iter().zip(reached).filter_map(|(tokens, reached)| reached.then_some(tokens.as_slice())).collect();
             let (plan, chains) = Self::scan(&reached);
-            let key = if reached.iter().any(|tokens| calls_not_cacheable(tokens)) { None } else { KeyPlan::new(&chains) };
+            let key = if reached.iter().any(|tokens| first_call(tokens, &NOT_CACHEABLE_CALLS).is_some()) { None } else { KeyPlan::new(&chains) };
             (plan, key)
         };
         entrypoints.iter().map(|entrypoint| plan(entrypoint)).collect()
@@ -395,7 +395,7 @@ fn request_time(now: std::time::SystemTime) -> Value {
 }
 
 /// Tokens of a module as (kind, text), or `None` if it does not lex (the plan then keeps all).
-fn tokens(name: &str, source: &str) -> Option<Vec<(TokenKind, String)>> {
+pub(super) fn tokens(name: &str, source: &str) -> Option<Vec<(TokenKind, String)>> {
     let source = Source::from_contents(name.to_owned(), source.to_owned()).ok()?;
     let mut lexer = Lexer::new(&source);
     let mut out = Vec::new();
@@ -430,17 +430,16 @@ fn reference_chain(tokens: &[(TokenKind, String)]) -> (Vec<String>, usize) {
     }
 }
 
-/// Whether a module calls a builtin whose result is not a function of its arguments
-/// ([`NOT_CACHEABLE_CALLS`]): a dotted name followed by `(`.
-fn calls_not_cacheable(tokens: &[(TokenKind, String)]) -> bool {
-    tokens.iter().enumerate().any(|(i, (kind, text))| {
+/// The first of the builtins `names` a module calls: a dotted name followed by `(`.
+pub(super) fn first_call<'n>(tokens: &[(TokenKind, String)], names: &[&'n str]) -> Option<&'n str> {
+    tokens.iter().enumerate().find_map(|(i, (kind, text))| {
         if *kind != TokenKind::Ident || follows_dot(tokens, i) {
-            return false;
+            return None;
         }
         let (rest, used) = reference_chain(tokens.get(i + 1..).unwrap_or_default());
         let called = tokens.get(i + 1 + used).is_some_and(|(kind, text)| *kind == TokenKind::Symbol && text == "(");
         let name = [std::slice::from_ref(text), rest.as_slice()].concat().join(".");
-        called && NOT_CACHEABLE_CALLS.contains(&name.as_str())
+        names.iter().copied().find(|n| called && *n == name)
     })
 }
 

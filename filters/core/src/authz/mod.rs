@@ -13,6 +13,7 @@ pub mod decision_log;
 mod gzip;
 mod input;
 pub mod metadata;
+pub mod numbers;
 mod policy;
 mod result;
 pub mod service;

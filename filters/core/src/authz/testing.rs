@@ -50,6 +50,9 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
+    /// A number the policy writes into a string is one OPA writes otherwise (see `numbers`).
+    #[error("{0}")]
+    Numbers(String),
     /// A `data.json` file is not a JSON object.
     #[error("{path} is not a json object: {message}")]
     Data {
@@ -103,7 +106,19 @@ impl PolicyDir {
                 dir.data_files.push((name, text));
             }
         }
-        Ok(dir)
+        dir.check_numbers()
+    }
+
+    /// One module without data (`svidgate eval -p file.rego`).
+    pub fn single(name: String, source: String) -> Result<Self, LoadError> {
+        Self { modules: vec![(name, source)], data: serde_json::json!({}), data_files: Vec::new() }.check_numbers()
+    }
+
+    /// Refuses numbers OPA would write otherwise (see [`super::numbers`]).
+    fn check_numbers(self) -> Result<Self, LoadError> {
+        let data = self.data_files.iter().map(|(name, text)| (name.as_str(), text.as_str()));
+        super::numbers::check(self.policy_modules(), data).map_err(LoadError::Numbers)?;
+        Ok(self)
     }
 
     /// The policy modules: every module but the tests (`*_test.rego`), in file order. They are what

@@ -19,7 +19,7 @@ const DEFAULT_SERVICE_TIMEOUT: Duration = Duration::from_secs(5);
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPolicy {
     rego: Option<RawRego>,
-    data: Option<serde_json::Value>,
+    data: Option<Box<serde_json::value::RawValue>>,
     entrypoint: Option<String>,
     routes: Option<RawRoutes>,
     error_status: Option<u16>,
@@ -120,10 +120,15 @@ impl RawPolicy {
             Some(RawRego::One(source)) => vec![("policy.rego".to_owned(), source)],
             Some(RawRego::Many(map)) => map.into_iter().collect(),
         };
-        let data = self.data.unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new()));
+        let data_text = self.data.as_deref().map(serde_json::value::RawValue::get);
+        let data = match data_text {
+            None => serde_json::Value::Object(serde_json::Map::new()),
+            Some(text) => serde_json::from_str(text).map_err(|e| invalid("policy.data", e.to_string()))?,
+        };
         if !data.is_object() {
             return Err(invalid("policy.data", "must be a json object".into()));
         }
+        crate::authz::numbers::check(&modules, data_text.map(|text| ("policy.data", text))).map_err(|e| invalid("policy", e))?;
         let max_policy_age = match self.max_policy_age.as_deref() {
             None => None,
             Some(_) if self.bundle.is_none() => {

@@ -126,6 +126,12 @@ fn refuses_bad_policy_blocks_naming_the_key() {
         ),
         (r#"{"rego": 7}"#, "policy.rego: data did not match any variant"),
         (r#"{"rego": "package x", "data": []}"#, "policy.data: must be a json object"),
+        // Numbers OPA writes as written (authz/numbers.rs), in the data or a literal.
+        (
+            r#"{"rego": "package x\ny := sprintf(\"%v\", [data.max])", "data": {"max": 1e3}}"#,
+            "policy: policy.data: the number 1e3 would be written 1000 by sprintf (OPA writes 1e3); write it as 1000",
+        ),
+        (r#"{"rego": "package x\ny := json.marshal([1.50])"}"#, "policy: policy.rego: the number 1.50 would be written 1.5 by json.marshal"),
         (r#"{"rego": "package x", "error_status": 302}"#, "policy.error_status: 302 is not an http error status"),
         (r#"{"rego": "package x", "eval_timeout": "0ms"}"#, "policy.eval_timeout: \"0ms\" is not a duration"),
         (r#"{"rego": "package x", "max_instructions": -1}"#, "policy.max_instructions: invalid value: integer `-1`"),

@@ -379,6 +379,8 @@ fn test() -> Result<()> {
     native.args(["test", "--workspace", "--exclude", "svidgate-identity", "--exclude", "svidgate-authz"]);
     native.args(["--exclude", "svidgate-proxy", "--exclude", "svidgate-differential", "--no-fail-fast"]);
     native.env("SVIDGATE_WASM_DIR", &wasm_dir).env("ENVOY_BIN", &envoy).env("SVIDGATE_CRASH_WASM", &crash_module);
+    // `svidgate test --opa` (tools/cli) loads Go OPA too.
+    native.env("SVIDGATE_OPA_LIB", &opa);
     let mut totals = Totals::default();
     run_tests(&mut native, &mut totals)?;
     // The differential suite against Go OPA in Cargo runs of its own: built with the workspace,
@@ -391,6 +393,10 @@ fn test() -> Result<()> {
         differential.env("SVIDGATE_OPA_LIB", &opa);
         run_tests(&mut differential, &mut totals)?;
     }
+    // The CLI built with the full flavor's builtins (`--features full`), as its users build it.
+    let mut full_cli = cargo();
+    full_cli.args(["test", "--package", "svidgate-cli", "--features", "full", "--test", "cli", "--", "module_flavor"]);
+    run_tests(&mut full_cli, &mut totals)?;
     // The core's unit tests again, built for the target the modules ship for and run on wasmtime
     // by the harness's WASI runner: no threads, panic=abort, WASI clocks and randomness. A panic
     // there aborts the test binary, and only --no-capture lets its message out. The workspace

@@ -10,7 +10,6 @@
 //! difference not listed and on any listed one that no longer occurs.
 
 pub mod envoy;
-pub mod opa;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,7 +20,7 @@ use serde_json::Value as Json;
 use svidgate_core::authz::Policy;
 use svidgate_core::config::{Config, ModuleKind};
 
-pub use opa::{Opa, Outcome};
+pub use svidgate_opa::{Opa, Outcome};
 
 /// `cases.yaml` of one corpus directory.
 #[derive(Debug, Deserialize)]

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
 use regorus::Value;
-use svidgate_core::authz::testing::{PolicyDir, is_test_module};
+use svidgate_core::authz::testing::{PolicyDir, TestOutcome, is_test_module};
 use svidgate_core::authz::decision_for_result;
 use svidgate_core::config::{IdentityConfig, PolicyConfig, normalize_entrypoint};
 use svidgate_core::decision::Decision;
@@ -77,6 +77,10 @@ struct TestArgs {
     /// print covered and missed lines per file
     #[arg(long)]
     coverage: bool,
+    /// also compile every module and the data with real Go OPA, from its C library
+    /// (`libopabridge.so` of PyPI's opa-golib-python-bindings), and fail on what OPA refuses
+    #[arg(long, value_name = "LIB")]
+    opa: Option<PathBuf>,
 }
 
 /// evaluate the entrypoint for one input; print the result and the decision the module would take
@@ -116,6 +120,10 @@ fn test(args: &TestArgs) -> Result<ExitCode> {
     } else {
         (dir.run_tests(), None)
     };
+    let mut outcomes = outcomes;
+    if let Some(lib) = &args.opa {
+        outcomes.insert(0, compiled_by_opa(&dir, lib)?);
+    }
     let mut failed = 0;
     for outcome in &outcomes {
         let engines = match &outcome.interpreter_only {
@@ -144,6 +152,21 @@ fn test(args: &TestArgs) -> Result<ExitCode> {
     }
     println!("{} passed, {failed} failed", outcomes.len() - failed);
     Ok(if failed == 0 && !outcomes.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The outcome of compiling `dir` (every module, tests too, and the data) with Go OPA: OPA's
+/// compile errors are a failure, the library not loading an error.
+fn compiled_by_opa(dir: &PolicyDir, lib: &Path) -> Result<TestOutcome> {
+    svidgate_opa::use_library(lib)?;
+    let mut opa = svidgate_opa::Opa::new()?;
+    let compiled = (|| {
+        for (name, source) in &dir.modules {
+            opa.add_policy(name, source)?;
+        }
+        opa.add_data(&dir.data)?;
+        opa.compile()
+    })();
+    Ok(TestOutcome { rule: "go opa compiles the policy".to_owned(), failure: compiled.err().map(|e| format!("{e:#}")), interpreter_only: None })
 }
 
 fn eval(args: &EvalArgs) -> Result<ExitCode> {

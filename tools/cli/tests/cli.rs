@@ -64,6 +64,46 @@ fn test_passes_seed_policy_with_coverage() {
 }
 
 #[test]
+fn test_with_opa_fails_a_policy_go_opa_refuses_that_regorus_runs() {
+    let lib = svidgate_opa::library_path();
+    let lib = lib.to_string_lossy();
+    let out = svidgate(&["test", &seed(), "--opa", &lib]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.starts_with("PASS go opa compiles the policy\n") && text.ends_with("12 passed, 0 failed\n"), "{text}");
+    // A type error OPA's compiler finds and regorus leaves to evaluation, in a rule no test runs.
+    let scratch = Scratch::new("opa-refuses");
+    scratch.file("p.rego", "package p\nimport rego.v1\nshout := upper(42)\nallow := true\n");
+    scratch.file("p_test.rego", "package p_test\nimport rego.v1\ntest_allow if data.p.allow\n");
+    let dir = scratch.0.to_string_lossy();
+    assert!(svidgate(&["test", &dir]).status.success());
+    let out = svidgate(&["test", &dir, "--opa", &lib]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAIL go opa compiles the policy: ") && text.contains("rego_type_error"), "{text}");
+    assert!(text.ends_with("1 passed, 1 failed\n"), "{text}");
+    // A library that is not there is a usage error, not a failed test.
+    assert_eq!(svidgate(&["test", &dir, "--opa", "/nonexistent/libopabridge.so"]).status.code(), Some(2));
+}
+
+/// The lean CLI refuses what the lean module refuses; built with `--features full` (as `cargo
+/// xtask test` runs this test again), it runs what the full module runs.
+#[test]
+fn the_cli_has_the_builtins_of_its_module_flavor() {
+    let scratch = Scratch::new("flavor");
+    scratch.file("p.rego", "package p\nimport rego.v1\nstatic if glob.match(\"/static/**.css\", [\"/\"], input.path)\n");
+    scratch.file("p_test.rego", "package p_test\nimport rego.v1\ntest_css if data.p.static with input as {\"path\": \"/static/a/b.css\"}\n");
+    let out = svidgate(&["test", &scratch.0.to_string_lossy()]);
+    let text = stdout(&out);
+    if cfg!(feature = "full") {
+        assert_eq!(text, "PASS data.p_test.test_css\n1 passed, 0 failed\n");
+    } else {
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(text.contains("FAIL data.p.static") && text.contains("glob.match"), "{text}");
+    }
+}
+
+#[test]
 fn test_fails_on_a_failing_rule() {
     let scratch = Scratch::new("failing");
     scratch.file("p_test.rego", "package p_test\nimport rego.v1\ntest_ok if true\ntest_broken if 1 == 2\n");

@@ -1,7 +1,8 @@
 //! Real Go OPA, v1.20.2, through the C ABI of `libopabridge.so` (PyPI
 //! `opa-golib-python-bindings` 0.4.4, the library its ctypes wrapper loads): a fresh engine per
 //! policy, its modules and data added as OPA adds them, documents evaluated as OPA's Envoy plugin
-//! evaluates its `path`.
+//! evaluates its `path`. The differential suite (tests/differential) and `svidgate test --opa`
+//! use it.
 
 #![allow(unsafe_code, reason = "the only way to call a C library; each call is a documented C ABI function")]
 
@@ -40,12 +41,26 @@ pub fn library_path() -> PathBuf {
     )
 }
 
+/// Loads the library from `path` instead of [`library_path`], before the first engine is made.
+///
+/// # Errors
+/// If an engine was made already, from another path.
+pub fn use_library(path: &Path) -> Result<()> {
+    let chosen = LIBRARY_PATH.get_or_init(|| path.to_owned());
+    if chosen != path {
+        bail!("Go OPA is loaded from {} already", chosen.display());
+    }
+    Ok(())
+}
+
+static LIBRARY_PATH: OnceLock<PathBuf> = OnceLock::new();
+
 fn library() -> Result<&'static Library> {
     static LIBRARY: OnceLock<std::result::Result<Library, String>> = OnceLock::new();
     let loaded = LIBRARY.get_or_init(|| {
-        let path = library_path();
+        let path = LIBRARY_PATH.get_or_init(library_path);
         // SAFETY: loading runs the Go runtime's initialisers, which have no preconditions.
-        unsafe { Library::new(&path) }
+        unsafe { Library::new(path) }
             .map_err(|e| format!("{}: {e} (`cargo xtask test` installs it; or set SVIDGATE_OPA_LIB)", path.display()))
     });
     loaded.as_ref().map_err(|e| anyhow::anyhow!("loading Go OPA: {e}"))

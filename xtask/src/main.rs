@@ -53,7 +53,8 @@ const MODULES: [Module; 3] = [
         target_dir: "target/svidgate-full",
         built: "svidgate_authz.wasm",
         file: "svidgate_authz_full.wasm",
-        budget: 3_500_000,
+        // 3.5 MB until the io.jwt.* builtins (RSA, ECDSA on P-256/384/521, HMAC: +308 KB).
+        budget: 3_700_000,
     },
 ];
 

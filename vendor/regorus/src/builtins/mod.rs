@@ -27,6 +27,8 @@ mod encoding;
 mod glob;
 #[cfg(all(feature = "glob", feature = "cache"))]
 pub use glob::Glob;
+#[cfg(feature = "jwt")]
+mod jwt;
 #[cfg(feature = "graph")]
 mod graph;
 #[cfg(feature = "http")]
@@ -90,6 +92,9 @@ lazy_static! {
 
 	#[cfg(feature = "graph")]
 	graph::register(&mut m);
+
+	#[cfg(feature = "jwt")]
+	jwt::register(&mut m);
 
 	bitwise::register(&mut m);
 	conversions::register(&mut m);

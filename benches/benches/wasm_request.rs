@@ -11,11 +11,15 @@ use svidgate_benches::{
     MCP_CALL, MCP_REQUEST, SERVICE_REQUEST, seed_policy_config, tool_runtime_policy_config, without_decision_cache,
 };
 use svidgate_harness::cases::ModuleKind;
-use svidgate_harness::host::{Action, Plugin, PluginOptions};
+use svidgate_harness::cases::wasm_dir;
+use svidgate_harness::host::{Action, Module, Plugin, PluginOptions};
 use svidgate_testpki::{ORCHESTRATOR, TRUST_DOMAIN, TrustDomainCa};
 
 fn plugin(kind: ModuleKind, config: &serde_json::Value) -> Plugin {
-    let module = kind.module().unwrap();
+    plugin_of(kind.module().unwrap(), config)
+}
+
+fn plugin_of(module: &Module, config: &serde_json::Value) -> Plugin {
     let mut plugin =
         module.start(PluginOptions { plugin_config: config.to_string().into_bytes(), ..PluginOptions::default() }).unwrap();
     assert!(plugin.configured(), "{:?}", plugin.logs());
@@ -125,7 +129,68 @@ fn benches(c: &mut Criterion) {
     group.bench_function("svidgate_authz.wasm, whole exchange, MCP policy on the body", |b| {
         b.iter(|| black_box(exchange(&mut mcp, &MCP_REQUEST, Some(MCP_CALL.as_bytes()))));
     });
+    jwt(&mut group);
     group.finish();
+}
+
+/// The full flavor verifying a bearer token per request (`io.jwt.decode_verify`: the decision is
+/// never cached, the signature's verdict is): against the same policy reading the token without
+/// verifying it, the cost of one verification per algorithm, and of a request after it. Tokens and keys are the differential corpus's (probes/jwt, minted by Python).
+fn jwt(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    let full = Module::load(&wasm_dir().join("svidgate_authz_full.wasm")).unwrap();
+    let corpus: serde_yaml::Value =
+        serde_yaml::from_str(include_str!("../../tests/differential/corpus/probes/jwt/cases.yaml")).unwrap();
+    // (token, key) of a corpus case.
+    let input = |name: &str| -> (String, serde_json::Value) {
+        let inputs = corpus.get("inputs").and_then(serde_yaml::Value::as_sequence).unwrap();
+        let case = inputs.iter().find(|case| case.get("name").and_then(serde_yaml::Value::as_str) == Some(name)).unwrap();
+        let input: serde_json::Value = serde_json::to_value(case.get("input").unwrap()).unwrap();
+        (input.get("token").and_then(serde_json::Value::as_str).unwrap().to_owned(), input.get("key").unwrap().clone())
+    };
+    let policy = |call: &str, key: &serde_json::Value| {
+        let rego = format!(
+            "package envoy.authz\nimport rego.v1\nallow if {{\n\t[_, token] := split(input.attributes.request.http.headers.authorization, \" \")\n\t{call}\n}}\n"
+        );
+        plugin_of(&full, &evaluated(serde_json::json!({"rego": rego, "data": {"key": key}})))
+    };
+    let with_token = |token: &str| -> Vec<(String, String)> {
+        SERVICE_REQUEST.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).chain([("authorization".to_owned(), format!("Bearer {token}"))]).collect()
+    };
+    // (the first request: parses the peer certificate and verifies the token; a later one).
+    let fuel = |plugin: &mut Plugin, headers: &[(String, String)]| {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        (request(plugin, &headers), request(plugin, &headers))
+    };
+    let headers = with_token(&input("rs256_pem_key").0);
+    let mut unverified = policy("io.jwt.decode(token)[1].aud == \"model-server\"", &serde_json::Value::Null);
+    let (first_baseline, baseline) = fuel(&mut unverified, &headers);
+    let mut rows = vec![format!("io.jwt.decode alone {first_baseline} then {baseline}")];
+    for (case, name) in [
+        ("rs256_pem_key", "RS256"),
+        ("ps256_pem_key", "PS256"),
+        ("es256_pem_key", "ES256"),
+        ("es384_pem_key", "ES384"),
+        ("es512_pem_key", "ES512"),
+        ("hs256_secret", "HS256"),
+    ] {
+        let (token, key) = input(case);
+        let headers = with_token(&token);
+        let constraint = if name.starts_with("HS") { "secret" } else { "cert" };
+        let call = format!("io.jwt.decode_verify(token, {{\"{constraint}\": data.key, \"aud\": \"model-server\"}})[0]");
+        let mut verifying = policy(&call, &key);
+        // Over the same policy without verification: the first request verifies, later ones
+        // find the verdict kept (the claims are still checked).
+        let (first, later) = fuel(&mut verifying, &headers);
+        let over = |fuel: u64, base: u64| i128::from(fuel) - i128::from(base);
+        rows.push(format!("{name} {:+} then {:+}", over(first, first_baseline), over(later, baseline)));
+        if name == "RS256" || name == "ES256" {
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            group.bench_function(format!("svidgate_authz_full.wasm, io.jwt.decode_verify {name}, verdict kept"), |b| {
+                b.iter(|| black_box(request(&mut verifying, &headers)));
+            });
+        }
+    }
+    println!("fuel per request, full flavor, bearer token: {}", rows.join(", "));
 }
 
 criterion_group!(wasm_request, benches);

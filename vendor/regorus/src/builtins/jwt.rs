@@ -338,7 +338,47 @@ fn field<'v>(object: &'v Value, name: &str) -> Option<&'v Value> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| alloc::format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
+}
+
+/// At most this many signature verdicts are kept per thread (one VM); all are dropped when full.
+const VERDICTS_KEPT: usize = 4096;
+
+std::thread_local! {
+    static VERDICTS: core::cell::RefCell<alloc::collections::BTreeMap<[u8; 32], bool>> =
+        const { core::cell::RefCell::new(alloc::collections::BTreeMap::new()) };
+}
+
+/// The signature verdict for `token` under `key` (its text: PEM, JWK set or secret) by `check`,
+/// computed once: verification takes milliseconds in Wasm, and a client presents the same token
+/// until it expires. As OPA's `io_jwt` inter-query cache, only the signature is kept (by a
+/// SHA-256 of what it depends on); claims are checked on every call. `check` failing (a key
+/// or token that does not parse) is an error every time, never kept.
+fn verdict(check: &str, token: &str, key: &str, verify: impl FnOnce() -> Result<bool>) -> Result<bool> {
+    let mut id = Sha256::new();
+    for part in [check, token, key] {
+        id.update((part.len() as u64).to_le_bytes());
+        id.update(part.as_bytes());
+    }
+    let id: [u8; 32] = id.finalize().into();
+    if let Some(verdict) = VERDICTS.with(|verdicts| verdicts.borrow().get(&id).copied()) {
+        return Ok(verdict);
+    }
+    let verified = verify()?;
+    VERDICTS.with(|verdicts| {
+        let mut verdicts = verdicts.borrow_mut();
+        if verdicts.len() >= VERDICTS_KEPT {
+            verdicts.clear();
+        }
+        verdicts.insert(id, verified);
+    });
+    Ok(verified)
 }
 
 fn decode(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool) -> Result<Value> {
@@ -467,14 +507,13 @@ fn spki_key(der: &[u8]) -> Option<PublicKey> {
 
 /// `io.jwt.verify_*` with keys: the key whose `kid` the header names, else every key whose
 /// `alg` is the header's or unset, until one verifies.
-fn verify_with_keys(name: &str, jwt: &str, certificate: &str, family: Family, hash: Hash) -> Result<bool> {
+fn verify_with_keys(jwt: &str, certificate: &str, family: Family, hash: Hash) -> Result<bool> {
     let token = Token::split(jwt)?;
     let keys = keys(certificate)?;
     let signature = token.signature()?;
     let header = token.header()?;
     let header = Header::parse(&header)?;
     let digest = hash.digest(&token.signing_input());
-    let _ = name;
     if !header.kid.is_empty() {
         if let Some(key) = keys.iter().find(|key| key.kid == header.kid) {
             return Ok(key.key.verifies(family, hash, &digest, &signature));
@@ -500,10 +539,10 @@ macro_rules! verify_builtins {
             ensure_args_count(span, name, params, args, 2)?;
             let jwt = ensure_string(name, &params[0], &args[0])?;
             let key = ensure_string(name, &params[1], &args[1])?;
-            let verified = match $family {
+            let verified = verdict(name, &jwt, &key, || match $family {
                 Family::Hmac => verify_hmac(&jwt, &key, $hash),
-                family => verify_with_keys(name, &jwt, &key, family, $hash),
-            };
+                family => verify_with_keys(&jwt, &key, family, $hash),
+            });
             verified.map(Value::Bool).map_err(|e| anyhow!(span.error(&alloc::format!("{name}: {e}"))))
         }
     )*};
@@ -571,7 +610,8 @@ impl Header {
 /// The constraints of `io.jwt.decode_verify`.
 #[derive(Default)]
 struct Constraints {
-    keys: Option<Vec<Key>>,
+    /// The `cert` constraint's text, parsed when a verdict is not kept.
+    cert: Option<String>,
     secret: String,
     alg: String,
     iss: String,
@@ -591,7 +631,7 @@ impl Constraints {
                 _ => Err(anyhow!("{what} constraint: must be a string")),
             };
             match key.as_ref() {
-                "cert" => parsed.keys = Some(keys(&text("cert")?)?),
+                "cert" => parsed.cert = Some(text("cert")?),
                 "secret" => parsed.secret = text("secret")?,
                 "alg" => parsed.alg = text("alg")?,
                 "iss" => parsed.iss = text("iss")?,
@@ -608,7 +648,7 @@ impl Constraints {
                 other => bail!("unknown token validation constraint: {other}"),
             }
         }
-        match (parsed.keys.is_some(), !parsed.secret.is_empty()) {
+        match (parsed.cert.is_some(), !parsed.secret.is_empty()) {
             (true, true) => bail!("duplicate key constraints"),
             (false, false) => bail!("no key constraint"),
             _ => Ok(parsed),
@@ -617,26 +657,30 @@ impl Constraints {
 
     /// The signature check of `decode_verify`: the header's algorithm with the constraint's
     /// keys (the `kid` one first) or secret.
-    fn verifies(&self, header: &Header, token: &Token<'_>, signature: &[u8]) -> bool {
-        let Some((family, hash)) = algorithm(&header.alg) else { return false };
+    fn verifies(&self, header: &Header, token: &Token<'_>, signature: &[u8]) -> Result<bool> {
+        let Some((family, hash)) = algorithm(&header.alg) else { return Ok(false) };
         let input = token.signing_input();
-        if let Some(keys) = &self.keys {
-            if family == Family::Hmac {
-                return false;
-            }
+        let Some(cert) = &self.cert else {
+            return Ok(family == Family::Hmac && hash.hmac(self.secret.as_bytes(), &input) == signature);
+        };
+        if family == Family::Hmac {
+            return Ok(false);
+        }
+        let text = alloc::format!("{}.{}.{}", token.header, token.payload, token.signature);
+        verdict("io.jwt.decode_verify", &text, cert, || {
+            let keys = keys(cert)?;
             let digest = hash.digest(&input);
             let salt = Some(digest.len());
             if !header.kid.is_empty() {
                 if let Some(key) = keys.iter().find(|key| key.kid == header.kid) {
-                    return key.key.verifies_with(family, hash, &digest, signature, salt);
+                    return Ok(key.key.verifies_with(family, hash, &digest, signature, salt));
                 }
             }
-            return keys
+            Ok(keys
                 .iter()
                 .filter(|key| key.alg.is_empty() || key.alg == header.alg)
-                .any(|key| key.key.verifies_with(family, hash, &digest, signature, salt));
-        }
-        family == Family::Hmac && hash.hmac(self.secret.as_bytes(), &input) == signature
+                .any(|key| key.key.verifies_with(family, hash, &digest, signature, salt)))
+        })
     }
 }
 
@@ -662,14 +706,16 @@ fn decode_verify_text(jwt: &str, constraints: &Value) -> Result<Value> {
         let token = Token::split(&text)?;
         let header_value = token.header()?;
         let header = Header::parse(&header_value)?;
-        if !header.valid {
-            return Ok(unverified());
-        }
-        if !constraints.alg.is_empty() && constraints.alg != header.alg {
+        if !header.valid || (!constraints.alg.is_empty() && constraints.alg != header.alg) {
+            // OPA parsed the `cert` constraint before it looked at the token: a bad one is an
+            // error here too.
+            if let Some(cert) = &constraints.cert {
+                keys(cert)?;
+            }
             return Ok(unverified());
         }
         let signature = token.signature()?;
-        if !constraints.verifies(&header, &token, &signature) {
+        if !constraints.verifies(&header, &token, &signature)? {
             return Ok(unverified());
         }
         let payload = token.payload_bytes()?;

@@ -58,11 +58,12 @@ impl Hash {
         }
     }
 
-    fn hmac(self, secret: &[u8], message: &[u8]) -> Vec<u8> {
-        fn mac<M: Mac + hmac::digest::KeyInit>(secret: &[u8], message: &[u8]) -> Vec<u8> {
-            let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
+    /// HMAC accepts a key of any length; `None` is not reached.
+    fn hmac(self, secret: &[u8], message: &[u8]) -> Option<Vec<u8>> {
+        fn mac<M: Mac + hmac::digest::KeyInit>(secret: &[u8], message: &[u8]) -> Option<Vec<u8>> {
+            let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(secret).ok()?;
             mac.update(message);
-            mac.finalize().into_bytes().to_vec()
+            Some(mac.finalize().into_bytes().to_vec())
         }
         match self {
             Hash::Sha256 => mac::<Hmac<Sha256>>(secret, message),
@@ -120,14 +121,9 @@ struct Key {
 }
 
 impl PublicKey {
-    /// Go's `rsa.VerifyPKCS1v15` / `rsa.VerifyPSS` (salt length auto) / `ecdsa.Verify` over
-    /// `digest`; any other pairing of key and family does not verify.
-    fn verifies(&self, family: Family, hash: Hash, digest: &[u8], signature: &[u8]) -> bool {
-        self.verifies_with(family, hash, digest, signature, None)
-    }
-
-    /// [`Self::verifies`], with PSS's salt length fixed when `pss_salt` is given.
-    fn verifies_with(&self, family: Family, hash: Hash, digest: &[u8], signature: &[u8], pss_salt: Option<usize>) -> bool {
+    /// Go's `rsa.VerifyPKCS1v15` / `rsa.VerifyPSS` (the salt `pss_salt` bytes long, any when
+    /// `None`) / `ecdsa.Verify` over `digest`; any other pairing of key and family does not verify.
+    fn verifies(&self, family: Family, hash: Hash, digest: &[u8], signature: &[u8], pss_salt: Option<usize>) -> bool {
         match (self, family) {
             (PublicKey::Rsa(key), Family::Pkcs1) => {
                 let scheme = match hash {
@@ -197,7 +193,7 @@ fn pss_verifies(key: &RsaPublicKey, hash: Hash, digest: &[u8], signature: &[u8],
     let (masked_db, rest) = em.split_at(em_len - h_len - 1);
     let h = &rest[..h_len];
     let unused_bits = 8 * em_len - em_bits;
-    if masked_db.first().is_some_and(|b| b >> (8 - unused_bits) != 0) {
+    if unused_bits > 0 && masked_db.first().is_some_and(|b| b >> (8 - unused_bits) != 0) {
         return false;
     }
     // DB = maskedDB xor MGF1(H).
@@ -505,31 +501,34 @@ fn spki_key(der: &[u8]) -> Option<PublicKey> {
     p521::ecdsa::VerifyingKey::from_affine(*key.as_affine()).ok().map(PublicKey::P521)
 }
 
-/// `io.jwt.verify_*` with keys: the key whose `kid` the header names, else every key whose
-/// `alg` is the header's or unset, until one verifies.
+/// OPA's choice of keys: the key whose `kid` the header names, else every key whose `alg` is
+/// the header's or unset, until one verifies `digest`.
+fn keys_verify(keys: &[Key], header: &Header, family: Family, hash: Hash, digest: &[u8], signature: &[u8], pss_salt: Option<usize>) -> bool {
+    if !header.kid.is_empty() {
+        if let Some(key) = keys.iter().find(|key| key.kid == header.kid) {
+            return key.key.verifies(family, hash, digest, signature, pss_salt);
+        }
+    }
+    keys.iter()
+        .filter(|key| key.alg.is_empty() || key.alg == header.alg)
+        .any(|key| key.key.verifies(family, hash, digest, signature, pss_salt))
+}
+
+/// `io.jwt.verify_*` with a key: PEM, JWK or JWK set.
 fn verify_with_keys(jwt: &str, certificate: &str, family: Family, hash: Hash) -> Result<bool> {
     let token = Token::split(jwt)?;
     let keys = keys(certificate)?;
     let signature = token.signature()?;
-    let header = token.header()?;
-    let header = Header::parse(&header)?;
+    let header = Header::parse(&token.header()?)?;
     let digest = hash.digest(&token.signing_input());
-    if !header.kid.is_empty() {
-        if let Some(key) = keys.iter().find(|key| key.kid == header.kid) {
-            return Ok(key.key.verifies(family, hash, &digest, &signature));
-        }
-    }
-    Ok(keys
-        .iter()
-        .filter(|key| key.alg.is_empty() || key.alg == header.alg)
-        .any(|key| key.key.verifies(family, hash, &digest, &signature)))
+    Ok(keys_verify(&keys, &header, family, hash, &digest, &signature, None))
 }
 
 fn verify_hmac(jwt: &str, secret: &str, hash: Hash) -> Result<bool> {
     let token = Token::split(jwt)?;
     let mac = hash.hmac(secret.as_bytes(), &token.signing_input());
     let signature = token.signature()?;
-    Ok(mac == signature)
+    Ok(mac.is_some_and(|mac| mac == signature))
 }
 
 macro_rules! verify_builtins {
@@ -661,25 +660,15 @@ impl Constraints {
         let Some((family, hash)) = algorithm(&header.alg) else { return Ok(false) };
         let input = token.signing_input();
         let Some(cert) = &self.cert else {
-            return Ok(family == Family::Hmac && hash.hmac(self.secret.as_bytes(), &input) == signature);
+            return Ok(family == Family::Hmac && hash.hmac(self.secret.as_bytes(), &input).is_some_and(|mac| mac == signature));
         };
         if family == Family::Hmac {
             return Ok(false);
         }
         let text = alloc::format!("{}.{}.{}", token.header, token.payload, token.signature);
         verdict("io.jwt.decode_verify", &text, cert, || {
-            let keys = keys(cert)?;
             let digest = hash.digest(&input);
-            let salt = Some(digest.len());
-            if !header.kid.is_empty() {
-                if let Some(key) = keys.iter().find(|key| key.kid == header.kid) {
-                    return Ok(key.key.verifies_with(family, hash, &digest, signature, salt));
-                }
-            }
-            Ok(keys
-                .iter()
-                .filter(|key| key.alg.is_empty() || key.alg == header.alg)
-                .any(|key| key.key.verifies_with(family, hash, &digest, signature, salt)))
+            Ok(keys_verify(&keys(cert)?, header, family, hash, &digest, signature, Some(digest.len())))
         })
     }
 }

@@ -48,13 +48,14 @@ pub fn check<'a>(
 /// decimals with more digits than they need (`1.50`).
 pub fn written_back(text: &str) -> bool {
     let Ok(value) = text.parse::<f64>() else { return true };
-    let refused = value != 0.0 && value.fract() != 0.0 && !(1e-4..1e16).contains(&value.abs());
+    let in_range = value == 0.0 || (1e-4..1e16).contains(&value.abs());
     if text == "-0" {
         false
     } else if text.contains(['e', 'E']) {
-        refused
+        // An integral one is an integer to regorus (written in full), another a float.
+        value.fract() != 0.0 && !in_range
     } else if text.contains('.') {
-        refused || !(value == 0.0 || (1e-4..1e16).contains(&value.abs())) || serde_json::to_string(&value).is_ok_and(|t| t == text)
+        !in_range || serde_json::to_string(&value).is_ok_and(|t| t == text)
     } else {
         true
     }

@@ -283,6 +283,8 @@ fn json_object(bytes: &[u8]) -> Result<Value> {
 
 /// A compact JWS split into its three encoded parts.
 struct Token<'a> {
+    /// The whole compact serialization.
+    whole: &'a str,
     header: &'a str,
     payload: &'a str,
     signature: &'a str,
@@ -295,7 +297,7 @@ impl<'a> Token<'a> {
         }
         let parts: Vec<&str> = jwt.split('.').collect();
         match parts.as_slice() {
-            [header, payload, signature] => Ok(Token { header, payload, signature }),
+            [header, payload, signature] => Ok(Token { whole: jwt, header, payload, signature }),
             _ => bail!("encoded JWT must have 3 sections, found {}", parts.len()),
         }
     }
@@ -318,11 +320,9 @@ impl<'a> Token<'a> {
         base64url(self.signature)
     }
 
-    fn signing_input(&self) -> Vec<u8> {
-        let mut input = self.header.as_bytes().to_vec();
-        input.push(b'.');
-        input.extend_from_slice(self.payload.as_bytes());
-        input
+    /// `header.payload`, what the signature covers: the token up to its last period.
+    fn signing_input(&self) -> &'a [u8] {
+        self.whole.as_bytes().get(..self.header.len() + 1 + self.payload.len()).unwrap_or_default()
     }
 }
 
@@ -520,13 +520,13 @@ fn verify_with_keys(jwt: &str, certificate: &str, family: Family, hash: Hash) ->
     let keys = keys(certificate)?;
     let signature = token.signature()?;
     let header = Header::parse(&token.header()?)?;
-    let digest = hash.digest(&token.signing_input());
+    let digest = hash.digest(token.signing_input());
     Ok(keys_verify(&keys, &header, family, hash, &digest, &signature, None))
 }
 
 fn verify_hmac(jwt: &str, secret: &str, hash: Hash) -> Result<bool> {
     let token = Token::split(jwt)?;
-    let mac = hash.hmac(secret.as_bytes(), &token.signing_input());
+    let mac = hash.hmac(secret.as_bytes(), token.signing_input());
     let signature = token.signature()?;
     Ok(mac.is_some_and(|mac| mac == signature))
 }
@@ -660,14 +660,13 @@ impl Constraints {
         let Some((family, hash)) = algorithm(&header.alg) else { return Ok(false) };
         let input = token.signing_input();
         let Some(cert) = &self.cert else {
-            return Ok(family == Family::Hmac && hash.hmac(self.secret.as_bytes(), &input).is_some_and(|mac| mac == signature));
+            return Ok(family == Family::Hmac && hash.hmac(self.secret.as_bytes(), input).is_some_and(|mac| mac == signature));
         };
         if family == Family::Hmac {
             return Ok(false);
         }
-        let text = alloc::format!("{}.{}.{}", token.header, token.payload, token.signature);
-        verdict("io.jwt.decode_verify", &text, cert, || {
-            let digest = hash.digest(&input);
+        verdict("io.jwt.decode_verify", token.whole, cert, || {
+            let digest = hash.digest(input);
             Ok(keys_verify(&keys(cert)?, header, family, hash, &digest, signature, Some(digest.len())))
         })
     }

@@ -83,10 +83,11 @@ fn benches(c: &mut Criterion) {
     host.begin_request(pairs());
     let request = filter.begin(&host);
     let peer = request.peer.as_ref().unwrap();
-    let identity = filter.identity().resolve(Ok(peer), &request.headers);
+    let identity = filter.identity().resolve(Ok(peer), None, &request.headers);
     let facts = RequestFacts {
         headers: &request.headers,
         peer: Ok(peer),
+        jwt_svid: None,
         source_address: Some("10.1.2.3:45678"),
         destination_address: Some("10.0.0.5:8443"),
         destination_principal: Some("spiffe://ai.internal/ns/inference/sa/model-server"),

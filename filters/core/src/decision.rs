@@ -1,6 +1,7 @@
 //! What the core tells a filter to do with a request: decisions are data, and they fail closed.
 
 use crate::identity::IdentityOutcome;
+use crate::jwt_svid::JwtSvidError;
 use crate::path::{InputError, PathError};
 use crate::peer::PeerError;
 
@@ -132,6 +133,9 @@ pub enum DenyReason {
     /// A trusted forwarder sent an identity header that is not exactly one allowed SPIFFE ID.
     #[error("trusted forwarder sent an invalid identity header: {0}")]
     ForwardedIdentityInvalid(String),
+    /// The connection has no client certificate and the request's JWT-SVID is not valid.
+    #[error("invalid jwt-svid: {0}")]
+    JwtSvidInvalid(JwtSvidError),
     /// The request cannot be turned into the policy's input, as OPA's Envoy plugin refuses it
     /// (an invalid escape in the path or query, a `;` in the query): answered 400.
     #[error("request cannot be read as policy input: {0}")]
@@ -191,6 +195,7 @@ impl DenyReason {
             Self::EvaluationLimit(_) => "svidgate_evaluation_limit",
             Self::ForwardedIdentityInvalid(_) => "svidgate_forwarded_identity_invalid",
             Self::InputError(_) => "svidgate_input_error",
+            Self::JwtSvidInvalid(error) => error.code(),
             Self::BodyTooLarge(_) => "svidgate_body_too_large",
             Self::InvalidResult(_) => "svidgate_invalid_result",
             Self::NoPeerIdentity(_) => "svidgate_no_peer_identity",

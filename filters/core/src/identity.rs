@@ -1,6 +1,9 @@
 //! The identity header: stripped before anything reads headers, then set only to a validated ID.
 
+use std::rc::Rc;
+
 use crate::config::{IdentityConfig, Mode};
+use crate::jwt_svid::{JwtSvid, JwtSvidError};
 use crate::decision::{Decision, DenyReason, HeaderEdit};
 use crate::peer::{PeerError, PeerIdentity};
 use crate::spiffe::SpiffeId;
@@ -11,6 +14,10 @@ use crate::spiffe::SpiffeId;
 pub struct StrippedHeaders {
     headers: Vec<(String, String)>,
     removed: Vec<(String, String)>,
+    /// The values of the JWT-SVID token header (also in `headers` with `forward_token`).
+    tokens: Vec<(String, String)>,
+    /// The token header is removed from what goes upstream.
+    tokens_removed: bool,
 }
 
 /// What the identity step concluded for one request.
@@ -20,6 +27,8 @@ pub struct IdentityOutcome {
     pub upstream_identity: Option<String>,
     /// The upstream identity is the caller named by a trusted forwarder, not the peer itself.
     pub forwarded: bool,
+    /// The upstream identity is this JWT-SVID's: the connection has no client certificate.
+    pub jwt_svid: Option<Rc<JwtSvid>>,
     /// An identity header arrived from a peer that may not set one.
     pub spoof_attempt: bool,
     /// The request must be denied before any policy runs.
@@ -31,7 +40,17 @@ impl StrippedHeaders {
     pub fn strip(mut headers: Vec<(String, String)>, config: &IdentityConfig) -> Self {
         // In place: the usual request has no identity header, and nothing moves.
         let removed = headers.extract_if(.., |(name, _)| config.is_identity_header(name)).collect();
-        Self { headers, removed }
+        let (tokens, tokens_removed) = match &config.jwt_svid {
+            None => (Vec::new(), false),
+            Some(jwt) if jwt.forward_token => (headers.iter().filter(|(name, _)| jwt.is_token_header(name)).cloned().collect(), false),
+            Some(jwt) => (headers.extract_if(.., |(name, _)| jwt.is_token_header(name)).collect(), true),
+        };
+        Self { headers, removed, tokens, tokens_removed }
+    }
+
+    /// The values of the JWT-SVID token header (and its variants), in order.
+    pub fn tokens(&self) -> Vec<&str> {
+        self.tokens.iter().map(|(_, value)| value.as_str()).collect()
     }
 
     /// The request headers without identity headers, in the proxy's order.
@@ -49,10 +68,12 @@ impl StrippedHeaders {
         &self.removed
     }
 
-    /// The distinct names of the identity headers that arrived, for removal from the proxy's map.
+    /// The distinct names of the identity headers (and of the token header, unless it is
+    /// forwarded) that arrived, for removal from the proxy's map.
     pub fn removed_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = Vec::new();
-        for (name, _) in &self.removed {
+        let tokens = self.tokens.iter().filter(|_| self.tokens_removed);
+        for (name, _) in self.removed.iter().chain(tokens) {
             if !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
                 names.push(name);
             }
@@ -68,15 +89,20 @@ impl StrippedHeaders {
 
 impl IdentityConfig {
     /// Decides which identity, if any, the upstream receives, and whether to deny right away.
+    ///
+    /// `jwt_svid` is the validated token of a connection without a client certificate, or why
+    /// it is not valid; `None` when there is no token (or a certificate, which always wins).
     pub fn resolve(
         &self,
         peer: Result<&PeerIdentity, &PeerError>,
+        jwt_svid: Option<&Result<Rc<JwtSvid>, JwtSvidError>>,
         stripped: &StrippedHeaders,
     ) -> IdentityOutcome {
         let arrived = !stripped.removed().is_empty();
         let mut outcome = IdentityOutcome {
             upstream_identity: None,
             forwarded: false,
+            jwt_svid: None,
             spoof_attempt: arrived,
             deny: None,
         };
@@ -85,6 +111,16 @@ impl IdentityConfig {
         }
         let peer = match peer {
             Ok(peer) => peer,
+            Err(_) if let Some(token) = jwt_svid => {
+                match token {
+                    Ok(svid) => {
+                        outcome.upstream_identity = Some(svid.spiffe_id.to_string());
+                        outcome.jwt_svid = Some(Rc::clone(svid));
+                    }
+                    Err(error) => outcome.deny = Some(DenyReason::JwtSvidInvalid(error.clone())),
+                }
+                return outcome;
+            }
             Err(error) => {
                 if self.require_peer {
                     outcome.deny = Some(DenyReason::NoPeerIdentity(error.clone()));

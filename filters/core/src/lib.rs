@@ -13,6 +13,8 @@
 //! - [`spiffe`]: SPIFFE IDs and trust domains, parsed by the spec.
 //! - [`peer`]: the peer's X509-SVID checked against the SPIFFE rules and the clock, with a cache.
 //! - [`identity`]: stripping and injecting the identity header.
+//! - [`jwt_svid`]: JWT-SVIDs checked against their trust domain's JWT bundle, where there is no X509-SVID.
+//! - [`service`]: polling HTTP services through an Envoy cluster.
 //! - [`path`]: the path guard, and `parsed_path`/`parsed_query` as OPA's Envoy plugin builds them.
 //! - [`authz`] (feature `rego`): the Rego decision with the OPA Envoy plugin's input and result.
 //! - [`decision`]: decisions and deny reasons.
@@ -25,10 +27,12 @@ pub mod filter;
 pub mod fuzzing;
 pub mod host;
 pub mod identity;
+pub mod jwt_svid;
 pub mod metrics;
 pub mod path;
 pub mod peer;
 mod pem;
+pub mod service;
 pub mod spiffe;
 
 #[cfg(feature = "rego")]

@@ -3,6 +3,7 @@
 
 use crate::decision::{Decision, DenyReason, Verdict};
 use crate::host::{Host, MetricKind};
+use crate::jwt_svid::JwtSvidError;
 
 /// A counter a filter increments. Names follow Envoy's dotted stat convention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -63,6 +64,26 @@ pub enum Counter {
     AuthzBodyInvalid,
     /// Decisions the decision cache answered.
     AuthzDecisionCacheHits,
+    /// Requests whose JWT-SVID was valid (the connection had no client certificate).
+    JwtSvidAccepted,
+    /// JWT-SVIDs denied (each also counted in `IdentityDenied`): not a JWT-SVID's shape.
+    JwtSvidMalformed,
+    /// JWT-SVIDs denied: bad signature, unknown key, algorithm not allowed.
+    JwtSvidForged,
+    /// JWT-SVIDs denied: `exp` past or `nbf` ahead.
+    JwtSvidExpired,
+    /// JWT-SVIDs denied: `aud` holds none of the configured audiences.
+    JwtSvidWrongAudience,
+    /// JWT-SVIDs denied: `sub` in a trust domain that is not allowed.
+    JwtSvidForeignTrustDomain,
+    /// JWT-SVIDs denied: no JWT bundle for the trust domain yet.
+    JwtSvidNoBundle,
+    /// A JWT bundle fetched from a bundle endpoint was put in force.
+    JwtBundleUpdated,
+    /// A fetched JWT bundle was refused (JSON, keys, size); the bundle in force stays.
+    JwtBundleRejected,
+    /// A JWT bundle poll failed (connection, timeout, error status).
+    JwtBundleFetchFailed,
     /// Decisions of a cached entrypoint that were evaluated: facts not seen yet (then remembered),
     /// or a request with a body.
     AuthzDecisionCacheMisses,
@@ -82,6 +103,19 @@ impl Counter {
     /// Counters of the identity module.
     pub const IDENTITY: [Self; 4] =
         [Self::IdentitySpoofAttempts, Self::IdentityInjected, Self::IdentityDenied, Self::PathGuardRefused];
+    /// Counters of either module with `jwt_svid` configured.
+    pub const JWT_SVID: [Self; 10] = [
+        Self::JwtSvidAccepted,
+        Self::JwtSvidMalformed,
+        Self::JwtSvidForged,
+        Self::JwtSvidExpired,
+        Self::JwtSvidWrongAudience,
+        Self::JwtSvidForeignTrustDomain,
+        Self::JwtSvidNoBundle,
+        Self::JwtBundleUpdated,
+        Self::JwtBundleRejected,
+        Self::JwtBundleFetchFailed,
+    ];
     /// Counters of the authz module.
     pub const AUTHZ: [Self; 28] = [
         Self::IdentitySpoofAttempts,
@@ -138,6 +172,16 @@ impl Counter {
             Self::IdentityInjected => "svidgate.identity.injected",
             Self::IdentitySpoofAttempts => "svidgate.identity.spoof_attempts",
             Self::PathGuardRefused => "svidgate.path_guard.refused",
+            Self::JwtSvidAccepted => "svidgate.identity.jwt_svid.accepted",
+            Self::JwtSvidMalformed => "svidgate.identity.jwt_svid.denied.malformed",
+            Self::JwtSvidForged => "svidgate.identity.jwt_svid.denied.forged",
+            Self::JwtSvidExpired => "svidgate.identity.jwt_svid.denied.expired",
+            Self::JwtSvidWrongAudience => "svidgate.identity.jwt_svid.denied.wrong_audience",
+            Self::JwtSvidForeignTrustDomain => "svidgate.identity.jwt_svid.denied.foreign_trust_domain",
+            Self::JwtSvidNoBundle => "svidgate.identity.jwt_svid.denied.no_bundle",
+            Self::JwtBundleUpdated => "svidgate.identity.jwt_bundle.updated",
+            Self::JwtBundleRejected => "svidgate.identity.jwt_bundle.rejected",
+            Self::JwtBundleFetchFailed => "svidgate.identity.jwt_bundle.fetch_failed",
             Self::AuthzBodyRequests => "svidgate.authz.body.requests",
             Self::AuthzBodyBytes => "svidgate.authz.body.bytes",
             Self::AuthzBodyTruncated => "svidgate.authz.body.truncated",
@@ -150,15 +194,22 @@ impl Counter {
 
     /// The counters one request moves: the identity ones, and in the authz module the decision's
     /// outcome (allowed, denied, errors by kind, dry-run denials). No allocation: a request
-    /// moves at most nine.
+    /// moves at most ten.
     pub fn request_events(verdict: &Verdict, authz: bool) -> impl Iterator<Item = Self> {
         let (identity, decision) = (&verdict.identity, &verdict.decision);
         let spoof = identity.spoof_attempt.then_some(Self::IdentitySpoofAttempts);
         let denied = matches!(
             decision,
-            Decision::Deny { reason: DenyReason::NoPeerIdentity(_) | DenyReason::ForwardedIdentityInvalid(_), .. }
+            Decision::Deny {
+                reason: DenyReason::NoPeerIdentity(_) | DenyReason::ForwardedIdentityInvalid(_) | DenyReason::JwtSvidInvalid(_),
+                ..
+            }
         )
         .then_some(Self::IdentityDenied);
+        let jwt_svid = match decision {
+            Decision::Deny { reason: DenyReason::JwtSvidInvalid(error), .. } => Some(Self::jwt_svid_denied(error)),
+            _ => identity.jwt_svid.as_ref().map(|_| Self::JwtSvidAccepted),
+        };
         let injected = (decision.is_allow() && identity.upstream_identity.is_some()).then_some(Self::IdentityInjected);
         let path_refused =
             matches!(decision, Decision::Deny { reason: DenyReason::PathNotNormalized(_), .. }).then_some(Self::PathGuardRefused);
@@ -177,7 +228,19 @@ impl Counter {
             _ => None,
         };
         let cache = verdict.decision_cache.map(|hit| if hit { Self::AuthzDecisionCacheHits } else { Self::AuthzDecisionCacheMisses });
-        [spoof, denied, injected, path_refused, outcome, kind, dry_run, body, cache].into_iter().flatten()
+        [spoof, denied, jwt_svid, injected, path_refused, outcome, kind, dry_run, body, cache].into_iter().flatten()
+    }
+
+    /// The counter of a JWT-SVID denial's kind.
+    fn jwt_svid_denied(error: &JwtSvidError) -> Self {
+        match error {
+            JwtSvidError::Forged(_) => Self::JwtSvidForged,
+            JwtSvidError::Expired(_) => Self::JwtSvidExpired,
+            JwtSvidError::WrongAudience(_) => Self::JwtSvidWrongAudience,
+            JwtSvidError::ForeignTrustDomain(_) => Self::JwtSvidForeignTrustDomain,
+            JwtSvidError::NoBundle(_) => Self::JwtSvidNoBundle,
+            _ => Self::JwtSvidMalformed,
+        }
     }
 
     /// The counter of an error's kind.

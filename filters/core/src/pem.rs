@@ -1,5 +1,6 @@
-//! The PEM armour around Envoy's `connection.peer_certificate`, decoded without a base64 crate:
-//! the module ships one function instead of a general-purpose encoding library.
+//! The PEM armour around Envoy's `connection.peer_certificate`, and the base64url of JWTs and
+//! JWKs, decoded without a base64 crate: the modules ship one function instead of a
+//! general-purpose encoding library.
 
 const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
 const END: &str = "-----END CERTIFICATE-----";
@@ -15,18 +16,30 @@ pub(crate) fn first_certificate(pem: &[u8]) -> Result<Vec<u8>, &'static str> {
 
 /// Standard base64 (RFC 4648 §4) with padding; ASCII whitespace between characters is ignored.
 fn decode_base64(text: &str) -> Result<Vec<u8>, &'static str> {
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    decode(text, false)
+}
+
+/// base64url without padding (RFC 4648 §5), as JWS (RFC 7515 §2) and JWK write it: no padding,
+/// no whitespace, and no bits set beyond the last byte.
+pub(crate) fn decode_base64url(text: &str) -> Result<Vec<u8>, &'static str> {
+    decode(text, true)
+}
+
+fn decode(text: &str, url: bool) -> Result<Vec<u8>, &'static str> {
+    let mut out = Vec::with_capacity(text.len() / 4 * 3 + 2);
     let mut buffer = 0u32;
     let mut bits = 0u32;
     let mut padding = 0usize;
-    for byte in text.bytes().filter(|b| !b.is_ascii_whitespace()) {
+    for byte in text.bytes().filter(|b| url || !b.is_ascii_whitespace()) {
         let value = match byte {
             b'A'..=b'Z' => byte - b'A',
             b'a'..=b'z' => byte - b'a' + 26,
             b'0'..=b'9' => byte - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => {
+            b'+' if !url => 62,
+            b'/' if !url => 63,
+            b'-' if url => 62,
+            b'_' if url => 63,
+            b'=' if !url => {
                 padding += 1;
                 continue;
             }
@@ -50,7 +63,7 @@ fn decode_base64(text: &str) -> Result<Vec<u8>, &'static str> {
         2 => 1,
         _ => return Err("truncated base64"),
     };
-    if padding != expected_padding || buffer != 0 {
+    if (!url && padding != expected_padding) || buffer != 0 {
         return Err("bad base64 padding");
     }
     Ok(out)
@@ -74,6 +87,16 @@ mod tests {
             assert_eq!(decode_base64(encoded).unwrap(), decoded.as_bytes(), "{encoded}");
         }
         assert_eq!(decode_base64("//+/").unwrap(), [0xff, 0xff, 0xbf]);
+    }
+
+    #[test]
+    fn decodes_base64url_without_padding() {
+        for (encoded, decoded) in [("", &b""[..]), ("Zg", b"f"), ("Zm8", b"fo"), ("Zm9v", b"foo"), ("__-_", &[0xff, 0xff, 0xbf])] {
+            assert_eq!(decode_base64url(encoded).unwrap(), decoded, "{encoded}");
+        }
+        for bad in ["Zg==", "Z", "Zh", "//+/", "Zm9v YmFy", "Zm9v\n"] {
+            assert!(decode_base64url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

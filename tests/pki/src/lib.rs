@@ -5,6 +5,8 @@
 //! well-formed X509-SVID (one SPIFFE URI SAN, CA=false, digitalSignature, one hour of validity);
 //! each builder method breaks exactly one rule so tests can show that svidgate notices.
 
+pub mod jwt;
+
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,

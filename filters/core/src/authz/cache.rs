@@ -156,7 +156,7 @@ impl KeyPlan {
                     }
                     field(None);
                 }
-                Fact::Principal => field(request.peer.ok().map(|peer| peer.spiffe_id.as_str())),
+                Fact::Principal => field(request.principal()),
                 Fact::SourceAddress => field(request.source_address),
                 Fact::DestinationAddress => field(request.destination_address),
                 Fact::DestinationPrincipal => field(request.destination_principal),

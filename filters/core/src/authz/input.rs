@@ -18,6 +18,7 @@ use regorus::unstable::{Lexer, Source, TokenKind};
 use super::body::BodyInput;
 use super::cache::{KeyPlan, NOT_CACHEABLE_CALLS};
 use crate::identity::{IdentityOutcome, StrippedHeaders};
+use crate::jwt_svid::JwtSvid;
 use crate::peer::{PeerError, PeerIdentity};
 
 /// What the proxy knows about one request, as plain data.
@@ -27,6 +28,8 @@ pub struct RequestFacts<'a> {
     pub headers: &'a StrippedHeaders,
     /// The validated peer, or why there is none.
     pub peer: Result<&'a PeerIdentity, &'a PeerError>,
+    /// The request's valid JWT-SVID, when the connection has no client certificate.
+    pub jwt_svid: Option<&'a JwtSvid>,
     /// Envoy's `source.address` (`ip:port`), if the plan asks for it.
     pub source_address: Option<&'a str>,
     /// Envoy's `destination.address` (`ip:port`), if the plan asks for it.
@@ -46,6 +49,17 @@ pub struct RequestFacts<'a> {
     pub body: Option<&'a BodyInput>,
     /// The proxy clock (decision-log timestamps).
     pub now: std::time::SystemTime,
+}
+
+impl RequestFacts<'_> {
+    /// `attributes.source.principal`: the validated peer's SPIFFE ID, or where the connection
+    /// has no client certificate, the request's valid JWT-SVID's.
+    pub fn principal(&self) -> Option<&str> {
+        match self.peer {
+            Ok(peer) => Some(peer.spiffe_id.as_str()),
+            Err(_) => self.jwt_svid.map(|svid| svid.spiffe_id.as_str()),
+        }
+    }
 }
 
 /// The optional parts of the input a policy can read.
@@ -251,9 +265,9 @@ macro_rules! keys {
 }
 
 keys! {
-    address = "address", attributes = "attributes", body = "body", caller = "caller", certificate = "certificate", destination = "destination",
-    encoding = "encoding", ext_authz = "ext_authz", filter_metadata = "filterMetadata", forwarded = "forwarded", headers = "headers",
-    host = "host", http = "http", id = "id", metadata_context = "metadataContext", method = "method", nanos = "nanos", not_after = "not_after",
+    address = "address", alg = "alg", attributes = "attributes", audience = "audience", body = "body", caller = "caller", certificate = "certificate", destination = "destination",
+    encoding = "encoding", expires_at = "expires_at", ext_authz = "ext_authz", filter_metadata = "filterMetadata", forwarded = "forwarded", headers = "headers",
+    host = "host", http = "http", id = "id", issued_at = "issued_at", jwt_svid = "jwt_svid", key_id = "key_id", metadata_context = "metadataContext", method = "method", nanos = "nanos", not_after = "not_after",
     not_before = "not_before", parsed_body = "parsed_body", parsed_path = "parsed_path", parsed_query = "parsed_query",
     path = "path", peer = "peer", peer_error = "peer_error", port_value = "portValue",
     principal = "principal", protocol = "protocol", request = "request",
@@ -276,7 +290,7 @@ pub fn build_input(plan: &InputPlan, facts: &RequestFacts<'_>, identity: &Identi
         Some((p, q)) => (p, Some(q)),
         None => (path, None),
     };
-    let principal = facts.peer.ok().map(|p| Value::from(p.spiffe_id.as_str()));
+    let principal = facts.principal().map(Value::from);
 
     let mut http = vec![
         (&KEYS.id, opt_str(headers.get("x-request-id"))),
@@ -509,8 +523,30 @@ fn svidgate(peer: Result<&PeerIdentity, &PeerError>, identity: &IdentityOutcome)
         )),
         Err(e) => fields.push((&KEYS.peer_error, Value::from(e.to_string()))),
     }
+    if let Some(svid) = &identity.jwt_svid {
+        let audience: Vec<Value> = svid.audience.iter().map(|aud| Value::from(aud.as_str())).collect();
+        let mut jwt = vec![
+            (&KEYS.spiffe_id, svid.spiffe_id.as_str().into()),
+            (&KEYS.trust_domain, svid.spiffe_id.trust_domain().into()),
+            (&KEYS.path, svid.spiffe_id.path().into()),
+            (&KEYS.audience, Value::from(audience)),
+            (&KEYS.expires_at, Value::from(svid.expires_at)),
+            (&KEYS.key_id, svid.key_id.as_str().into()),
+            (&KEYS.alg, svid.algorithm.name().into()),
+        ];
+        if let Some(iat) = svid.issued_at {
+            jwt.push((&KEYS.issued_at, Value::from(iat)));
+        }
+        fields.push((&KEYS.jwt_svid, object(jwt)));
+    }
     if let Some(caller) = &identity.upstream_identity {
         fields.push((&KEYS.caller, caller.as_str().into()));
+        let source = match (identity.forwarded, &identity.jwt_svid) {
+            (true, _) => "forwarded",
+            (false, Some(_)) => "jwt_svid",
+            (false, None) => "x509_svid",
+        };
+        fields.push((&KEYS.source, source.into()));
     }
     fields.push((&KEYS.forwarded, Value::from(identity.forwarded)));
     object(fields)

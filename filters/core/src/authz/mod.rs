@@ -318,7 +318,7 @@ fn outcome(decision: &Decision, would_deny: Option<&DenyReason>) -> serde_json::
 /// The decision the module takes for a policy result, before the identity header is added: for
 /// tools that evaluate policies outside the proxy (`svidgate eval`, `svidgate replay`).
 pub fn decision_for_result(result: &regorus::Value, identity: &IdentityConfig, error_status: u16) -> Decision {
-    let no_identity = IdentityOutcome { upstream_identity: None, forwarded: false, spoof_attempt: false, deny: None };
+    let no_identity = IdentityOutcome { upstream_identity: None, forwarded: false, jwt_svid: None, spoof_attempt: false, deny: None };
     result::interpret(result, identity, &no_identity, error_status).0
 }
 

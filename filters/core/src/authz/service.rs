@@ -7,66 +7,10 @@ use std::time::SystemTime;
 
 use super::bundle::{Bundle, BundleError};
 use super::gzip;
-use crate::config::{BundleConfig, LogServiceConfig, ServiceConfig};
+use crate::config::{BundleConfig, LogServiceConfig};
 use crate::host::HttpCall;
-
-/// What came back from a call; `None` status when the call failed (reset, timeout, no upstream).
-#[derive(Clone, Copy, Debug)]
-pub struct HttpResponse<'a> {
-    /// `:status`.
-    pub status: Option<u16>,
-    /// `etag`, if any.
-    pub etag: Option<&'a str>,
-    /// The body.
-    pub body: &'a [u8],
-}
-
-/// When the next call is due: a delay drawn between the service's bounds after each call.
-#[derive(Debug)]
-struct Schedule {
-    next: Option<SystemTime>,
-    seed: u64,
-}
-
-impl Schedule {
-    fn new(now: SystemTime) -> Self {
-        let nanos = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        Self { next: None, seed: (nanos as u64) | 1 }
-    }
-
-    fn due(&self, now: SystemTime) -> bool {
-        self.next.is_none_or(|next| now >= next)
-    }
-
-    fn after(&mut self, now: SystemTime, service: &ServiceConfig) {
-        // xorshift64: spreads the proxies' calls, nothing secret depends on it.
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let spread = service.max_delay.saturating_sub(service.min_delay);
-        let jitter = spread.mul_f64((self.seed % 1_000) as f64 / 1_000.0);
-        self.next = Some(now + service.min_delay + jitter);
-    }
-}
-
-/// A hash of a bundle's bytes (not a security check: the bytes came over the cluster's transport).
-fn hash(bytes: &[u8]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut hasher);
-    hasher.finish()
-}
-
-fn call(service: &ServiceConfig, method: &str, extra: Vec<(String, String)>, body: Vec<u8>) -> HttpCall {
-    let mut headers = vec![
-        (":method".to_owned(), method.to_owned()),
-        (":path".to_owned(), service.resource.clone()),
-        (":authority".to_owned(), service.authority.clone()),
-        ("user-agent".to_owned(), format!("svidgate/{}", crate::VERSION)),
-    ];
-    headers.extend(extra);
-    HttpCall { cluster: service.cluster.clone(), headers, body, timeout: service.timeout }
-}
+pub use crate::service::HttpResponse;
+use crate::service::{DocumentPoller, Polled, Schedule, call};
 
 /// What one bundle poll came to.
 #[derive(Debug)]
@@ -85,18 +29,13 @@ pub enum Fetched {
 #[derive(Debug)]
 pub struct BundlePoller {
     config: BundleConfig,
-    schedule: Schedule,
-    in_flight: bool,
-    /// The ETag and a hash of the active bundle; a fetched one becomes active only once it compiled.
-    etag: Option<String>,
-    digest: Option<u64>,
-    fetched: (Option<String>, Option<u64>),
+    document: DocumentPoller,
 }
 
 impl BundlePoller {
     /// A poller whose first call is due at once.
     pub fn new(config: BundleConfig, now: SystemTime) -> Self {
-        Self { config, schedule: Schedule::new(now), in_flight: false, etag: None, digest: None, fetched: (None, None) }
+        Self { document: DocumentPoller::new(config.service.clone(), now), config }
     }
 
     /// The configuration.
@@ -106,44 +45,24 @@ impl BundlePoller {
 
     /// The call to make now, if one is due and none is in flight.
     pub fn poll(&mut self, now: SystemTime) -> Option<HttpCall> {
-        if self.in_flight || !self.schedule.due(now) {
-            return None;
-        }
-        self.in_flight = true;
-        let conditional = self.etag.iter().map(|etag| ("if-none-match".to_owned(), etag.clone())).collect();
-        Some(call(&self.config.service, "GET", conditional, Vec::new()))
+        self.document.poll(now)
     }
 
     /// Digests the answer to the call [`poll`](Self::poll) returned.
     pub fn on_response(&mut self, now: SystemTime, response: HttpResponse<'_>) -> Fetched {
-        self.in_flight = false;
-        self.schedule.after(now, &self.config.service);
-        match response.status {
-            Some(304) if self.etag.is_some() => Fetched::NotModified,
-            Some(200) => {
-                let digest = hash(response.body);
-                // A server without ETags (or one that ignores If-None-Match) resends the same bytes;
-                // a republished file brings them with a new ETag, which later polls then send.
-                if self.digest == Some(digest) {
-                    if let Some(etag) = response.etag {
-                        self.etag = Some(etag.to_owned());
-                    }
-                    return Fetched::NotModified;
-                }
-                self.fetched = (response.etag.map(str::to_owned), Some(digest));
-                match Bundle::from_tar_gz(response.body, self.config.max_bytes) {
-                    Ok(bundle) => Fetched::Bundle(bundle),
-                    Err(error) => Fetched::Rejected(error),
-                }
-            }
-            Some(status) => Fetched::Failed(format!("bundle service answered {status}")),
-            None => Fetched::Failed("no response (connection failure, reset or timeout)".to_owned()),
+        match self.document.on_response(now, response) {
+            Polled::NotModified => Fetched::NotModified,
+            Polled::Changed(body) => match Bundle::from_tar_gz(body, self.config.max_bytes) {
+                Ok(bundle) => Fetched::Bundle(bundle),
+                Err(error) => Fetched::Rejected(error),
+            },
+            Polled::Failed(why) => Fetched::Failed(why),
         }
     }
 
     /// The bundle last fetched compiled and is active: later polls ask whether it changed.
     pub fn activated(&mut self) {
-        (self.etag, self.digest) = std::mem::take(&mut self.fetched);
+        self.document.activated();
     }
 }
 

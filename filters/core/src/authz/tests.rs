@@ -56,6 +56,7 @@ fn input_for(
     let facts = RequestFacts {
         headers,
         peer,
+        jwt_svid: None,
         source_address: Some("10.1.2.3:45678"),
         destination_address: Some("[fd00::5]:8443"),
         destination_principal: Some("spiffe://ai.internal/ns/inference/sa/model-server"),
@@ -66,7 +67,7 @@ fn input_for(
         body: Some(&body),
         now: std::time::UNIX_EPOCH + std::time::Duration::new(1_790_000_000, 250),
     };
-    let identity = identity_config().resolve(peer, headers);
+    let identity = identity_config().resolve(peer, None, headers);
     serde_json::from_str(&build_input(plan, &facts, &identity).to_json_str().unwrap()).unwrap()
 }
 
@@ -227,6 +228,7 @@ fn builds_opa_envoy_v3_input() {
             },
             "caller": ORCHESTRATOR,
             "forwarded": false,
+            "source": "x509_svid",
         },
     });
     assert_eq!(input, expected);

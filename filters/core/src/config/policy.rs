@@ -2,18 +2,15 @@
 //! module refuses any `policy` without reading it).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::{
     BUNDLE_DELAYS, BundleConfig, ConfigError, DEFAULT_ENTRYPOINT, DEFAULT_EVAL_TIMEOUT, DEFAULT_LOG_BUFFER_BYTES,
     DEFAULT_LOG_UPLOAD_BYTES, DEFAULT_MASK, DEFAULT_DECISION_CACHE_ENTRIES, DEFAULT_MAX_BUNDLE_BYTES, DEFAULT_MAX_INSTRUCTIONS, DecisionLogConfig,
-    LOG_DELAYS, LogServiceConfig, MAX_DECISION_CACHE_ENTRIES, MAX_REQUEST_BYTES_LIMIT, PolicyConfig, RequestBodyConfig, RouteKey, RoutesConfig, ServiceConfig, duration, error_status, header_name, invalid,
+    LOG_DELAYS, LogServiceConfig, MAX_DECISION_CACHE_ENTRIES, MAX_REQUEST_BYTES_LIMIT, PolicyConfig, RequestBodyConfig, RouteKey, RoutesConfig, RawService, duration, error_status, header_name, invalid,
     normalize_entrypoint,
 };
-
-const DEFAULT_SERVICE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,24 +89,6 @@ struct RawDecisionLogs {
     labels: BTreeMap<String, String>,
     service: Option<RawService>,
     decision_id_header: Option<String>,
-}
-
-/// The fields every service block shares, as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawService {
-    cluster: String,
-    resource: Option<String>,
-    authority: Option<String>,
-    timeout: Option<String>,
-    min_delay: Option<String>,
-    max_delay: Option<String>,
-    /// Bundles: the inflated size limit. Logs: the buffer bound.
-    max_bytes: Option<usize>,
-    /// Logs: the size of one upload.
-    upload_bytes: Option<usize>,
-    /// Bundles: the name in decision logs (OPA's bundle name).
-    name: Option<String>,
 }
 
 impl RawPolicy {
@@ -238,40 +217,6 @@ impl RawDecisionLogs {
 }
 
 impl RawService {
-    fn service(
-        &self,
-        block: &str,
-        default_resource: &str,
-        delays: (Duration, Duration),
-    ) -> Result<ServiceConfig, ConfigError> {
-        let key = |field: &str| format!("{block}.{field}");
-        if self.cluster.is_empty() {
-            return Err(invalid(&key("cluster"), "must name an Envoy cluster".into()));
-        }
-        let resource = self.resource.clone().unwrap_or_else(|| default_resource.to_owned());
-        if !resource.starts_with('/') {
-            return Err(invalid(&key("resource"), format!("{resource:?} must be a path starting with /")));
-        }
-        let duration = |field: &str, value: &Option<String>, default: Duration| match value {
-            None => Ok(default),
-            Some(v) => duration(&key(field), v, true),
-        };
-        let timeout = duration("timeout", &self.timeout, DEFAULT_SERVICE_TIMEOUT)?;
-        let min_delay = duration("min_delay", &self.min_delay, delays.0)?;
-        let max_delay = duration("max_delay", &self.max_delay, delays.1.max(min_delay))?;
-        if max_delay < min_delay {
-            return Err(invalid(&key("max_delay"), format!("{max_delay:?} is below min_delay {min_delay:?}")));
-        }
-        Ok(ServiceConfig {
-            authority: self.authority.clone().unwrap_or_else(|| self.cluster.clone()),
-            cluster: self.cluster.clone(),
-            resource,
-            timeout,
-            min_delay,
-            max_delay,
-        })
-    }
-
     fn bundle(&self) -> Result<BundleConfig, ConfigError> {
         const BLOCK: &str = "policy.bundle";
         if self.upload_bytes.is_some() {

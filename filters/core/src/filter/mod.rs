@@ -21,13 +21,14 @@
 //! proxy (`svidgate-proxy`) and the native runtime of the tests (`host::memory::MemoryHost`)
 //! both call exactly these functions.
 
+mod jwt_bundles;
 #[cfg(feature = "rego")]
 mod services;
 
 use std::cell::RefCell;
 use std::fmt;
 use std::rc::Rc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::Level;
 
@@ -36,11 +37,14 @@ use crate::decision::{BAD_REQUEST, DENIED_BODY, Decision, DenyReason, HeaderEdit
 #[cfg(feature = "rego")]
 use crate::authz::body::RequestBody;
 use crate::host::{Action, Host, property};
-use crate::identity::StrippedHeaders;
+use crate::identity::{IdentityOutcome, StrippedHeaders};
+use crate::jwt_svid::{JwtSvid, JwtSvidError, Verifier};
 use crate::metrics::{Counter, Metrics};
 use crate::path::PathGuard;
 use crate::peer::{PeerCache, PeerCertificate, PeerError, PeerIdentity};
 
+/// How often the root context checks whether a poll or a log upload is due.
+pub const TICK: Duration = Duration::from_secs(1);
 /// How many peer certificates a plugin keeps parsed.
 pub const PEER_CACHE_CAPACITY: usize = 1024;
 /// The filter-state key of the decision id: `%FILTER_STATE(wasm.svidgate_decision_id:PLAIN)%`.
@@ -57,6 +61,8 @@ pub struct Root {
     /// The git revision the module was built from, logged at VM start.
     revision: &'static str,
     filter: Option<Rc<Filter>>,
+    /// JWT bundle polling (`jwt_svid.bundle_endpoints`).
+    jwt_bundles: jwt_bundles::JwtBundlePollers,
     /// Bundle polling and decision-log uploads (authz module).
     #[cfg(feature = "rego")]
     services: services::Services,
@@ -69,6 +75,8 @@ pub struct Filter {
     identity: IdentityConfig,
     path_guard: PathGuard,
     cache: RefCell<PeerCache>,
+    /// JWT-SVID validation, with `jwt_svid` configured.
+    jwt: Option<Verifier>,
     metrics: Metrics,
     #[cfg(feature = "rego")]
     authz: Option<services::Authz>,
@@ -97,6 +105,9 @@ pub struct Request {
     pub headers: StrippedHeaders,
     /// The validated peer, or why there is none.
     pub peer: Result<PeerIdentity, PeerError>,
+    /// The request's JWT-SVID, validated, when the connection has no client certificate and the
+    /// request carries one.
+    pub jwt_svid: Option<Result<Rc<JwtSvid>, JwtSvidError>>,
     /// The request body, read for a policy that reads it; `None` when the request had none.
     #[cfg(feature = "rego")]
     pub body: Option<RequestBody>,
@@ -117,6 +128,7 @@ impl Root {
             kind,
             revision,
             filter: None,
+            jwt_bundles: jwt_bundles::JwtBundlePollers::default(),
             #[cfg(feature = "rego")]
             services: services::Services::default(),
         }
@@ -147,23 +159,35 @@ impl Root {
     fn configure(&mut self, host: &impl Host, config: Config) -> Result<Filter, ConfigError> {
         let (identity, path_guard) = (config.identity, config.path_guard);
         let cache = RefCell::new(PeerCache::new(PEER_CACHE_CAPACITY));
+        let jwt = identity.jwt_svid.as_ref().map(Verifier::new);
+        self.jwt_bundles = jwt_bundles::JwtBundlePollers::new(identity.jwt_svid.as_ref(), host.now());
+        if self.jwt_bundles.any() {
+            host.set_tick_period(TICK);
+        }
+        let jwt_counters = jwt.as_ref().map_or(&[][..], |_| &Counter::JWT_SVID[..]);
         let Some(policy) = config.policy else {
             log(
                 host,
                 Level::Info,
-                format_args!("{} configured: {:?} mode, headers {:?}", self.kind.name(), identity.mode, identity.headers),
+                format_args!(
+                    "{} configured: {:?} mode, headers {:?}, jwt-svids {}",
+                    self.kind.name(),
+                    identity.mode,
+                    identity.headers,
+                    if jwt.is_some() { "accepted" } else { "not accepted" },
+                ),
             );
-            let metrics = Metrics::define(host, &Counter::IDENTITY, None);
+            let metrics = Metrics::define(host, &[&Counter::IDENTITY[..], jwt_counters].concat(), None);
             #[cfg(feature = "rego")]
-            return Ok(Filter { identity, path_guard, cache, metrics, authz: None });
+            return Ok(Filter { identity, path_guard, cache, jwt, metrics, authz: None });
             #[cfg(not(feature = "rego"))]
-            return Ok(Filter { identity, path_guard, cache, metrics });
+            return Ok(Filter { identity, path_guard, cache, jwt, metrics });
         };
         #[cfg(feature = "rego")]
         {
             let authz = self.services.configure(host, &identity, policy)?;
-            let metrics = Metrics::define(host, &Counter::AUTHZ, Some(crate::metrics::DECISION_LATENCY_US));
-            Ok(Filter { identity, path_guard, cache, metrics, authz: Some(authz) })
+            let metrics = Metrics::define(host, &[&Counter::AUTHZ[..], jwt_counters].concat(), Some(crate::metrics::DECISION_LATENCY_US));
+            Ok(Filter { identity, path_guard, cache, jwt, metrics, authz: Some(authz) })
         }
         // Without Rego there is no authz module, so no configuration carries a policy.
         #[cfg(not(feature = "rego"))]
@@ -175,22 +199,20 @@ impl Root {
 
     /// The timer: polls the bundle service, uploads decision logs, writes the gauges.
     pub fn on_tick(&mut self, host: &impl Host) {
+        let Some(filter) = &self.filter else { return };
+        self.jwt_bundles.on_tick(host, filter);
         #[cfg(feature = "rego")]
-        if let Some(filter) = &self.filter {
-            self.services.on_tick(host, filter);
-        }
-        #[cfg(not(feature = "rego"))]
-        let _ = host;
+        self.services.on_tick(host, filter);
     }
 
     /// The answer to an HTTP call the root context dispatched.
     pub fn on_http_call_response(&mut self, host: &impl Host, token: u32, body_size: usize) {
-        #[cfg(feature = "rego")]
-        if let Some(filter) = &self.filter {
-            self.services.on_http_call_response(host, filter, token, body_size);
+        let Some(filter) = &self.filter else { return };
+        if self.jwt_bundles.on_http_call_response(host, filter, token, body_size) {
+            return;
         }
-        #[cfg(not(feature = "rego"))]
-        let _ = (host, token, body_size);
+        #[cfg(feature = "rego")]
+        self.services.on_http_call_response(host, filter, token, body_size);
     }
 
     /// A new HTTP stream with context id `id`.
@@ -318,6 +340,16 @@ impl Filter {
         &self.identity
     }
 
+    /// JWT-SVID validation, with `jwt_svid` configured.
+    pub fn jwt_verifier(&self) -> Option<&Verifier> {
+        self.jwt.as_ref()
+    }
+
+    /// The identity step of `request`: which identity the upstream gets, or why it is denied.
+    pub fn identify(&self, request: &Request) -> IdentityOutcome {
+        self.identity.resolve(request.peer.as_ref(), request.jwt_svid.as_ref(), &request.headers)
+    }
+
     /// The first phase of every request: removes every identity header from the proxy's map and
     /// from what the decision will read, reads the clock once and resolves the peer.
     pub fn begin(&self, host: &impl Host) -> Request {
@@ -331,6 +363,14 @@ impl Filter {
         let started = self.metrics.timed().then(Instant::now);
         let now = host.now();
         let peer = self.peer(host, now);
+        // A JWT-SVID is read only where there is no client certificate: it never overrides one.
+        let jwt_svid = match (&self.identity.jwt_svid, &self.jwt, &peer) {
+            (Some(config), Some(verifier), Err(PeerError::NoCertificate)) => {
+                let tokens = headers.tokens();
+                (!tokens.is_empty()).then(|| verifier.validate(config, &self.identity.svid.trust_domains, &tokens, now))
+            }
+            _ => None,
+        };
         #[cfg(feature = "rego")]
         let (route, entry) = match &self.authz {
             Some(authz) => authz.route(host),
@@ -341,6 +381,7 @@ impl Filter {
             started,
             headers,
             peer,
+            jwt_svid,
             #[cfg(feature = "rego")]
             body: None,
             #[cfg(feature = "rego")]
@@ -356,7 +397,7 @@ impl Filter {
     fn body_to_read(&self, request: &Request) -> Option<crate::config::RequestBodyConfig> {
         let authz = self.authz.as_ref()?;
         let denied_first = self.path_guard.check(request.path()).is_err()
-            || self.identity.resolve(request.peer.as_ref(), &request.headers).deny.is_some();
+            || self.identify(request).deny.is_some();
         let entry = request.entry?;
         (!denied_first && authz.reads_body(request.now, entry)).then(|| authz.body_limits())
     }
@@ -370,14 +411,14 @@ impl Filter {
     /// The 413 of a body longer than the policy may read.
     #[cfg(feature = "rego")]
     fn too_large(&self, request: &Request, max: usize) -> Verdict {
-        let identity = self.identity.resolve(request.peer.as_ref(), &request.headers);
+        let identity = self.identify(request);
         let decision = Decision::deny(crate::decision::PAYLOAD_TOO_LARGE, DenyReason::BodyTooLarge(max));
         Verdict::without_policy(decision, identity)
     }
 
     /// Decides a request: the path guard, the identity step, then in the authz module the policy.
     pub fn decide(&self, host: &impl Host, request: &Request) -> Verdict {
-        let identity = self.identity.resolve(request.peer.as_ref(), &request.headers);
+        let identity = self.identify(request);
         if let Err(error) = self.path_guard.check(request.path()) {
             return Verdict::without_policy(Decision::deny(BAD_REQUEST, DenyReason::PathNotNormalized(error)), identity);
         }

@@ -3,11 +3,11 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use log::Level;
 
-use super::{Filter, Request, log, lossy_utf8};
+use super::{Filter, Request, TICK, log, lossy_utf8};
 use crate::authz::service::{BundlePoller, Fetched, HttpResponse, LogUploader, Uploaded};
 use crate::authz::body::{self, RequestBody};
 use crate::authz::{Authorizer, RequestFacts};
@@ -17,9 +17,6 @@ use crate::host::{Host, HttpCall, property};
 use crate::identity::IdentityOutcome;
 use crate::path::InputError;
 use crate::metrics::{BUNDLE_REVISION_PREFIX, Counter, Gauge, Metrics, POLICY_AGE_SECONDS, POLICY_ON_INTERPRETER};
-
-/// How often the root context checks whether a bundle poll or a log upload is due.
-pub const TICK: Duration = Duration::from_secs(1);
 
 /// The policy side of a configured authz plugin, shared by its requests.
 #[derive(Debug)]
@@ -112,6 +109,7 @@ impl Authz {
         let facts = RequestFacts {
             headers: &request.headers,
             peer: request.peer.as_ref(),
+            jwt_svid: request.jwt_svid.as_ref().and_then(|token| token.as_deref().ok()),
             source_address: source_address.as_deref(),
             destination_address: destination_address.as_deref(),
             destination_principal: destination_principal.as_deref(),

@@ -387,7 +387,7 @@ allow if input.attributes.request.http.path in data.svidgate.allowed_paths
     fn a_bundle_replaces_the_bootstrap_policy_whole() {
         let mut plugin = plugin(r#"{"rego": "package envoy.authz\ndefault allow := false", "bundle": {"cluster": "b"}}"#);
         assert_eq!(plugin.request(&[(":path", "/v1/generate")]), Action::Pause);
-        assert_eq!(plugin.host.state().tick_period, Some(services::TICK));
+        assert_eq!(plugin.host.state().tick_period, Some(super::TICK));
         let token = plugin.tick().unwrap();
         assert_eq!(plugin.host.state().http_calls[0].1.cluster, "b");
         plugin.respond(token, "200", &[("etag", "\"r1\"")], &bundle("r1", &["/v1/generate"]));
@@ -645,5 +645,141 @@ mod routes {
         let errors: Vec<String> = host.state().logs.iter().filter(|(l, _)| *l == Level::Error).map(|(_, m)| m.clone()).collect();
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].contains("data.chat.allow: "), "{errors:?}");
+    }
+}
+
+/// JWT-SVIDs as the identity of requests on connections without a client certificate, with
+/// tokens and bundles minted by Python's `cryptography` (jwt_svid/testdata/mint.py).
+mod jwt_svid {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn cases() -> Value {
+        serde_json::from_str(include_str!("../jwt_svid/testdata/cases.json")).unwrap()
+    }
+
+    fn token(name: &str) -> String {
+        let cases = cases();
+        let case = cases["cases"].as_array().unwrap().iter().find(|case| case["name"] == name).unwrap();
+        format!("Bearer {}", case["token"].as_str().unwrap())
+    }
+
+    /// A sidecar of `kind` taking JWT-SVIDs, with `jwt_svid` merged over the minted bundle inline.
+    fn plugin(kind: ModuleKind, jwt_svid: Value) -> Plugin {
+        let cases = cases();
+        let mut block = json!({"audiences": [cases["audience"]], "bundles": {"ai.internal": cases["bundle"]}});
+        for (key, value) in jwt_svid.as_object().unwrap() {
+            block[key] = value.clone();
+        }
+        let mut config = json!({"trust_domains": ["ai.internal"], "jwt_svid": block});
+        if kind == ModuleKind::Authz {
+            // Allows the JWT-SVID's caller only, from attributes.source.principal as OPA-Envoy policies read it.
+            let rego = "package envoy.authz\nimport rego.v1\ndefault allow := false\nallow if input.attributes.source.principal == \"spiffe://ai.internal/ns/agents/sa/orchestrator\"\nallow if input.svidgate.source == \"nobody\"\n";
+            config["policy"] = json!({"rego": rego});
+        }
+        let plugin = Plugin::start(kind, &config.to_string());
+        plugin.host.with(|s| s.now = Some(T0 + Duration::from_secs(cases["now"].as_u64().unwrap())));
+        plugin
+    }
+
+    #[test]
+    fn a_valid_token_is_the_identity_and_does_not_go_upstream() {
+        for kind in [ModuleKind::Identity, ModuleKind::Authz] {
+            let mut plugin = plugin(kind, json!({}));
+            let valid = token("es256");
+            let action = plugin.request(&[(":path", "/v1/generate"), ("authorization", &valid), ("x-forwarded-spiffe-id", "spiffe://ai.internal/forged")]);
+            assert_eq!(action, Action::Continue, "{kind:?}: {:?}", plugin.host.state().logs);
+            assert_eq!(plugin.upstream_headers("x-forwarded-spiffe-id"), ["spiffe://ai.internal/ns/agents/sa/orchestrator"], "{kind:?}");
+            assert!(plugin.upstream_headers("authorization").is_empty(), "{kind:?}: the token is stripped");
+            assert_eq!(plugin.counter(Counter::JwtSvidAccepted), 1, "{kind:?}");
+            assert_eq!(plugin.counter(Counter::IdentityInjected), 1, "{kind:?}");
+            assert_eq!(plugin.counter(Counter::IdentitySpoofAttempts), 1, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn forward_token_leaves_the_token_for_the_upstream() {
+        let mut plugin = plugin(ModuleKind::Identity, json!({"forward_token": true}));
+        let valid = token("rs256");
+        assert_eq!(plugin.request(&[(":path", "/"), ("authorization", &valid)]), Action::Continue);
+        assert_eq!(plugin.upstream_headers("authorization"), [valid]);
+        assert_eq!(plugin.upstream_headers("x-forwarded-spiffe-id"), ["spiffe://ai.internal/ns/agents/sa/orchestrator"]);
+    }
+
+    #[test]
+    fn each_bad_token_is_denied_with_its_own_reason_and_counter() {
+        for kind in [ModuleKind::Identity, ModuleKind::Authz] {
+            let mut plugin = plugin(kind, json!({}));
+            for (case, code, counter) in [
+                ("tampered claims", "svidgate_jwt_svid_forged", Counter::JwtSvidForged),
+                ("expired", "svidgate_jwt_svid_expired", Counter::JwtSvidExpired),
+                ("wrong audience", "svidgate_jwt_svid_wrong_audience", Counter::JwtSvidWrongAudience),
+                ("foreign trust domain", "svidgate_jwt_svid_foreign_trust_domain", Counter::JwtSvidForeignTrustDomain),
+                ("alg none", "svidgate_jwt_svid_forged", Counter::JwtSvidForged),
+                ("no exp", "svidgate_jwt_svid_malformed", Counter::JwtSvidMalformed),
+            ] {
+                let bad = token(case);
+                let action = plugin.request(&[(":path", "/"), ("Authorization", &bad)]);
+                assert_eq!(action, Action::Pause, "{kind:?} {case}");
+                assert_eq!(plugin.reply().map(|reply| reply.status), Some(403), "{kind:?} {case}");
+                assert_eq!(plugin.counter(counter), if case == "alg none" { 2 } else { 1 }, "{kind:?} {case}");
+                let logged = plugin.logs_at(Level::Debug);
+                assert!(logged.last().is_some_and(|line| line.contains(&format!("({code}): invalid jwt-svid"))), "{kind:?} {case}: {logged:?}");
+            }
+            assert_eq!(plugin.counter(Counter::IdentityDenied), 6, "{kind:?}");
+            assert_eq!(plugin.counter(Counter::JwtSvidAccepted), 0, "{kind:?}");
+            // Two tokens, or a token without its scheme: malformed, never one of them picked.
+            let valid = token("es256");
+            let action = plugin.request(&[(":path", "/"), ("authorization", &valid), ("authorization", &valid)]);
+            assert_eq!((action, plugin.counter(Counter::JwtSvidMalformed)), (Action::Pause, 2), "{kind:?}");
+            let action = plugin.request(&[(":path", "/"), ("authorization", valid.trim_start_matches("Bearer "))]);
+            assert_eq!((action, plugin.counter(Counter::JwtSvidMalformed)), (Action::Pause, 3), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn without_a_token_the_identity_rules_are_unchanged() {
+        let mut plugin = plugin(ModuleKind::Identity, json!({}));
+        assert_eq!(plugin.request(&[(":path", "/")]), Action::Continue, "require_peer is off");
+        assert!(plugin.upstream_headers("x-forwarded-spiffe-id").is_empty());
+        assert_eq!(plugin.counter(Counter::JwtSvidAccepted), 0);
+    }
+
+    #[test]
+    fn a_polled_bundle_replaces_the_inline_one_and_a_bad_one_leaves_it() {
+        let cases = cases();
+        let endpoints = json!({"bundle_endpoints": {"ai.internal": {"cluster": "spire_bundle", "min_delay": "10s", "max_delay": "10s"}}});
+        let mut plugin = plugin(ModuleKind::Identity, endpoints);
+        assert_eq!(plugin.host.state().tick_period, Some(super::TICK));
+        let valid = token("es256");
+        // The bundle endpoint's first answer is refused: the inline bundle stays in force.
+        let first = plugin.tick().unwrap();
+        assert_eq!(plugin.host.state().http_calls[0].1.cluster, "spire_bundle");
+        plugin.respond(first, "200", &[], br#"{"keys": []}"#);
+        assert_eq!(plugin.counter(Counter::JwtBundleRejected), 1);
+        assert_eq!(plugin.request(&[(":path", "/"), ("authorization", &valid)]), Action::Continue);
+        // A failed poll leaves it too.
+        plugin.advance(Duration::from_secs(10));
+        let failed = plugin.tick().unwrap();
+        plugin.fail(failed);
+        assert_eq!(plugin.counter(Counter::JwtBundleFetchFailed), 1);
+        assert_eq!(plugin.request(&[(":path", "/"), ("authorization", &valid)]), Action::Continue);
+        // The key that signed the token rotated out: the token no longer verifies.
+        let mut rotated = cases["bundle"].clone();
+        rotated["keys"].as_array_mut().unwrap().retain(|key| key["kid"] == "rsa");
+        plugin.advance(Duration::from_secs(10));
+        let update = plugin.tick().unwrap();
+        plugin.respond(update, "200", &[("etag", "\"s8\"")], rotated.to_string().as_bytes());
+        assert_eq!(plugin.counter(Counter::JwtBundleUpdated), 1);
+        assert!(plugin.logs_at(Level::Info).iter().any(|line| line.contains("jwt bundle of ai.internal from cluster spire_bundle in force") && line.contains("keys [rsa]")));
+        assert_eq!(plugin.request(&[(":path", "/"), ("authorization", &valid)]), Action::Pause);
+        assert_eq!(plugin.counter(Counter::JwtSvidForged), 1);
+        assert_eq!(plugin.request(&[(":path", "/"), ("authorization", &token("rs256"))]), Action::Continue);
+        // Later polls ask whether that bundle changed.
+        plugin.advance(Duration::from_secs(10));
+        plugin.tick().unwrap();
+        let asked = plugin.host.state().http_calls.last().map(|(_, call)| call.headers.clone()).unwrap_or_default();
+        assert!(asked.contains(&("if-none-match".to_owned(), "\"s8\"".to_owned())), "{asked:?}");
     }
 }

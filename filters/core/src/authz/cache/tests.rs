@@ -39,6 +39,7 @@ fn facts<'a>(headers: &'a StrippedHeaders, peer: &'a PeerIdentity) -> RequestFac
     RequestFacts {
         headers,
         peer: Ok(peer),
+        jwt_svid: None,
         source_address: Some("10.1.2.3:45678"),
         destination_address: None,
         destination_principal: None,
@@ -174,7 +175,7 @@ fn every_part_of_the_input_has_a_source() {
         body: Some(&body),
         ..facts(&h, &orchestrator)
     };
-    let identity = identity_config().resolve(Ok(&orchestrator), &h);
+    let identity = identity_config().resolve(Ok(&orchestrator), None, &h);
     let input: serde_json::Value =
         serde_json::from_str(&build_input(&InputPlan::ALL, &facts, &identity).to_json_str().unwrap()).unwrap();
     let mut leaves = Vec::new();
@@ -206,7 +207,7 @@ fn authorizer(policy: serde_json::Value) -> Authorizer {
 /// Decides one request; returns (allowed, whether the cache answered).
 fn decide(authorizer: &Authorizer, caller: &str, pairs: &[(&str, &str)]) -> (bool, Option<bool>) {
     let (config, peer, h) = (identity_config(), peer(caller), headers(pairs));
-    let identity = config.resolve(Ok(&peer), &h);
+    let identity = config.resolve(Ok(&peer), None, &h);
     let active = authorizer.policy_at(UNIX_EPOCH + Duration::from_secs(2_000)).unwrap();
     let verdict = authorizer.evaluate(&active, 0, &facts(&h, &peer), &config, identity);
     (verdict.decision.is_allow(), verdict.decision_cache)
@@ -317,7 +318,7 @@ fn the_project_policies_decide_the_same_cached_and_evaluated() {
             let (config, peer, h) = (identity_config(), peer(caller), headers(&pairs));
             let verdict = |authorizer: &Authorizer| {
                 let active = authorizer.policy_at(UNIX_EPOCH + Duration::from_secs(2_000)).unwrap();
-                authorizer.evaluate(&active, 0, &facts(&h, &peer), &config, config.resolve(Ok(&peer), &h))
+                authorizer.evaluate(&active, 0, &facts(&h, &peer), &config, config.resolve(Ok(&peer), None, &h))
             };
             let (cached_verdict, evaluated_verdict) = (verdict(&cached), verdict(&evaluated));
             assert_eq!(

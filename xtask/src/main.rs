@@ -116,10 +116,12 @@ struct Xtask {
 // `cargo xtask <step> --help`.
 #[derive(Debug, Subcommand)]
 enum Step {
-    /// install the wasm32-wasip1 Rust target, wasm-opt and nginx if missing
+    /// install the wasm32-wasip1 Rust target, wasm-opt, nginx and Prometheus if missing
     ///
-    /// Installs the wasm32-wasip1 Rust target (rustup), wasm-opt (Debian's binaryen) and nginx
-    /// (Debian's nginx-light, the bundle server of the end-to-end tests) if missing.
+    /// Installs the wasm32-wasip1 Rust target (rustup), wasm-opt (Debian's binaryen), nginx
+    /// (Debian's nginx-light, the bundle server of the end-to-end tests) and Prometheus with
+    /// promtool (Debian's prometheus: the alert rules' tests) if missing, starting none of the
+    /// services these packages ship.
     #[command(verbatim_doc_comment)]
     Setup,
     /// build svidgate_identity.wasm, svidgate_authz.wasm and svidgate_authz_full.wasm into target/modules
@@ -135,7 +137,8 @@ enum Step {
     ///
     /// Runs core, Rego policies, scenario corpus (native and through the wasmtime host on both
     /// modules), host ABI, the end-to-end suite in real Envoy (tests/e2e), the OCI tests against
-    /// a real registry (tools/oci), the differential suite against real Go OPA (tests/differential,
+    /// a real registry (tools/oci), the alert rules' promtool tests (envoy/monitoring), the
+    /// differential suite against real Go OPA (tests/differential,
     /// the library from PyPI's opa-golib-python-bindings unpacked into .venv/opa unless
     /// SVIDGATE_OPA_LIB is set), the core's unit tests again built for wasm32-wasip1 on wasmtime,
     /// and every fuzz target for a few seconds; ends with a 'N passed, M failed' line.
@@ -212,7 +215,7 @@ struct DemoArgs {
 
 /// Installs the Rust target the modules are built for (RUSTUP_AUTO_INSTALL=0 machines need this)
 /// and binaryen's wasm-opt, which shrinks the modules (V8 compiles about 1 MB a second at load),
-/// and nginx, which the e2e tests serve bundles from.
+/// nginx, which the e2e tests serve bundles from, and Prometheus, which tests the alert rules.
 fn setup() -> Result<()> {
     let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
     if !installed.lines().any(|l| l.trim() == TARGET) {
@@ -220,7 +223,13 @@ fn setup() -> Result<()> {
     }
     // (command, how to check it runs, Debian package). The e2e tests serve policy bundles from a
     // real nginx (tests/e2e/src/nginx.rs); Debian puts it in /usr/sbin, not on every user's PATH.
-    let wanted = [(&["wasm-opt"][..], "--version", "binaryen"), (&["nginx", "/usr/sbin/nginx"][..], "-v", "nginx-light")];
+    // Debian's prometheus gives promtool (the rules' unit tests) and the Prometheus the e2e
+    // monitoring test scrapes Envoy with (tests/e2e/src/prometheus.rs).
+    let wanted = [
+        (&["wasm-opt"][..], "--version", "binaryen"),
+        (&["nginx", "/usr/sbin/nginx"][..], "-v", "nginx-light"),
+        (&["promtool", "/usr/bin/promtool"][..], "--version", "prometheus"),
+    ];
     let missing: Vec<&str> = wanted
         .iter()
         .filter(|(bins, flag, _)| !bins.iter().any(|bin| Command::new(bin).arg(flag).output().is_ok()))
@@ -229,13 +238,51 @@ fn setup() -> Result<()> {
     if !missing.is_empty() {
         println!("installing Debian packages {missing:?}");
         run(Command::new("apt-get").args(["update", "-qq"]))?;
+        // nginx and Prometheus are Debian services: installing them starts nginx on port 80 and
+        // Prometheus on 9090, and Prometheus recommends node-exporter (port 9100). The tests start
+        // their own on free ports, so nothing is recommended and no service is started.
+        let _no_starts = NoServiceStarts::install()?;
         run(Command::new("apt-get")
-            .args(["install", "-y", "-qq"])
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"))
         .with_context(|| format!("cannot install {missing:?}; install them and run again"))?;
     }
     Ok(())
+}
+
+/// Debian's `policy-rc.d` mechanism: while this lives, `invoke-rc.d` and `deb-systemd-invoke`
+/// start no service a package installs (exit status 101, "action forbidden"). Put in place only
+/// if the machine has none (container images often do), and removed on drop.
+struct NoServiceStarts(Option<PathBuf>);
+
+impl NoServiceStarts {
+    const PATH: &str = "/usr/sbin/policy-rc.d";
+
+    fn install() -> Result<Self> {
+        let path = Path::new(Self::PATH);
+        if path.exists() {
+            return Ok(Self(None));
+        }
+        std::fs::write(path, "#!/bin/sh\n# cargo xtask setup: start no service while it installs packages.\nexit 101\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+        }
+        Ok(Self(Some(path.to_owned())))
+    }
+}
+
+impl Drop for NoServiceStarts {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0
+            && let Err(error) = std::fs::remove_file(path)
+        {
+            println!("warning: remove {} yourself ({error}): it stops Debian from starting services", path.display());
+        }
+    }
 }
 
 /// Builds both modules, shrinks them with wasm-opt into target/modules, writes SHA256SUMS beside
@@ -386,6 +433,7 @@ fn test() -> Result<()> {
     native.env("SVIDGATE_OPA_LIB", &opa);
     let mut totals = Totals::default();
     run_tests(&mut native, &mut totals)?;
+    promtool_tests(&mut totals)?;
     // The differential suite against Go OPA in Cargo runs of its own: built with the workspace,
     // Cargo would unify regorus's and the regex crate's features with other crates', and the
     // suite would test another engine than the modules ship.
@@ -426,6 +474,25 @@ fn test() -> Result<()> {
     println!("{} passed, {} failed", totals.passed, totals.failed);
     ensure!(totals.failed == 0, "tests failed");
     ensure!(totals.passed > 0, "no test ran");
+    Ok(())
+}
+
+/// The alert rules under envoy/monitoring checked and unit-tested by promtool (Debian's
+/// prometheus; `PROMTOOL_BIN` to use another): each command counts as one test.
+fn promtool_tests(totals: &mut Totals) -> Result<()> {
+    let promtool = std::env::var_os("PROMTOOL_BIN").unwrap_or_else(|| "promtool".into());
+    for args in [["check", "rules", "svidgate-alerts.yaml"], ["test", "rules", "svidgate-alerts.test.yaml"]] {
+        let mut command = Command::new(&promtool);
+        command.args(args).current_dir(workspace_root().join("envoy/monitoring"));
+        println!("$ {command:?}");
+        let out = command.output().with_context(|| format!("starting {command:?} (cargo xtask setup installs it)"))?;
+        print!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        if out.status.success() {
+            totals.passed += 1;
+        } else {
+            totals.failed += 1;
+        }
+    }
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 //! - [`upstream`]: the small app behind each sidecar, reporting the identity it received.
 //! - [`nginx`]: a real nginx serving bundles from a directory, with ETags and 304s; stopped and restarted at will.
 //! - [`logsink`]: a decision-log collector taking OPA-style gzip JSON uploads, failing on demand.
+//! - [`prometheus`]: a real Prometheus scraping Envoy's admin API, evaluating rules, queried over its HTTP API.
 //! - [`client`]: HTTP/1.1 and HTTP/2 over (m)TLS with rustls, and plain HTTP.
 //! - [`topology`]: the seed's architecture: gateway, orchestrator, model server, vector store, tool runtime.
 //! - [`wait`]: a check polled until it holds or time is up.
@@ -19,6 +20,7 @@ pub mod nginx;
 pub mod paths;
 pub mod pki;
 pub mod process;
+pub mod prometheus;
 pub mod topology;
 pub mod upstream;
 pub mod wait;

@@ -10,7 +10,7 @@
 //! with the same size keeps its ETag, and nginx answers 304 to a client holding the old one.
 //! [`Nginx::publish`] moves the modification time forward so every publication gets a new ETag.
 
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, ensure};
 use serde::Deserialize;
 
-use crate::process::Process;
+use crate::process::{Process, free_port};
 
 /// How long nginx may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -214,12 +214,6 @@ http {{
 /// The ETag nginx sends for a static file with this modification time and size.
 pub fn etag(mtime_unix_seconds: u64, size: usize) -> String {
     format!("\"{mtime_unix_seconds:x}-{size:x}\"")
-}
-
-/// A port free right now on 127.0.0.1 (nginx cannot bind port 0 and report it).
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).context("finding a free port")?;
-    Ok(listener.local_addr()?.port())
 }
 
 /// A path as an nginx configuration string.

@@ -1,7 +1,9 @@
 //! Child processes that cannot outlive their owner: killed and reaped on drop, even when a test
-//! panics, with their log printed in that case so a failure shows what Envoy said.
+//! panics, with their log printed in that case so a failure shows what Envoy said; and a free
+//! loopback port for the servers among them that cannot bind port 0 and say which they got.
 
 use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -110,6 +112,13 @@ impl Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A port free right now on 127.0.0.1, for servers that cannot bind port 0 and report the port
+/// they got (nginx, Prometheus); another process may take it before they bind it.
+pub fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
 }
 
 impl Drop for Process {

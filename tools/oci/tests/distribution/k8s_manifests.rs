@@ -16,7 +16,7 @@ use crate::layout_gate::package;
 use crate::support::{Scratch, cli, run, workspace_root};
 
 /// The kinds the manifests may hold, at the API versions the tested controllers serve.
-const KINDS: [(&str, &str); 10] = [
+const KINDS: [(&str, &str); 11] = [
     ("ClusterSPIFFEID", "spire.spiffe.io/v1alpha1"),
     ("WasmPlugin", "extensions.istio.io/v1alpha1"),
     ("PeerAuthentication", "security.istio.io/v1"),
@@ -27,6 +27,8 @@ const KINDS: [(&str, &str); 10] = [
     ("ConfigMap", "v1"),
     ("Deployment", "apps/v1"),
     ("Service", "v1"),
+    // The Prometheus Operator's alert rules (monitoring/prometheus-rule.yaml).
+    ("PrometheusRule", "monitoring.coreos.com/v1"),
 ];
 
 /// The seed's five components and their namespaces.

@@ -130,6 +130,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| black_box(exchange(&mut mcp, &MCP_REQUEST, Some(MCP_CALL.as_bytes()))));
     });
     jwt(&mut group);
+    jwt_svid(&mut group);
     group.finish();
 }
 
@@ -191,6 +192,31 @@ fn jwt(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTim
         }
     }
     println!("fuel per request, full flavor, bearer token: {}", rows.join(", "));
+}
+
+/// A JWT-SVID (ES256, SPIRE's default key type) on a connection without a client certificate,
+/// through the identity module: the first request verifies the signature, later ones find the
+/// token kept and only check its clock. Over the same module with an X509-SVID peer.
+fn jwt_svid(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    let authority = svidgate_testpki::jwt::JwtAuthority::new("k1").unwrap();
+    let bundle: serde_json::Value = serde_json::from_str(&svidgate_testpki::jwt::JwtAuthority::bundle(&[&authority], 1)).unwrap();
+    let audience = "spiffe://ai.internal/ns/inference/sa/model-server";
+    let config = serde_json::json!({"trust_domains": ["ai.internal"], "require_peer": true,
+        "jwt_svid": {"audiences": [audience], "bundles": {"ai.internal": bundle}}});
+    let module = ModuleKind::Identity.module().unwrap();
+    let mut peer = plugin_of(module, &config);
+    let mut anonymous = module.start(PluginOptions { plugin_config: config.to_string().into_bytes(), ..PluginOptions::default() }).unwrap();
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+    let claims = serde_json::json!({"sub": ORCHESTRATOR.spiffe_id, "aud": [audience], "exp": exp});
+    let token = format!("Bearer {}", authority.sign(&claims.to_string()).unwrap());
+    let mut headers: Vec<(&str, &str)> = SERVICE_REQUEST.to_vec();
+    let (peer_first, peer_later) = (request(&mut peer, &headers), request(&mut peer, &headers));
+    headers.push(("authorization", &token));
+    let (first, later) = (request(&mut anonymous, &headers), request(&mut anonymous, &headers));
+    println!(
+        "svidgate_identity.wasm: fuel per request: X509-SVID peer {peer_first} then {peer_later}; JWT-SVID ES256 {first} (verifies) then {later} (kept)"
+    );
+    group.bench_function("svidgate_identity.wasm, JWT-SVID ES256, kept", |b| b.iter(|| black_box(request(&mut anonymous, &headers))));
 }
 
 criterion_group!(wasm_request, benches);

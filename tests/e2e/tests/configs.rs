@@ -77,6 +77,16 @@ fn render_demo(name: &str, run: &Path, pki: &MintedDomain, modules: &Modules) ->
             "decision_logs": {"service": {"cluster": "decision_logs"}, "decision_id_header": "x-svidgate-decision-id"}}});
         vars.push(("plugin_configuration", envoy::yaml_string(&plugin.to_string())?));
     }
+    if name == "jwt-svid.yaml" {
+        // The README's "JWT-SVIDs" section shows: the trust domain's bundle endpoint polled through spire_bundle.
+        let jwt_svid = serde_json::json!({"audiences": ["spiffe://ai.internal/ns/inference/sa/model-server"],
+            "bundle_endpoints": {"ai.internal": {"cluster": "spire_bundle"}}});
+        let identity = serde_json::json!({"trust_domains": ["ai.internal"], "require_peer": true, "jwt_svid": jwt_svid});
+        let authz = serde_json::json!({"trust_domains": ["ai.internal"], "require_peer": true, "jwt_svid": jwt_svid,
+            "policy": {"rego": "package envoy.authz\ndefault allow := false\n"}});
+        vars.push(("identity_configuration", envoy::yaml_string(&identity.to_string())?));
+        vars.push(("authz_configuration", envoy::yaml_string(&authz.to_string())?));
+    }
     render(&template(name)?, &vars)
 }
 
@@ -225,7 +235,7 @@ fn every_config_under_envoy_validates_and_its_plugin_configurations_load() {
     let ecds = render_demo("authz-ecds.yaml", run.path(), &pki, &modules).unwrap();
     std::fs::write(run.path().join(format!("{}-authz.yaml", MODEL_SERVER.name)), &ecds).unwrap();
     std::fs::write(run.path().join(format!("{}-authz.yaml", ORCHESTRATOR.name)), &ecds).unwrap();
-    for name in ["sidecar.yaml", "orchestrator.yaml", "gateway.yaml", "sidecar-bundle.yaml"] {
+    for name in ["sidecar.yaml", "orchestrator.yaml", "gateway.yaml", "sidecar-bundle.yaml", "jwt-svid.yaml"] {
         let config = render_demo(name, run.path(), &pki, &modules).unwrap();
         plugins += check(&format!("demo/{name}"), &config, run.path()).unwrap();
         checked.insert(format!("demo/{name}"));
@@ -240,8 +250,8 @@ fn every_config_under_envoy_validates_and_its_plugin_configurations_load() {
         checked.insert(format!("spire/{name}"));
     }
     assert_eq!(checked, envoy_configs().unwrap(), "a config under envoy/ is not validated by this test");
-    // gateway (x2), sidecar-bundle, authz-ecds, spire model-server and orchestrator carry svidgate configurations.
-    assert_eq!(plugins, 6);
+    // gateway (x2), sidecar-bundle, jwt-svid (x2), authz-ecds, spire model-server and orchestrator carry svidgate configurations.
+    assert_eq!(plugins, 8);
 }
 
 #[test]
@@ -282,7 +292,7 @@ fn every_authz_filter_under_envoy_may_hold_headers_for_the_body() {
             assert!(config.clone().any(|l| *l == "allow_on_headers_stop_iteration: true"), "{name}: {:?}", config.collect::<Vec<_>>());
         }
     }
-    assert_eq!(filters, 4, "the svidgate-authz filters under envoy/");
+    assert_eq!(filters, 5, "the svidgate-authz filters under envoy/");
 }
 
 #[test]

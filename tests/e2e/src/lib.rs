@@ -8,11 +8,13 @@
 //! - [`upstream`]: the small app behind each sidecar, reporting the identity it received.
 //! - [`nginx`]: a real nginx serving bundles from a directory, with ETags and 304s; stopped and restarted at will.
 //! - [`logsink`]: a decision-log collector taking OPA-style gzip JSON uploads, failing on demand.
+//! - [`bundle_sidecar`]: the model server's sidecar with its bundle server and log receiver, run whole.
 //! - [`prometheus`]: a real Prometheus scraping Envoy's admin API, evaluating rules, queried over its HTTP API.
 //! - [`client`]: HTTP/1.1 and HTTP/2 over (m)TLS with rustls, and plain HTTP.
 //! - [`topology`]: the seed's architecture: gateway, orchestrator, model server, vector store, tool runtime.
 //! - [`wait`]: a check polled until it holds or time is up.
 
+pub mod bundle_sidecar;
 pub mod client;
 pub mod envoy;
 pub mod logsink;

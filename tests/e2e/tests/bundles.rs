@@ -6,44 +6,27 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "test helpers: a failure is the test failing")]
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use svidgate_e2e::client::{Http, Request, TlsClient};
-use svidgate_e2e::envoy::{self, Envoy};
-use svidgate_e2e::logsink::LogSink;
-use svidgate_e2e::nginx::Nginx;
-use svidgate_e2e::pki::MintedDomain;
-use svidgate_e2e::topology::{Modules, Policy, RunDir, path_str};
-use svidgate_e2e::upstream::Upstream;
+use svidgate_e2e::bundle_sidecar::{BUNDLE, BundleSidecar, seed_bundle_entries};
+use svidgate_e2e::client::Request;
 use svidgate_e2e::wait;
 use svidgate_testpki::{MODEL_SERVER, ORCHESTRATOR, TOOL_RUNTIME, TRUST_DOMAIN};
 
 const UPSTREAM: &str = env!("CARGO_BIN_EXE_svidgate-upstream");
-const BUNDLE: &str = "svidgate.tar.gz";
 /// Polls every 1-2 s; the policy may be 8 s old. Normal polling never lets it get near that.
 const MAX_DELAY: Duration = Duration::from_secs(2);
 const MAX_POLICY_AGE: Duration = Duration::from_secs(8);
 /// Envoy with `--concurrency 1` runs two root contexts that tick: the main thread's and the worker's.
 const TICKING_VMS: u64 = 2;
 
-fn stat(name: &str) -> String {
-    format!("wasmcustom.svidgate.authz.{name}")
-}
-
 /// The seed policy with `callers` allowed on /v1/generate, as `svidgate bundle build` writes it.
+/// A rule that reads headers brings the header map into the input, and so into the decision log,
+/// where the credentials in it must be masked.
 fn seed_bundle(revision: &str, callers: &[&str]) -> Vec<u8> {
-    let policy = Policy::for_workload(MODEL_SERVER).unwrap();
-    let mut entries: Vec<(String, Vec<u8>)> =
-        policy.modules.iter().map(|(name, source)| (format!("envoy/authz/{name}"), source.clone().into_bytes())).collect();
-    // A rule that reads headers brings the header map into the input, and so into the decision
-    // log, where the credentials in it must be masked.
     let tenant = "package envoy.authz\nimport rego.v1\ntenant := input.attributes.request.http.headers[\"x-tenant\"]\n";
-    entries.push(("envoy/authz/tenant.rego".into(), tenant.into()));
-    entries.push((".manifest".into(), json!({"revision": revision, "roots": ["envoy/authz", "allowed_callers"]}).to_string().into()));
-    entries.push(("data.json".into(), json!({"allowed_callers": {"generate": callers}}).to_string().into()));
-    svidgate_cli::write_bundle(&entries).unwrap()
+    svidgate_cli::write_bundle(&seed_bundle_entries(revision, callers, &[("tenant.rego", tenant)]).unwrap()).unwrap()
 }
 
 fn plugin_configuration() -> Value {
@@ -63,59 +46,36 @@ fn plugin_configuration() -> Value {
     })
 }
 
-struct Site {
-    envoy: Envoy,
-    port: u16,
-    nginx: Nginx,
-    logs: LogSink,
-    run: RunDir,
-    clients: BTreeMap<&'static str, TlsClient>,
-    _app: Upstream,
+struct Site(BundleSidecar);
+
+impl std::ops::Deref for Site {
+    type Target = BundleSidecar;
+    fn deref(&self) -> &BundleSidecar {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Site {
+    fn deref_mut(&mut self) -> &mut BundleSidecar {
+        &mut self.0
+    }
 }
 
 impl Site {
     async fn start() -> Site {
-        let run = RunDir::new("bundles").unwrap();
-        let pki = MintedDomain::mint(&run.path().join("certs")).unwrap();
-        let root = run.path().join("bundles");
-        std::fs::create_dir_all(&root).unwrap();
-        let nginx = Nginx::start(&root, run.path()).unwrap();
-        nginx.publish(BUNDLE, &seed_bundle("r1", &[ORCHESTRATOR.spiffe_id])).unwrap();
-        let logs = LogSink::start().unwrap();
-        let app = Upstream::start(UPSTREAM.as_ref(), MODEL_SERVER.name, run.path()).unwrap();
-        let modules = Modules::built().unwrap();
-        let config = envoy::render(
-            &envoy::template("sidecar-bundle.yaml").unwrap(),
-            &[
-                ("workload", MODEL_SERVER.name.to_owned()),
-                ("certs", path_str(pki.dir())),
-                ("run_dir", path_str(run.path())),
-                ("app_port", app.port().to_string()),
-                ("authz_wasm", path_str(&modules.authz)),
-                ("bundle_port", nginx.port().to_string()),
-                ("logs_port", logs.port().to_string()),
-                ("plugin_configuration", envoy::yaml_string(&plugin_configuration().to_string()).unwrap()),
-            ],
-        )
-        .unwrap();
-        let envoy = Envoy::start("envoy-bundles", &config, run.path()).await.unwrap();
-        let port = envoy.listener_port("inbound").await.unwrap();
-        let mut clients = BTreeMap::new();
-        for workload in [ORCHESTRATOR, TOOL_RUNTIME] {
-            clients.insert(workload.name, TlsClient::new(&pki.bundle(), Some(&pki.cert(workload.name).unwrap())).unwrap());
-        }
-        Site { envoy, port, nginx, logs, run, clients, _app: app }
+        let bundle = seed_bundle("r1", &[ORCHESTRATOR.spiffe_id]);
+        Site(BundleSidecar::start("bundles", UPSTREAM.as_ref(), &plugin_configuration(), &bundle).await.unwrap())
     }
 
     async fn generate(&self, caller: &str, request_id: &str) -> u16 {
         let request = Request::new("POST", "/v1/generate")
             .header("x-request-id", request_id)
             .header("authorization", "Bearer e2e-secret-token");
-        self.clients[caller].send(self.port, Http::H2, &request).await.unwrap().status
+        self.send(caller, &request).await.unwrap()
     }
 
     async fn counter(&self, name: &str) -> u64 {
-        self.envoy.stat(&stat(name)).await.unwrap().unwrap_or(0)
+        self.0.counter(name).await.unwrap()
     }
 
     /// Waits until `done` holds, checking every 100 ms; returns how long it took.

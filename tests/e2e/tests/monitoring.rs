@@ -11,29 +11,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "test helpers: a failure is the test failing")]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use serde_yaml::Value as Yaml;
 use svidgate_core::metrics::{BUNDLE_REVISION_PREFIX, Counter, DECISION_LATENCY_US, POLICY_AGE_SECONDS, POLICY_ON_INTERPRETER};
-use svidgate_e2e::client::{Http, Request, TlsClient};
-use svidgate_e2e::envoy::{self, Envoy};
-use svidgate_e2e::logsink::LogSink;
-use svidgate_e2e::nginx::Nginx;
+use svidgate_e2e::bundle_sidecar::{BUNDLE, BundleSidecar, seed_bundle_entries};
+use svidgate_e2e::client::Request;
 use svidgate_e2e::paths;
-use svidgate_e2e::pki::MintedDomain;
 use svidgate_e2e::prometheus::{Alert, Prometheus, Settings};
-use svidgate_e2e::topology::{Modules, Policy, RunDir, path_str};
-use svidgate_e2e::upstream::Upstream;
 use svidgate_e2e::wait;
-use svidgate_testpki::{MODEL_SERVER, ORCHESTRATOR, TOOL_RUNTIME, TRUST_DOMAIN};
+use svidgate_testpki::{ORCHESTRATOR, TOOL_RUNTIME, TRUST_DOMAIN};
 
 const UPSTREAM: &str = env!("CARGO_BIN_EXE_svidgate-upstream");
 const RULES: &str = "envoy/monitoring/svidgate-alerts.yaml";
 const PROMETHEUS_RULE: &str = "envoy/k8s/monitoring/prometheus-rule.yaml";
 const DASHBOARD: &str = "envoy/monitoring/svidgate-dashboard.json";
-const BUNDLE: &str = "svidgate.tar.gz";
 /// Prometheus scrapes and evaluates once a second.
 const INTERVAL: Duration = Duration::from_secs(1);
 /// What the dashboard's `$__rate_interval` stands for here (Grafana makes it at least four scrapes).
@@ -225,12 +219,7 @@ fn shortened_rules() -> String {
 
 /// The seed policy with `callers` allowed on /v1/generate, as `svidgate bundle build` writes it.
 fn seed_bundle(revision: &str, callers: &[&str]) -> Vec<u8> {
-    let policy = Policy::for_workload(MODEL_SERVER).unwrap();
-    let mut entries: Vec<(String, Vec<u8>)> =
-        policy.modules.iter().map(|(name, source)| (format!("envoy/authz/{name}"), source.clone().into_bytes())).collect();
-    entries.push((".manifest".into(), json!({"revision": revision, "roots": ["envoy/authz", "allowed_callers"]}).to_string().into()));
-    entries.push(("data.json".into(), json!({"allowed_callers": {"generate": callers}}).to_string().into()));
-    svidgate_cli::write_bundle(&entries).unwrap()
+    svidgate_cli::write_bundle(&seed_bundle_entries(revision, callers, &[]).unwrap()).unwrap()
 }
 
 /// Polls every second for a bundle, stale past [`MAX_POLICY_AGE`]; decision logs every second into
@@ -251,45 +240,30 @@ fn plugin_configuration() -> serde_json::Value {
 }
 
 struct Site {
-    envoy: Envoy,
-    port: u16,
-    nginx: Nginx,
-    logs: LogSink,
+    sidecar: BundleSidecar,
     prometheus: Prometheus,
     instance: String,
-    clients: BTreeMap<&'static str, TlsClient>,
-    _app: Upstream,
-    _run: RunDir,
+}
+
+impl std::ops::Deref for Site {
+    type Target = BundleSidecar;
+    fn deref(&self) -> &BundleSidecar {
+        &self.sidecar
+    }
+}
+
+impl std::ops::DerefMut for Site {
+    fn deref_mut(&mut self) -> &mut BundleSidecar {
+        &mut self.sidecar
+    }
 }
 
 impl Site {
     async fn start() -> Site {
-        let run = RunDir::new("monitoring").unwrap();
-        let pki = MintedDomain::mint(&run.path().join("certs")).unwrap();
-        let root = run.path().join("bundles");
-        std::fs::create_dir_all(&root).unwrap();
-        let nginx = Nginx::start(&root, run.path()).unwrap();
-        nginx.publish(BUNDLE, &seed_bundle("r1", &[ORCHESTRATOR.spiffe_id])).unwrap();
-        let logs = LogSink::start().unwrap();
-        let app = Upstream::start(UPSTREAM.as_ref(), MODEL_SERVER.name, run.path()).unwrap();
-        let modules = Modules::built().unwrap();
-        let config = envoy::render(
-            &envoy::template("sidecar-bundle.yaml").unwrap(),
-            &[
-                ("workload", MODEL_SERVER.name.to_owned()),
-                ("certs", path_str(pki.dir())),
-                ("run_dir", path_str(run.path())),
-                ("app_port", app.port().to_string()),
-                ("authz_wasm", path_str(&modules.authz)),
-                ("bundle_port", nginx.port().to_string()),
-                ("logs_port", logs.port().to_string()),
-                ("plugin_configuration", envoy::yaml_string(&plugin_configuration().to_string()).unwrap()),
-            ],
-        )
-        .unwrap();
-        let envoy = Envoy::start("envoy-monitoring", &config, run.path()).await.unwrap();
-        let port = envoy.listener_port("inbound").await.unwrap();
-        let instance = format!("127.0.0.1:{}", envoy.admin_port());
+        let bundle = seed_bundle("r1", &[ORCHESTRATOR.spiffe_id]);
+        let sidecar = BundleSidecar::start("monitoring", UPSTREAM.as_ref(), &plugin_configuration(), &bundle).await.unwrap();
+        let run = &sidecar.run;
+        let instance = format!("127.0.0.1:{}", sidecar.envoy.admin_port());
         let rules = run.path().join("svidgate-alerts.yaml");
         std::fs::write(&rules, shortened_rules()).unwrap();
         let settings = Settings {
@@ -300,11 +274,7 @@ impl Site {
             rule_files: vec![rules],
         };
         let prometheus = Prometheus::start(&settings, run.path()).await.unwrap();
-        let mut clients = BTreeMap::new();
-        for workload in [ORCHESTRATOR, TOOL_RUNTIME] {
-            clients.insert(workload.name, TlsClient::new(&pki.bundle(), Some(&pki.cert(workload.name).unwrap())).unwrap());
-        }
-        Site { envoy, port, nginx, logs, prometheus, instance, clients, _app: app, _run: run }
+        Site { sidecar, prometheus, instance }
     }
 
     /// POST /v1/generate from `caller`, with a forged identity header if `forged`.
@@ -313,11 +283,11 @@ impl Site {
         if forged {
             request = request.header("x-forwarded-spiffe-id", TOOL_RUNTIME.spiffe_id);
         }
-        self.clients[caller].send(self.port, Http::H2, &request).await.unwrap().status
+        self.send(caller, &request).await.unwrap()
     }
 
     async fn counter(&self, name: &str) -> u64 {
-        self.envoy.stat(&format!("wasmcustom.svidgate.authz.{name}")).await.unwrap().unwrap_or(0)
+        self.sidecar.counter(name).await.unwrap()
     }
 
     /// The alert `name` in `state` (`firing`, `pending`) with `labels` among its labels.
@@ -360,7 +330,8 @@ impl Site {
 async fn alerts_fire_and_resolve_and_every_dashboard_query_answers_in_real_prometheus() {
     let started = Instant::now();
     let mut site = Site::start().await;
-    let proxy = [("instance", site.instance.as_str()), ("job", "svidgate")];
+    let instance = site.instance.clone();
+    let proxy = [("instance", instance.as_str()), ("job", "svidgate")];
     site.wait("Envoy scraped", || async {
         site.prometheus.targets().await.unwrap().iter().any(|t| t.labels.get("instance") == Some(&site.instance) && t.health == "up")
     })

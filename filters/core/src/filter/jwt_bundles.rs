@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use log::Level;
 
-use super::{Filter, log};
+use super::{Filter, call_response, dispatch, log};
 use crate::host::Host;
 use crate::jwt_svid::{BundleEndpoint, JwtBundle, JwtSvidConfig};
 use crate::metrics::Counter;
@@ -39,14 +39,11 @@ impl JwtBundlePollers {
         let now = host.now();
         for index in 0..self.pollers.len() {
             let Some(call) = self.pollers.get_mut(index).and_then(|(_, poller)| poller.poll(now)) else { continue };
-            match host.dispatch_http_call(&call) {
-                Ok(token) => {
+            match dispatch(host, &call) {
+                Some(token) => {
                     self.calls.insert(token, index);
                 }
-                Err(why) => {
-                    log(host, Level::Warn, format_args!("svidgate: cannot call cluster {}: {why}", call.cluster));
-                    self.on_response(host, filter, index, now, HttpResponse { status: None, etag: None, body: &[] });
-                }
+                None => self.on_response(host, filter, index, now, HttpResponse { status: None, etag: None, body: &[] }),
             }
         }
     }
@@ -54,11 +51,8 @@ impl JwtBundlePollers {
     /// The answer to call `token`, if it is one of these pollers' (else false: not ours).
     pub(super) fn on_http_call_response(&mut self, host: &impl Host, filter: &Filter, token: u32, body_size: usize) -> bool {
         let Some(index) = self.calls.remove(&token) else { return false };
-        let headers = host.http_call_response_headers();
-        let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
-        let status = header(":status").and_then(|s| s.parse().ok());
-        let body = host.http_call_response_body(body_size).unwrap_or_default();
-        self.on_response(host, filter, index, host.now(), HttpResponse { status, etag: header("etag"), body: &body });
+        let (status, etag, body) = call_response(host, body_size, true);
+        self.on_response(host, filter, index, host.now(), HttpResponse { status, etag: etag.as_deref(), body: &body });
         true
     }
 

@@ -485,6 +485,22 @@ impl Filter {
     }
 }
 
+/// Dispatches an HTTP call of the root context; one the proxy refuses (an unknown cluster) is
+/// logged and `None`, which the caller takes as a failed call.
+fn dispatch(host: &impl Host, call: &crate::host::HttpCall) -> Option<u32> {
+    host.dispatch_http_call(call)
+        .inspect_err(|why| log(host, Level::Warn, format_args!("svidgate: cannot call cluster {}: {why}", call.cluster)))
+        .ok()
+}
+
+/// The answer to the HTTP call being delivered: its status and ETag, and its body if `read_body`.
+fn call_response(host: &impl Host, body_size: usize, read_body: bool) -> (Option<u16>, Option<String>, Vec<u8>) {
+    let headers = host.http_call_response_headers();
+    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    let body = if read_body { host.http_call_response_body(body_size).unwrap_or_default() } else { Vec::new() };
+    (header(":status").and_then(|s| s.parse().ok()), header("etag"), body)
+}
+
 /// Bytes from the proxy as text, invalid sequences replaced; valid text keeps its buffer (no copy).
 fn lossy_utf8(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned())

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use log::Level;
 
-use super::{Filter, Request, TICK, log, lossy_utf8};
+use super::{Filter, Request, TICK, call_response, dispatch, log, lossy_utf8};
 use crate::authz::service::{BundlePoller, Fetched, HttpResponse, LogUploader, Uploaded};
 use crate::authz::body::{self, RequestBody};
 use crate::authz::{Authorizer, RequestFacts};
@@ -224,28 +224,19 @@ impl Services {
         let Some(callout) = self.calls.remove(&token) else {
             return;
         };
-        let headers = host.http_call_response_headers();
-        let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
-        let status = header(":status").and_then(|s| s.parse().ok());
         // Only a bundle's body is read: a log receiver's answer is its status.
-        let body = match callout {
-            Callout::Bundle => host.http_call_response_body(body_size),
-            Callout::Logs => None,
-        };
-        let response = HttpResponse { status, etag: header("etag"), body: body.as_deref().unwrap_or_default() };
+        let (status, etag, body) = call_response(host, body_size, matches!(callout, Callout::Bundle));
+        let response = HttpResponse { status, etag: etag.as_deref(), body: &body };
         self.on_response(host, filter, callout, host.now(), response);
     }
 
     /// Dispatches a call; one the proxy refuses (unknown cluster) counts as failed at once.
     fn dispatch(&mut self, host: &impl Host, filter: &Filter, call: HttpCall, callout: Callout, now: SystemTime) {
-        match host.dispatch_http_call(&call) {
-            Ok(token) => {
+        match dispatch(host, &call) {
+            Some(token) => {
                 self.calls.insert(token, callout);
             }
-            Err(why) => {
-                log(host, Level::Warn, format_args!("svidgate_authz: cannot call cluster {}: {why}", call.cluster));
-                self.on_response(host, filter, callout, now, HttpResponse { status: None, etag: None, body: &[] });
-            }
+            None => self.on_response(host, filter, callout, now, HttpResponse { status: None, etag: None, body: &[] }),
         }
     }
 

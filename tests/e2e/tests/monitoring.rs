@@ -103,7 +103,7 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
 /// writes them: dots as underscores, no `wasmcustom` prefix; the histogram's three series.
 fn svidgate_exports() -> BTreeSet<String> {
     let underscored = |name: &str| name.replace('.', "_");
-    let mut names: BTreeSet<String> = Counter::AUTHZ.iter().map(|c| underscored(c.name())).collect();
+    let mut names: BTreeSet<String> = Counter::AUTHZ.iter().chain(&Counter::JWT_SVID).map(|c| underscored(c.name())).collect();
     names.extend([POLICY_AGE_SECONDS, POLICY_ON_INTERPRETER].map(underscored));
     names.extend(["_bucket", "_sum", "_count"].map(|suffix| underscored(DECISION_LATENCY_US) + suffix));
     names
@@ -127,7 +127,7 @@ fn every_alert_has_a_summary_a_description_and_a_runbook_in_the_readme() {
         .collect();
     let file = yaml(RULES);
     let alerts = rules(&file);
-    assert_eq!(alerts.len(), 7);
+    assert_eq!(alerts.len(), 8);
     for rule in alerts {
         let name = rule["alert"].as_str().unwrap();
         for key in ["summary", "description", "runbook_url"] {
@@ -224,11 +224,15 @@ fn seed_bundle(revision: &str, callers: &[&str]) -> Vec<u8> {
 
 /// Polls every second for a bundle, stale past [`MAX_POLICY_AGE`]; decision logs every second into
 /// a buffer of 8 KiB per VM, so that a receiver answering errors soon makes it drop records.
+/// JWT-SVIDs are accepted too (an inline bundle), so that the dashboard's JWT panels have series.
 fn plugin_configuration() -> serde_json::Value {
+    let authority = svidgate_testpki::jwt::JwtAuthority::new("k1").unwrap();
+    let jwt_bundle: serde_json::Value = serde_json::from_str(&svidgate_testpki::jwt::JwtAuthority::bundle(&[&authority], 1)).unwrap();
     json!({
         "mode": "sidecar",
         "trust_domains": [TRUST_DOMAIN],
         "require_peer": true,
+        "jwt_svid": {"audiences": ["spiffe://ai.internal/ns/inference/sa/model-server"], "bundles": {TRUST_DOMAIN: jwt_bundle}},
         "policy": {
             "bundle": {"cluster": "bundle_service", "resource": format!("/{BUNDLE}"), "min_delay": "1s", "max_delay": "2s"},
             "max_policy_age": MAX_POLICY_AGE,

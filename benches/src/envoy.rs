@@ -20,6 +20,7 @@ use svidgate_e2e::paths;
 use svidgate_e2e::pki::MintedDomain;
 use svidgate_e2e::topology::{RunDir, path_str};
 use svidgate_testpki::ORCHESTRATOR;
+use svidgate_testpki::jwt::JwtAuthority;
 
 use crate::{MCP_CALL, seed_policy_config, tool_runtime_policy_config, without_decision_cache};
 
@@ -73,6 +74,9 @@ enum Filter {
     /// The no-op filter making these host calls once per request (`benches/noop`).
     NoopCalling(&'static [&'static str]),
     Identity { before: bool },
+    /// The identity module taking the caller's JWT-SVID ([`jwt_fixture`]), on a listener that
+    /// asks for no client certificate.
+    IdentityJwt,
     Authz { full: bool, policy: PolicyKind, before: bool },
 }
 
@@ -96,6 +100,8 @@ enum Load {
     /// `POST /mcp` with a `tools/call` body: allowed by the tool runtime's policy, which holds
     /// the request until the body is in, so the route answers a whole request.
     McpCall,
+    /// `POST /v1/generate` with the orchestrator's JWT-SVID and no client certificate.
+    GenerateWithJwt,
 }
 
 /// A benchmark variant.
@@ -149,6 +155,10 @@ pub fn variants(before: bool, host_calls: bool) -> Vec<Variant> {
         if let Some(evaluated) = evaluated {
             rows.insert(2, evaluated);
         }
+        // The modules built before a change may not know `jwt_svid`.
+        if !before {
+            rows.insert(1, row("svidgate_identity.wasm, JWT-SVID (ES256, kept), no client certificate", Filter::IdentityJwt, Load::GenerateWithJwt, 200));
+        }
         rows
     };
     let mut all = vec![
@@ -174,17 +184,43 @@ pub fn variants(before: bool, host_calls: bool) -> Vec<Variant> {
 }
 
 impl Load {
-    fn request(self) -> (Request, bytes::Bytes) {
+    fn request(self) -> Result<(Request, bytes::Bytes)> {
         let json = |path: &str, body: &str| {
             (Request::new("POST", path).header("content-type", "application/json"), bytes::Bytes::from(body.to_owned()))
         };
-        match self {
+        Ok(match self {
             Self::Generate => (Request::new("POST", "/v1/generate"), bytes::Bytes::new()),
             Self::Admin => (Request::new("POST", "/v1/admin"), bytes::Bytes::new()),
             Self::McpCall => json("/mcp", MCP_CALL),
-        }
+            Self::GenerateWithJwt => {
+                (Request::new("POST", "/v1/generate").header("authorization", &jwt_fixture()?.token), bytes::Bytes::new())
+            }
+        })
     }
 }
+
+/// A JWT authority of `ai.internal` (its SPIFFE bundle) and the orchestrator's JWT-SVID for the
+/// model server, valid for a day: minted once per run.
+struct JwtFixture {
+    bundle: Value,
+    token: String,
+}
+
+fn jwt_fixture() -> Result<&'static JwtFixture> {
+    static FIXTURE: std::sync::OnceLock<Result<JwtFixture, String>> = std::sync::OnceLock::new();
+    let mint = || -> Result<JwtFixture> {
+        let authority = JwtAuthority::new("bench")?;
+        let bundle = serde_json::from_str(&JwtAuthority::bundle(&[&authority], 1))?;
+        let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + 86_400;
+        let claims = json!({"sub": ORCHESTRATOR.spiffe_id, "aud": [JWT_AUDIENCE], "exp": exp});
+        Ok(JwtFixture { bundle, token: format!("Bearer {}", authority.sign(&claims.to_string())?) })
+    };
+    let fixture = FIXTURE.get_or_init(|| mint().map_err(|e| format!("minting the bench's JWT-SVID: {e:#}")));
+    fixture.as_ref().map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The audience of the bench's JWT-SVIDs: the model server the route stands for.
+const JWT_AUDIENCE: &str = "spiffe://ai.internal/ns/inference/sa/model-server";
 
 /// The sidecar configuration both modules read; the authz module's with `policy`.
 fn plugin_configuration(policy: Option<Value>) -> Value {
@@ -270,6 +306,14 @@ impl Modules {
             Filter::Identity { before } => {
                 (wasm_filter(&self.module("svidgate_identity.wasm", before)?, &plugin_configuration(None))?, String::new())
             }
+            Filter::IdentityJwt => {
+                let mut config = plugin_configuration(None);
+                if let Value::Object(fields) = &mut config {
+                    let bundles = json!({"ai.internal": jwt_fixture()?.bundle});
+                    fields.insert("jwt_svid".into(), json!({"audiences": [JWT_AUDIENCE], "bundles": bundles}));
+                }
+                (wasm_filter(&self.module("svidgate_identity.wasm", false)?, &config)?, String::new())
+            }
             Filter::Authz { full, policy, before } => {
                 let module = self.module(if full { "svidgate_authz_full.wasm" } else { "svidgate_authz.wasm" }, before)?;
                 let policy = match policy {
@@ -291,6 +335,7 @@ pub async fn run(settings: &Settings) -> Result<Vec<(Variant, Vec<Sample>)>> {
     let run_dir = RunDir::new("envoy-bench")?;
     let pki = MintedDomain::mint(&run_dir.path().join("certs"))?;
     let client = TlsClient::new(&pki.bundle(), Some(&pki.cert(ORCHESTRATOR.name)?))?;
+    let anonymous = TlsClient::new(&pki.bundle(), None)?;
     let modules = Modules::find(settings.before.as_deref())?;
     let template = std::fs::read_to_string(paths::workspace_root().join("benches/envoy-bench.yaml"))?;
     let variants: Vec<Variant> = variants(settings.before.is_some(), settings.host_calls)
@@ -302,11 +347,17 @@ pub async fn run(settings: &Settings) -> Result<Vec<(Variant, Vec<Sample>)>> {
     for round in 0..settings.rounds {
         for (variant, samples) in &mut results {
             let (filters, route_options) = modules.placeholders(variant.filter)?;
+            let jwt = variant.filter == Filter::IdentityJwt;
             let config = render(
                 &template,
-                &[("certs", path_str(pki.dir())), ("filters", filters), ("route_options", route_options)],
+                &[
+                    ("certs", path_str(pki.dir())),
+                    ("filters", filters),
+                    ("route_options", route_options),
+                    ("require_client_certificate", (!jwt).to_string()),
+                ],
             )?;
-            let sample = measure(settings, &config, run_dir.path(), &client, variant)
+            let sample = measure(settings, &config, run_dir.path(), if jwt { &anonymous } else { &client }, variant)
                 .await
                 .with_context(|| format!("round {} of {:?}", round + 1, variant.name))?;
             eprintln!(
@@ -330,7 +381,7 @@ async fn measure(settings: &Settings, config: &str, dir: &Path, client: &TlsClie
     let ready_s = envoy.ready_after().as_secs_f64();
     let port = envoy.listener_port("bench").await?;
     let pid = envoy.pid();
-    let (request, body) = variant.load.request();
+    let (request, body) = variant.load.request()?;
     let mut connections = Vec::with_capacity(settings.connections);
     for _ in 0..settings.connections {
         connections.push(client.keep_alive(port).await?);

@@ -762,7 +762,6 @@ impl RawService {
             max_delay,
         })
     }
-
 }
 
 pub(crate) fn invalid(key: &str, message: String) -> ConfigError {

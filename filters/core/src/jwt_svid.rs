@@ -14,6 +14,8 @@
 
 mod keys;
 #[cfg(test)]
+pub(crate) mod testdata;
+#[cfg(test)]
 mod tests;
 
 use std::cell::RefCell;

@@ -654,32 +654,18 @@ mod jwt_svid {
     use serde_json::{Value, json};
 
     use super::*;
-
-    fn cases() -> Value {
-        serde_json::from_str(include_str!("../jwt_svid/testdata/cases.json")).unwrap()
-    }
-
-    fn token(name: &str) -> String {
-        let cases = cases();
-        let case = cases["cases"].as_array().unwrap().iter().find(|case| case["name"] == name).unwrap();
-        format!("Bearer {}", case["token"].as_str().unwrap())
-    }
+    use crate::jwt_svid::testdata::{bearer as token, block, cases, now};
 
     /// A sidecar of `kind` taking JWT-SVIDs, with `jwt_svid` merged over the minted bundle inline.
     fn plugin(kind: ModuleKind, jwt_svid: Value) -> Plugin {
-        let cases = cases();
-        let mut block = json!({"audiences": [cases["audience"]], "bundles": {"ai.internal": cases["bundle"]}});
-        for (key, value) in jwt_svid.as_object().unwrap() {
-            block[key] = value.clone();
-        }
-        let mut config = json!({"trust_domains": ["ai.internal"], "jwt_svid": block});
+        let mut config = json!({"trust_domains": ["ai.internal"], "jwt_svid": block(jwt_svid)});
         if kind == ModuleKind::Authz {
             // Allows the JWT-SVID's caller only, from attributes.source.principal as OPA-Envoy policies read it.
             let rego = "package envoy.authz\nimport rego.v1\ndefault allow := false\nallow if input.attributes.source.principal == \"spiffe://ai.internal/ns/agents/sa/orchestrator\"\nallow if input.svidgate.source == \"nobody\"\n";
             config["policy"] = json!({"rego": rego});
         }
         let plugin = Plugin::start(kind, &config.to_string());
-        plugin.host.with(|s| s.now = Some(T0 + Duration::from_secs(cases["now"].as_u64().unwrap())));
+        plugin.host.with(|s| s.now = Some(now()));
         plugin
     }
 

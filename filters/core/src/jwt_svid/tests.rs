@@ -1,32 +1,18 @@
 //! JWT-SVID validation against tokens and bundles minted by Python's `cryptography`
 //! (testdata/mint.py), an implementation independent of this one.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::testdata::{bearer, block, cases, now};
 use super::*;
 use crate::config::{Config, ConfigError, ModuleKind};
-
-const CASES: &str = include_str!("testdata/cases.json");
-
-fn cases() -> Value {
-    serde_json::from_str(CASES).unwrap()
-}
-
-fn at(seconds: &Value) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(seconds.as_u64().unwrap())
-}
 
 /// The identity config of a sidecar taking JWT-SVIDs for the minted audience, with `jwt_svid`
 /// merged over the minted bundle inline.
 fn config(jwt_svid: Value) -> Result<crate::config::IdentityConfig, ConfigError> {
-    let cases = cases();
-    let mut block = json!({"audiences": [cases["audience"]], "bundles": {"ai.internal": cases["bundle"]}});
-    for (key, value) in jwt_svid.as_object().unwrap() {
-        block[key] = value.clone();
-    }
-    let json = json!({"trust_domains": ["ai.internal", "partner.example"], "jwt_svid": block});
+    let json = json!({"trust_domains": ["ai.internal", "partner.example"], "jwt_svid": block(jwt_svid)});
     Config::parse(ModuleKind::Identity, json.to_string().as_bytes()).map(|config| config.identity)
 }
 
@@ -43,7 +29,7 @@ fn every_minted_token_is_decided_as_the_spec_says() {
     let identity = config(json!({})).unwrap();
     let jwt = identity.jwt_svid.as_ref().unwrap();
     let verifier = Verifier::new(jwt);
-    let now = at(&cases["now"]);
+    let now = now();
     let mut checked = 0;
     for case in cases["cases"].as_array().unwrap() {
         let (name, token) = (case["name"].as_str().unwrap(), case["token"].as_str().unwrap());
@@ -68,12 +54,11 @@ fn every_minted_token_is_decided_as_the_spec_says() {
 
 #[test]
 fn a_kept_token_is_checked_against_the_clock_on_every_request() {
-    let cases = cases();
     let identity = config(json!({})).unwrap();
     let jwt = identity.jwt_svid.as_ref().unwrap();
     let verifier = Verifier::new(jwt);
-    let header = format!("Bearer {}", cases["cases"][0]["token"].as_str().unwrap());
-    let now = at(&cases["now"]);
+    let header = bearer("es256");
+    let now = now();
     let tds = &identity.svid.trust_domains;
     let svid = verifier.validate(jwt, tds, &[&header], now).unwrap();
     assert_eq!(svid.expires_at, 1_800_000_300);
@@ -92,8 +77,8 @@ fn a_new_bundle_drops_the_kept_verdicts() {
     let identity = config(json!({})).unwrap();
     let jwt = identity.jwt_svid.as_ref().unwrap();
     let verifier = Verifier::new(jwt);
-    let header = format!("Bearer {}", cases["cases"][0]["token"].as_str().unwrap());
-    let (now, tds) = (at(&cases["now"]), &identity.svid.trust_domains);
+    let header = bearer("es256");
+    let (now, tds) = (now(), &identity.svid.trust_domains);
     assert!(verifier.validate(jwt, tds, &[&header], now).is_ok());
     // The signing key rotated out: the bundle now holds only the RSA authority.
     let mut rotated = cases["bundle"].clone();
@@ -132,9 +117,8 @@ fn a_bundle_with_an_unusable_jwt_authority_is_refused_whole() {
     if cfg!(feature = "jwt-svid-full") {
         let identity = identity.unwrap();
         let jwt = identity.jwt_svid.as_ref().unwrap();
-        let es384 = cases["cases"].as_array().unwrap().iter().find(|case| case["name"] == "es384").unwrap();
-        let header = format!("Bearer {}", es384["token"].as_str().unwrap());
-        let result = Verifier::new(jwt).validate(jwt, &identity.svid.trust_domains, &[&header], at(&cases["now"]));
+        let header = bearer("es384");
+        let result = Verifier::new(jwt).validate(jwt, &identity.svid.trust_domains, &[&header], now());
         assert!(result.is_ok(), "{result:?}");
     } else {
         assert_eq!(identity.unwrap_err().to_string(), "jwt_svid.algorithms: ES384 is verified by svidgate_authz_full.wasm only");

@@ -87,8 +87,10 @@ fn benches(c: &mut Criterion) {
     ] {
         let mut plugin = plugin(kind, config);
         let first = request(&mut plugin, &headers);
+        let calls_before = plugin.host_calls();
         let warm = request(&mut plugin, &headers);
-        println!("{name}: fuel per request: first (parses the certificate) {first}, then {warm}");
+        let calls = plugin.host_calls() - calls_before;
+        println!("{name}: fuel per request: first (parses the certificate) {first}, then {warm}; host calls per exchange {calls}");
         group.bench_function(name, |b| b.iter(|| black_box(request(&mut plugin, &headers))));
     }
     // A decision on the request body (the tool runtime's MCP policy, a 130-byte tools/call)

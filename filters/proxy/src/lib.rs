@@ -18,13 +18,14 @@
 #[cfg(feature = "test-crash-trigger")]
 mod crash;
 
+use std::cell::Cell;
 use std::time::{Duration, SystemTime};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType, MetricType};
 use svidgate_core::config::ModuleKind;
-use svidgate_core::filter::{Root, Stream};
+use svidgate_core::filter::{Root, Stream, TICK};
 use svidgate_core::host::{Action, Host, HttpCall, MetricKind};
 
 /// The git revision the module was built from.
@@ -42,6 +43,14 @@ pub fn start(new_root: fn(u32) -> Box<dyn RootContext>) {
 /// The root context of `kind`'s module.
 pub fn root(kind: ModuleKind) -> Box<dyn RootContext> {
     Box::new(ProxyRoot(Root::new(kind, GIT_SHA)))
+}
+
+thread_local! {
+    /// Envoy's log level as last asked. It is asked again after every tick of a root context
+    /// (every plugin ticks, see [`ProxyRoot::on_configure`]), so a level changed through
+    /// Envoy's admin `/logging` takes effect within [`TICK`], and a request's debug line below
+    /// the level costs no host call at all.
+    static LOG_LEVEL: Cell<Option<LogLevel>> = const { Cell::new(None) };
 }
 
 /// The host port over the Proxy-Wasm SDK. Every call acts on the context whose callback runs.
@@ -63,9 +72,14 @@ impl Host for ProxyWasm {
             log::Level::Debug => LogLevel::Debug,
             log::Level::Trace => LogLevel::Trace,
         };
-        // Envoy drops lines below its log level (info unless raised): ask first, so that the
-        // debug line of every decision costs one host call, not formatting and a host call.
-        if hostcalls::get_log_level().is_ok_and(|current| (level as u32) < (current as u32)) {
+        // Envoy drops lines below its log level (info unless raised): know it first, so that
+        // the debug line of every decision costs neither formatting nor a host call.
+        let current = LOG_LEVEL.get().or_else(|| {
+            let asked = hostcalls::get_log_level().ok();
+            LOG_LEVEL.set(asked);
+            asked
+        });
+        if current.is_some_and(|current| (level as u32) < (current as u32)) {
             return;
         }
         let _ = hostcalls::log(level, &message.to_string());
@@ -169,10 +183,16 @@ impl RootContext for ProxyRoot {
     }
 
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        self.0.on_configure(&ProxyWasm)
+        LOG_LEVEL.set(None);
+        let configured = self.0.on_configure(&ProxyWasm);
+        // Every plugin ticks, if only to ask Envoy's log level again (`LOG_LEVEL`); the core
+        // asks for the same period when it polls bundles.
+        ProxyWasm.set_tick_period(TICK);
+        configured
     }
 
     fn on_tick(&mut self) {
+        LOG_LEVEL.set(None);
         self.0.on_tick(&ProxyWasm);
     }
 

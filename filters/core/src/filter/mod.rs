@@ -28,7 +28,7 @@ mod services;
 use std::cell::RefCell;
 use std::fmt;
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use log::Level;
 
@@ -99,8 +99,9 @@ pub struct Stream {
 pub struct Request {
     /// The proxy clock, read once per request.
     pub now: SystemTime,
-    /// When the request's own work started, for the latency histogram.
-    started: Option<Instant>,
+    /// When the request's own work started, for the latency histogram: the proxy clock read
+    /// once more at the end, rather than a monotonic clock twice (each read is a host call).
+    started: Option<SystemTime>,
     /// The headers without identity headers.
     pub headers: StrippedHeaders,
     /// The validated peer, or why there is none.
@@ -304,7 +305,7 @@ impl Stream {
         filter.metrics.add(host, Counter::AuthzBodyBytes, u64::try_from(bytes.len()).unwrap_or(u64::MAX));
         request.body = Some(RequestBody { bytes, received, truncated });
         // The latency histogram counts svidgate's work, not the wait for the body.
-        request.started = filter.metrics.timed().then(Instant::now);
+        request.started = filter.metrics.timed().then(|| host.now());
         let verdict = filter.decide(host, &request);
         self.conclude(host, filter, &request, &verdict)
     }
@@ -360,8 +361,8 @@ impl Filter {
         for name in headers.removed_names() {
             host.remove_request_header(name);
         }
-        let started = self.metrics.timed().then(Instant::now);
         let now = host.now();
+        let started = self.metrics.timed().then_some(now);
         let peer = self.peer(host, now);
         // A JWT-SVID is read only where there is no client certificate: it never overrides one.
         let jwt_svid = match (&self.identity.jwt_svid, &self.jwt, &peer) {
@@ -438,7 +439,9 @@ impl Filter {
     /// Counts the decision, logs it, and hands the decision id and record on.
     fn finish(&self, host: &impl Host, stream: &Stream, request: &Request, verdict: &Verdict) {
         if let Some(started) = request.started {
-            self.metrics.record(host, u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+            // A clock stepped back during the request counts as no time.
+            let elapsed = host.now().duration_since(started).unwrap_or_default();
+            self.metrics.record(host, u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
         }
         #[cfg(feature = "rego")]
         let authz = self.authz.is_some();

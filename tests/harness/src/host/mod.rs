@@ -68,7 +68,7 @@ use anyhow::{Context as _, Result, anyhow};
 use state::{CalloutResponse, HeaderMap, HostState, MetricKind, MetricValue, ROOT_CONTEXT_ID, StreamState};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
-use wasmtime::{Engine, Instance, InstancePre, Linker, Store, TypedFunc, WasmParams, WasmResults};
+use wasmtime::{CallHook, Engine, Instance, InstancePre, Linker, Store, TypedFunc, WasmParams, WasmResults};
 
 /// A compiled module, cheap to clone, shared by many tests (compile once: wasmtime compile of a 1 MB module takes a while).
 #[derive(Clone)]
@@ -113,6 +113,12 @@ impl Module {
     pub fn start(&self, options: PluginOptions) -> Result<Plugin> {
         let mut store = Store::new(&self.engine, HostState::new(&options));
         store.set_fuel(INITIAL_FUEL).map_err(wasm_error)?;
+        store.call_hook(|mut context, hook| {
+            if matches!(hook, CallHook::CallingHost) {
+                context.data_mut().host_calls += 1;
+            }
+            Ok(())
+        });
         let instance = self.pre.instantiate(&mut store).map_err(wasm_error).context("instantiating the module")?;
         let guest = Guest::resolve(&mut store, &instance)?;
         let mut plugin =
@@ -264,6 +270,18 @@ impl Plugin {
     /// The names of every metric the module defined, in definition order.
     pub fn metric_names(&self) -> Vec<String> {
         self.store.data().metrics.all().iter().map(|metric| metric.name.clone()).collect()
+    }
+
+    /// Changes Envoy's log level, as its admin `/logging` endpoint does.
+    pub fn set_log_level(&mut self, level: LogLevel) {
+        self.store.data_mut().log_level = level;
+    }
+
+    /// Calls the module made into the host (proxy-wasm and WASI imports) since it was
+    /// instantiated: each is a crossing out of the VM, which costs more in Envoy than most of
+    /// the module's own work (README, Performance).
+    pub fn host_calls(&self) -> u64 {
+        self.store.data().host_calls
     }
 
     /// Fuel the module burned since it was instantiated, `_initialize` included.

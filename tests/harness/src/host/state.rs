@@ -48,6 +48,8 @@ pub(crate) struct HostState {
     pub(crate) effective_context: u32,
     pub(crate) random: XorShift,
     pub(crate) callouts: Callouts,
+    /// Calls from the module into the host (proxy-wasm and WASI imports) since it was instantiated.
+    pub(crate) host_calls: u64,
 }
 
 impl HostState {
@@ -69,6 +71,7 @@ impl HostState {
             effective_context: 0,
             random: XorShift::new(),
             callouts: Callouts::new(options.clusters.clone()),
+            host_calls: 0,
         }
     }
 

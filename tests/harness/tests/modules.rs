@@ -27,6 +27,13 @@ fn start(kind: ModuleKind, config: &str) -> Result<Plugin> {
     Ok(plugin)
 }
 
+/// `kind` with its test configuration under Envoy log level `level`.
+fn start_at_level(kind: ModuleKind, level: LogLevel) -> Result<Plugin> {
+    let options =
+        PluginOptions { plugin_config: config_of(kind).as_bytes().to_vec(), log_level: Some(level), ..PluginOptions::default() };
+    kind.module()?.start(options)
+}
+
 /// Sets the properties Envoy derives from a client certificate of `workload`.
 fn present(plugin: &mut Plugin, svid: &Issued, workload: Workload) {
     plugin.set_property(&["connection", "peer_certificate"], svid.cert_pem.clone());
@@ -175,12 +182,7 @@ fn formats_no_decision_line_envoys_log_level_drops() -> Result<()> {
     for kind in [ModuleKind::Identity, ModuleKind::Authz] {
         let mut fuel = Vec::new();
         for level in [LogLevel::Trace, LogLevel::Info] {
-            let options = PluginOptions {
-                plugin_config: config_of(kind).as_bytes().to_vec(),
-                log_level: Some(level),
-                ..PluginOptions::default()
-            };
-            let mut plugin = kind.module()?.start(options)?;
+            let mut plugin = start_at_level(kind, level)?;
             present(&mut plugin, &svid, ORCHESTRATOR);
             get(&mut plugin, &[])?;
             let (allowed, spent) = get(&mut plugin, &[])?;
@@ -216,9 +218,7 @@ fn a_request_crosses_into_envoy_only_for_what_it_needs() -> Result<()> {
     // allowed and decision-cache counters.
     let authz = identity + 4;
     for (kind, expected) in [(ModuleKind::Identity, identity), (ModuleKind::Authz, authz)] {
-        let options =
-            PluginOptions { plugin_config: config_of(kind).as_bytes().to_vec(), log_level: Some(LogLevel::Info), ..PluginOptions::default() };
-        let mut plugin = kind.module()?.start(options)?;
+        let mut plugin = start_at_level(kind, LogLevel::Info)?;
         present(&mut plugin, &svid, ORCHESTRATOR);
         // The first request also reads the certificate and Envoy's log level.
         get(&mut plugin, &[])?;

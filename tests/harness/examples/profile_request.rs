@@ -26,6 +26,7 @@ fn main() {
     let config = std::fs::read(&config).expect("reading the configuration");
     let mut plugin = module.start(PluginOptions { plugin_config: config, ..PluginOptions::default() }).unwrap();
     assert!(plugin.configured(), "{:?}", plugin.logs());
+    let configured_memory = plugin.memory_bytes();
     let svid = TrustDomainCa::new(TRUST_DOMAIN).unwrap().svid(ORCHESTRATOR).unwrap();
     plugin.set_property(&["connection", "peer_certificate"], svid.cert_pem.clone());
     plugin.set_property(&["connection", "sha256_peer_certificate_digest"], svid.sha256_hex());
@@ -46,4 +47,5 @@ fn main() {
         stream.finish().unwrap();
     }
     println!("{requests} requests; fuel of the last: {fuel}");
+    println!("linear memory: {configured_memory} bytes once configured, {} after the requests", plugin.memory_bytes());
 }

@@ -231,6 +231,35 @@ fn a_request_crosses_into_envoy_only_for_what_it_needs() -> Result<()> {
 }
 
 #[test]
+fn requests_leave_the_vms_memory_as_they_found_it() -> Result<()> {
+    let svid = TrustDomainCa::new(TRUST_DOMAIN)?.svid(ORCHESTRATOR)?;
+    let evaluated = AUTHZ_CONFIG.replace(r#""policy": {"#, r#""policy": {"decision_cache_entries": 0, "#);
+    for (kind, config) in [
+        (ModuleKind::Identity, IDENTITY_CONFIG),
+        (ModuleKind::Authz, AUTHZ_CONFIG),
+        (ModuleKind::Authz, evaluated.as_str()),
+    ] {
+        let mut plugin = start(kind, config)?;
+        present(&mut plugin, &svid, ORCHESTRATOR);
+        // The first requests keep what is kept across requests: the parsed certificate, the
+        // remembered decision.
+        for _ in 0..10 {
+            ensure!(get(&mut plugin, &[])?.0, "{kind:?}: {:?}", plugin.logs());
+        }
+        let settled = plugin.memory_bytes();
+        ensure!(settled > 0, "{kind:?}: no linear memory exported");
+        // Wasm memory only grows, one 64 KiB page at a time: 1000 requests keeping 66 bytes each
+        // would add a page.
+        for id in 0..1000 {
+            get(&mut plugin, &[("x-request-id", &id.to_string())])?;
+        }
+        let after = plugin.memory_bytes();
+        ensure!(after == settled, "{kind:?} ({config}): linear memory {settled} -> {after} bytes over 1000 requests");
+    }
+    Ok(())
+}
+
+#[test]
 fn writes_masked_opa_decision_logs_to_the_proxy_log() -> Result<()> {
     let config = r#"{"trust_domains": ["ai.internal"],
         "policy": {"rego": "package envoy.authz\nimport rego.v1\ndefault allow := false\nallow if input.attributes.request.http.headers[\"x-tenant\"] == \"research\"",

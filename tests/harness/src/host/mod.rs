@@ -284,6 +284,12 @@ impl Plugin {
         self.store.data().host_calls
     }
 
+    /// The size of the module's linear memory, in bytes: what the VM has grown to, which it
+    /// never gives back (Wasm memory only grows), once per VM in Envoy.
+    pub fn memory_bytes(&self) -> usize {
+        self.guest.memory.map_or(0, |memory| memory.data_size(&self.store))
+    }
+
     /// Fuel the module burned since it was instantiated, `_initialize` included.
     pub fn fuel_consumed_total(&self) -> u64 {
         INITIAL_FUEL.saturating_sub(self.store.get_fuel().unwrap_or(INITIAL_FUEL))
@@ -789,6 +795,7 @@ struct Guest {
     on_log: Option<TypedFunc<u32, ()>>,
     on_done: Option<TypedFunc<u32, u32>>,
     on_delete: Option<TypedFunc<u32, ()>>,
+    memory: Option<wasmtime::Memory>,
 }
 
 impl Guest {
@@ -808,6 +815,7 @@ impl Guest {
             on_log: export(store, instance, "proxy_on_log")?,
             on_done: export(store, instance, "proxy_on_done")?,
             on_delete: export(store, instance, "proxy_on_delete")?,
+            memory: instance.get_memory(&mut *store, "memory"),
         })
     }
 }

@@ -248,8 +248,8 @@ fn requests_leave_the_vms_memory_as_they_found_it() -> Result<()> {
         }
         let settled = plugin.memory_bytes();
         ensure!(settled > 0, "{kind:?}: no linear memory exported");
-        // Wasm memory only grows, one 64 KiB page at a time: 1000 requests keeping 66 bytes each
-        // would add a page.
+        // Wasm memory only grows, one 64 KiB page at a time: this catches what requests keep once
+        // 1000 requests' worth of it outgrows the free space the allocator already holds.
         for id in 0..1000 {
             get(&mut plugin, &[("x-request-id", &id.to_string())])?;
         }

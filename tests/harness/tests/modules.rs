@@ -11,6 +11,11 @@ const IDENTITY_CONFIG: &str = r#"{"trust_domains": ["ai.internal"], "require_pee
 const AUTHZ_CONFIG: &str = r#"{"trust_domains": ["ai.internal"], "require_peer": true,
     "policy": {"rego": "package envoy.authz\nimport rego.v1\ndefault allow := false\nallow if input.attributes.request.http.method == \"GET\""}}"#;
 
+/// `AUTHZ_CONFIG` with the decision cache off: every request evaluated.
+fn authz_config_evaluated() -> String {
+    AUTHZ_CONFIG.replace(r#""policy": {"#, r#""policy": {"decision_cache_entries": 0, "#)
+}
+
 /// The configuration of `kind` in the tests that run both modules.
 fn config_of(kind: ModuleKind) -> &'static str {
     match kind {
@@ -131,7 +136,7 @@ fn defines_every_metric_at_configuration_and_times_each_decision() -> Result<()>
 #[test]
 fn remembers_decisions_of_a_policy_that_reads_a_few_facts() -> Result<()> {
     let svid = TrustDomainCa::new(TRUST_DOMAIN)?.svid(ORCHESTRATOR)?;
-    let off = AUTHZ_CONFIG.replace(r#""policy": {"#, r#""policy": {"decision_cache_entries": 0, "#);
+    let off = authz_config_evaluated();
     let mut fuel = Vec::new();
     for config in [AUTHZ_CONFIG, off.as_str()] {
         let mut plugin = start(ModuleKind::Authz, config)?;
@@ -233,7 +238,7 @@ fn a_request_crosses_into_envoy_only_for_what_it_needs() -> Result<()> {
 #[test]
 fn requests_leave_the_vms_memory_as_they_found_it() -> Result<()> {
     let svid = TrustDomainCa::new(TRUST_DOMAIN)?.svid(ORCHESTRATOR)?;
-    let evaluated = AUTHZ_CONFIG.replace(r#""policy": {"#, r#""policy": {"decision_cache_entries": 0, "#);
+    let evaluated = authz_config_evaluated();
     for (kind, config) in [
         (ModuleKind::Identity, IDENTITY_CONFIG),
         (ModuleKind::Authz, AUTHZ_CONFIG),

@@ -78,6 +78,11 @@ fn benches(c: &mut Criterion) {
     });
     let interpreter_config = evaluated(policy);
     let headers: Vec<(&str, &str)> = SERVICE_REQUEST.into_iter().chain([("accept", "application/json")]).collect();
+    // Ten more headers, as clients and proxies add them (user agents, tracing, forwarding): what
+    // each header the module reads costs.
+    let names: Vec<String> = (0..10).map(|i| format!("x-extra-header-{i}")).collect();
+    let more: Vec<(&str, &str)> =
+        headers.iter().copied().chain(names.iter().map(|name| (name.as_str(), "00-4bf92f3577b34da6a3ce929d0e0e4736-01"))).collect();
     let mut group = c.benchmark_group("wasm_request");
     for (kind, name, config) in [
         (ModuleKind::Identity, "svidgate_identity.wasm", &identity_config),
@@ -90,7 +95,10 @@ fn benches(c: &mut Criterion) {
         let calls_before = plugin.host_calls();
         let warm = request(&mut plugin, &headers);
         let calls = plugin.host_calls() - calls_before;
-        println!("{name}: fuel per request: first (parses the certificate) {first}, then {warm}; host calls per exchange {calls}");
+        let per_header = (request(&mut plugin, &more) - warm) / 10;
+        println!(
+            "{name}: fuel per request: first (parses the certificate) {first}, then {warm}; host calls per exchange {calls}; each further header {per_header}"
+        );
         group.bench_function(name, |b| b.iter(|| black_box(request(&mut plugin, &headers))));
     }
     // A decision on the request body (the tool runtime's MCP policy, a 130-byte tools/call)

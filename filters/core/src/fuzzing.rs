@@ -142,7 +142,7 @@ pub fn request_body(data: &[u8]) {
     let Some((kind, bytes)) = data.split_first() else { return };
     let content_type = BODY_TYPES.get(usize::from(*kind) % BODY_TYPES.len()).copied().unwrap_or_default();
     let identity = crate::config::IdentityConfig::parse(br#"{"mode": "perimeter"}"#).unwrap();
-    let headers = crate::identity::StrippedHeaders::strip(vec![("content-type".to_owned(), content_type.to_owned())], &identity);
+    let headers = crate::identity::StrippedHeaders::strip(crate::headers::HeaderList::from_pairs([("content-type", content_type)]), &identity);
     let truncated = kind & 0x80 != 0;
     let body = RequestBody { bytes: bytes.to_vec(), received: bytes.len() + usize::from(truncated), truncated };
     let Ok(input) = read(&headers, &body) else { return };

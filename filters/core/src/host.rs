@@ -22,6 +22,8 @@ pub mod memory;
 
 use std::time::{Duration, SystemTime};
 
+use crate::headers::HeaderList;
+
 /// Envoy attributes the core reads, as property paths.
 pub mod property {
     /// `connection.peer_certificate`: the peer's leaf certificate, PEM.
@@ -65,7 +67,7 @@ pub trait Host {
     fn plugin_configuration(&self) -> Vec<u8>;
 
     /// Every request header as (lower-case name, value), in the proxy's order, repeats kept.
-    fn request_headers(&self) -> Vec<(String, Vec<u8>)>;
+    fn request_headers(&self) -> HeaderList;
 
     /// Removes every value of a request header.
     fn remove_request_header(&self, name: &str);

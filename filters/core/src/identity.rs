@@ -5,6 +5,7 @@ use std::rc::Rc;
 use crate::config::{IdentityConfig, Mode};
 use crate::jwt_svid::{JwtSvid, JwtSvidError};
 use crate::decision::{Decision, DenyReason, HeaderEdit};
+use crate::headers::HeaderList;
 use crate::peer::{PeerError, PeerIdentity};
 use crate::spiffe::SpiffeId;
 
@@ -12,10 +13,10 @@ use crate::spiffe::SpiffeId;
 /// this type, so no code path can read a header the client could have forged.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StrippedHeaders {
-    headers: Vec<(String, String)>,
-    removed: Vec<(String, String)>,
+    headers: HeaderList,
+    removed: HeaderList,
     /// The values of the JWT-SVID token header (also in `headers` with `forward_token`).
-    tokens: Vec<(String, String)>,
+    tokens: HeaderList,
     /// The token header is removed from what goes upstream.
     tokens_removed: bool,
 }
@@ -37,34 +38,36 @@ pub struct IdentityOutcome {
 
 impl StrippedHeaders {
     /// Splits `headers` (as the proxy gave them) into identity headers and everything else.
-    pub fn strip(mut headers: Vec<(String, String)>, config: &IdentityConfig) -> Self {
+    pub fn strip(mut headers: HeaderList, config: &IdentityConfig) -> Self {
         // In place: the usual request has no identity header, and nothing moves.
-        let removed = headers.extract_if(.., |(name, _)| config.is_identity_header(name)).collect();
+        let removed = headers.extract(|name| config.is_identity_header(name));
         let (tokens, tokens_removed) = match &config.jwt_svid {
-            None => (Vec::new(), false),
-            Some(jwt) if jwt.forward_token => (headers.iter().filter(|(name, _)| jwt.is_token_header(name)).cloned().collect(), false),
-            Some(jwt) => (headers.extract_if(.., |(name, _)| jwt.is_token_header(name)).collect(), true),
+            None => (HeaderList::default(), false),
+            Some(jwt) if jwt.forward_token => {
+                (HeaderList::from_pairs(headers.iter().filter(|(name, _)| jwt.is_token_header(name))), false)
+            }
+            Some(jwt) => (headers.extract(|name| jwt.is_token_header(name)), true),
         };
         Self { headers, removed, tokens, tokens_removed }
     }
 
     /// The values of the JWT-SVID token header (and its variants), in order.
     pub fn tokens(&self) -> Vec<&str> {
-        self.tokens.iter().map(|(_, value)| value.as_str()).collect()
+        self.tokens.iter().map(|(_, value)| value).collect()
     }
 
     /// The request headers without identity headers, in the proxy's order.
-    pub fn headers(&self) -> &[(String, String)] {
+    pub fn headers(&self) -> &HeaderList {
         &self.headers
     }
 
     /// The values of the request header `name` (lower-case, as the proxy gives names), in order.
     pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers.values(name)
     }
 
     /// The identity headers that arrived with the request (name, value), in order.
-    pub fn removed(&self) -> &[(String, String)] {
+    pub fn removed(&self) -> &HeaderList {
         &self.removed
     }
 
@@ -83,7 +86,7 @@ impl StrippedHeaders {
 
     /// The first value of a (non-identity) header, by lower-case name.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers.get(name)
     }
 }
 
@@ -114,7 +117,7 @@ impl IdentityConfig {
             Err(_) if let Some(token) = jwt_svid => {
                 match token {
                     Ok(svid) => {
-                        outcome.upstream_identity = Some(svid.spiffe_id.to_string());
+                        outcome.upstream_identity = Some(svid.spiffe_id.as_str().to_owned());
                         outcome.jwt_svid = Some(Rc::clone(svid));
                     }
                     Err(error) => outcome.deny = Some(DenyReason::JwtSvidInvalid(error.clone())),
@@ -133,7 +136,7 @@ impl IdentityConfig {
             if arrived {
                 match self.forwarded_caller(stripped) {
                     Ok(caller) => {
-                        outcome.upstream_identity = Some(caller.to_string());
+                        outcome.upstream_identity = Some(caller.as_str().to_owned());
                         outcome.forwarded = true;
                     }
                     Err(reason) => outcome.deny = Some(reason),
@@ -141,7 +144,7 @@ impl IdentityConfig {
                 return outcome;
             }
         }
-        outcome.upstream_identity = Some(peer.spiffe_id.to_string());
+        outcome.upstream_identity = Some(peer.spiffe_id.as_str().to_owned());
         outcome
     }
 

@@ -12,6 +12,7 @@
 //! - [`config`]: plugin configuration, parsed once or refused.
 //! - [`spiffe`]: SPIFFE IDs and trust domains, parsed by the spec.
 //! - [`peer`]: the peer's X509-SVID checked against the SPIFFE rules and the clock, with a cache.
+//! - [`headers`]: a request's headers in one buffer, as the proxy serializes them.
 //! - [`identity`]: stripping and injecting the identity header.
 //! - [`jwt_svid`]: JWT-SVIDs checked against their trust domain's JWT bundle, where there is no X509-SVID.
 //! - [`service`]: polling HTTP services through an Envoy cluster.
@@ -25,6 +26,7 @@ pub mod decision;
 pub mod filter;
 #[cfg(feature = "rego")]
 pub mod fuzzing;
+pub mod headers;
 pub mod host;
 pub mod identity;
 pub mod jwt_svid;

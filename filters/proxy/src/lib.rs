@@ -17,6 +17,7 @@
 
 #[cfg(feature = "test-crash-trigger")]
 mod crash;
+mod raw;
 
 use std::cell::Cell;
 use std::time::{Duration, SystemTime};
@@ -26,6 +27,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType, MetricType};
 use svidgate_core::config::ModuleKind;
 use svidgate_core::filter::{Root, Stream, TICK};
+use svidgate_core::headers::HeaderList;
 use svidgate_core::host::{Action, Host, HttpCall, MetricKind};
 
 /// The git revision the module was built from.
@@ -89,9 +91,13 @@ impl Host for ProxyWasm {
         hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten().unwrap_or_default()
     }
 
-    fn request_headers(&self) -> Vec<(String, Vec<u8>)> {
-        // Never Err: the SDK panics on any status but Ok, which traps the VM (see the crate docs).
-        hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default()
+    fn request_headers(&self) -> HeaderList {
+        // One buffer, read in place (`HeaderList`). Should Envoy answer otherwise than with a
+        // serialized map, the SDK's own call decides, as before: it panics on any status but
+        // Ok, which traps the VM (see the crate docs).
+        raw::map(MapType::HttpRequestHeaders).and_then(HeaderList::from_proxy_wasm).unwrap_or_else(|| {
+            HeaderList::from_pairs(hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default())
+        })
     }
 
     fn remove_request_header(&self, name: &str) {

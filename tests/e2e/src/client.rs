@@ -12,6 +12,7 @@ use anyhow::{Context, Result, ensure};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request as HttpRequest;
+use hyper::header::HeaderValue;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -40,8 +41,9 @@ pub struct Request {
     pub method: String,
     /// Path and query.
     pub path: String,
-    /// Extra headers, in order; a name may repeat.
-    pub headers: Vec<(String, String)>,
+    /// Extra headers, in order; a name may repeat. Values are bytes: HTTP allows values that
+    /// are not UTF-8 (obs-text).
+    pub headers: Vec<(String, Vec<u8>)>,
     /// The body (empty for none).
     pub body: Vec<u8>,
 }
@@ -71,8 +73,13 @@ impl Request {
     }
 
     /// Adds a header (after any of the same name).
-    pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_owned(), value.to_owned()));
+    pub fn header(self, name: &str, value: &str) -> Self {
+        self.header_bytes(name, value.as_bytes())
+    }
+
+    /// Adds a header whose value is any bytes HTTP allows, UTF-8 or not.
+    pub fn header_bytes(mut self, name: &str, value: &[u8]) -> Self {
+        self.headers.push((name.to_owned(), value.to_vec()));
         self
     }
 
@@ -311,7 +318,7 @@ fn build<B>(request: &Request, authority: &str, absolute: Option<&str>, body: B)
         builder = builder.header("host", authority);
     }
     for (name, value) in &request.headers {
-        builder = builder.header(name.as_str(), value.as_str());
+        builder = builder.header(name.as_str(), HeaderValue::from_bytes(value)?);
     }
     Ok(builder.body(body)?)
 }

@@ -210,10 +210,9 @@ fn with_body(input: Value, bytes: Vec<u8>, content_type: Option<&str>) -> Result
     let content_type = content_type.map(str::to_owned).or_else(|| header("content-type"));
     let pairs = [("content-type", content_type), ("content-length", header("content-length"))]
         .into_iter()
-        .filter_map(|(name, value)| Some((name.to_owned(), value?)))
-        .collect();
+        .filter_map(|(name, value)| Some((name, value?)));
     let identity = IdentityConfig::parse(br#"{"mode": "perimeter"}"#)?;
-    let stripped = svidgate_core::identity::StrippedHeaders::strip(pairs, &identity);
+    let stripped = svidgate_core::identity::StrippedHeaders::strip(svidgate_core::headers::HeaderList::from_pairs(pairs), &identity);
     let received = bytes.len();
     let body = read(&stripped, &RequestBody { bytes, received, truncated: false })?;
     let object = input.as_object_mut().context("the input is not an object")?;

@@ -17,6 +17,7 @@ use regorus::unstable::{Lexer, Source, TokenKind};
 
 use super::body::BodyInput;
 use super::cache::{KeyPlan, NOT_CACHEABLE_CALLS};
+use crate::headers::HeaderList;
 use crate::identity::{IdentityOutcome, StrippedHeaders};
 use crate::jwt_svid::JwtSvid;
 use crate::peer::{PeerError, PeerIdentity};
@@ -554,13 +555,13 @@ fn svidgate(peer: Result<&PeerIdentity, &PeerError>, identity: &IdentityOutcome)
 
 /// Envoy's ext_authz header map: lower-case names, repeated headers joined with ",", and the
 /// header ext_authz sets in place of any the client sent.
-fn header_map(headers: &[(String, String)], set: Option<(&str, &str)>) -> Value {
+fn header_map(headers: &HeaderList, set: Option<(&str, &str)>) -> Value {
     let mut map: BTreeMap<Value, Value> = BTreeMap::new();
-    for (name, value) in headers {
-        let key = Value::from(name.as_str());
+    for (name, value) in headers.iter() {
+        let key = Value::from(name);
         let joined = match map.get(&key).and_then(|v| v.as_string().ok()) {
             Some(prev) => format!("{prev},{value}"),
-            None => value.clone(),
+            None => value.to_owned(),
         };
         map.insert(key, Value::from(joined));
     }

@@ -7,6 +7,7 @@ use super::*;
 use super::body::RequestBody;
 use crate::config::PolicyConfig;
 use crate::decision::HeaderEdit;
+use crate::headers::HeaderList;
 use crate::identity::StrippedHeaders;
 use crate::peer::{PeerError, PeerIdentity};
 use crate::spiffe::SpiffeId;
@@ -32,8 +33,7 @@ fn peer() -> PeerIdentity {
 }
 
 fn headers(pairs: &[(&str, &str)]) -> StrippedHeaders {
-    let pairs = pairs.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect();
-    StrippedHeaders::strip(pairs, &identity_config())
+    StrippedHeaders::strip(HeaderList::from_pairs(pairs.iter().copied()), &identity_config())
 }
 
 /// A leaf PEM as Envoy hands it over (`connection.peer_certificate`), shortened.

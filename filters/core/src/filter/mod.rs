@@ -354,10 +354,7 @@ impl Filter {
     /// The first phase of every request: removes every identity header from the proxy's map and
     /// from what the decision will read, reads the clock once and resolves the peer.
     pub fn begin(&self, host: &impl Host) -> Request {
-        // Non-UTF-8 header values are legal on the wire; the core sees them lossily, the upstream
-        // unchanged.
-        let headers = host.request_headers().into_iter().map(|(name, value)| (name, lossy_utf8(value))).collect();
-        let headers = StrippedHeaders::strip(headers, &self.identity);
+        let headers = StrippedHeaders::strip(host.request_headers(), &self.identity);
         for name in headers.removed_names() {
             host.remove_request_header(name);
         }
@@ -502,11 +499,6 @@ fn call_response(host: &impl Host, body_size: usize, read_body: bool) -> (Option
     let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
     let body = if read_body { host.http_call_response_body(body_size).unwrap_or_default() } else { Vec::new() };
     (header(":status").and_then(|s| s.parse().ok()), header("etag"), body)
-}
-
-/// Bytes from the proxy as text, invalid sequences replaced; valid text keeps its buffer (no copy).
-fn lossy_utf8(bytes: Vec<u8>) -> String {
-    String::from_utf8(bytes).unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned())
 }
 
 /// Carries a decision out: edits the request and lets it continue, or answers locally and stops it.

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use log::Level;
 
-use super::{Filter, Request, TICK, call_response, dispatch, log, lossy_utf8};
+use super::{Filter, Request, TICK, call_response, dispatch, log};
 use crate::authz::service::{BundlePoller, Fetched, HttpResponse, LogUploader, Uploaded};
 use crate::authz::body::{self, RequestBody};
 use crate::authz::{Authorizer, RequestFacts};
@@ -351,4 +351,9 @@ fn revision_gauge(revision: &str) -> String {
         .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
         .collect();
     format!("{BUNDLE_REVISION_PREFIX}.{}", if clean.is_empty() { "none" } else { &clean })
+}
+
+/// Bytes from the proxy as text, invalid sequences replaced; valid text keeps its buffer (no copy).
+fn lossy_utf8(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned())
 }

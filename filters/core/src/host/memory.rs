@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use super::{Host, HttpCall, MetricKind};
+use crate::headers::HeaderList;
 
 /// A map-backed host for one plugin, one stream at a time.
 #[derive(Debug, Default)]
@@ -136,8 +137,8 @@ impl Host for MemoryHost {
         self.state().plugin_configuration.clone()
     }
 
-    fn request_headers(&self) -> Vec<(String, Vec<u8>)> {
-        self.state().request_headers.entries().iter().map(|(n, v)| (n.clone(), v.clone().into_bytes())).collect()
+    fn request_headers(&self) -> HeaderList {
+        HeaderList::from_pairs(self.state().request_headers.entries().iter().map(|(name, value)| (name, value)))
     }
 
     fn remove_request_header(&self, name: &str) {

@@ -2,11 +2,12 @@ use regorus::Value;
 
 use super::{BodyError, RequestBody, read};
 use crate::config::IdentityConfig;
+use crate::headers::HeaderList;
 use crate::identity::StrippedHeaders;
 
 fn headers(pairs: &[(&str, &str)]) -> StrippedHeaders {
     let config = IdentityConfig::parse(br#"{"trust_domains": ["ai.internal"]}"#).unwrap();
-    StrippedHeaders::strip(pairs.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect(), &config)
+    StrippedHeaders::strip(HeaderList::from_pairs(pairs.iter().copied()), &config)
 }
 
 fn whole(body: &str) -> RequestBody {

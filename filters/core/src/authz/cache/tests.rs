@@ -8,6 +8,7 @@ use crate::authz::body::RequestBody;
 use crate::authz::bundle::Bundle;
 use crate::authz::{Authorizer, InputPlan, build_input};
 use crate::config::IdentityConfig;
+use crate::headers::HeaderList;
 use crate::identity::StrippedHeaders;
 use crate::peer::PeerIdentity;
 use crate::spiffe::SpiffeId;
@@ -31,8 +32,7 @@ fn peer(id: &str) -> PeerIdentity {
 }
 
 fn headers(pairs: &[(&str, &str)]) -> StrippedHeaders {
-    let pairs = pairs.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect();
-    StrippedHeaders::strip(pairs, &identity_config())
+    StrippedHeaders::strip(HeaderList::from_pairs(pairs.iter().copied()), &identity_config())
 }
 
 fn facts<'a>(headers: &'a StrippedHeaders, peer: &'a PeerIdentity) -> RequestFacts<'a> {

@@ -121,7 +121,8 @@ impl Host for ProxyWasm {
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        hostcalls::get_property(path.to_vec()).ok().flatten()
+        // A status the SDK does not expect here: its own call decides, as before.
+        raw::property(path).unwrap_or_else(|_| hostcalls::get_property(path.to_vec()).ok().flatten())
     }
 
     fn set_filter_state(&self, key: &str, value: &[u8]) {

@@ -51,6 +51,9 @@ impl HeaderList {
         };
         let count = word(0)?;
         let text_start = count.checked_mul(8)?.checked_add(4)?;
+        // The NUL bytes that end each name and value are there: each slice then starts and ends
+        // on a character boundary once the text is known to be UTF-8.
+        let nul = |at: usize| text_start.checked_add(at).and_then(|at| bytes.get(at)) == Some(&0);
         let mut fields = Vec::with_capacity(count.min(bytes.len() / 8));
         let mut start = 0;
         for pair in 0..count {
@@ -58,9 +61,6 @@ impl HeaderList {
             let field = Field { start, name_len: word(4 + pair * 8)?, value_len: word(8 + pair * 8)? };
             let name_end = start.checked_add(field.name_len)?;
             let value_end = name_end.checked_add(1)?.checked_add(field.value_len)?;
-            // The NUL bytes that end the name and the value are there: each slice then starts
-            // and ends on a character boundary once the text is known to be UTF-8.
-            let nul = |at: usize| text_start.checked_add(at).and_then(|at| bytes.get(at)) == Some(&0);
             if !nul(name_end) || !nul(value_end) {
                 return None;
             }
@@ -205,8 +205,7 @@ mod tests {
         let mut shifted = good.clone();
         shifted[4] = 4;
         assert_eq!(HeaderList::from_proxy_wasm(shifted), None);
-        let split = serialized(&[("x-a", "é".as_bytes())]);
-        let mut split = split.clone();
+        let mut split = serialized(&[("x-a", "é".as_bytes())]);
         split[8] = 1;
         assert_eq!(HeaderList::from_proxy_wasm(split), None);
         // A count no buffer could hold.

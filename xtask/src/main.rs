@@ -88,13 +88,14 @@ const OPA_WHEEL: &str = "opa-golib-python-bindings==0.4.4";
 /// The authz module with the test-only crash trigger, built apart from the shipped one.
 const CRASH_TARGET_DIR: &str = "target/svidgate-crash-trigger";
 /// The cargo-fuzz targets (fuzz/fuzz_targets), each with its seeds in fuzz/seeds/<target>.
-const FUZZ_TARGETS: [&str; 8] = [
+const FUZZ_TARGETS: [&str; 9] = [
     "peer_certificate",
     "plugin_configuration",
     "bundle",
     "policy_result",
     "path",
     "identity_headers",
+    "header_map",
     "spiffe_id",
     "request_body",
 ];

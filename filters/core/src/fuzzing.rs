@@ -5,7 +5,7 @@
 //! both modules, and nothing in a module calls them.
 
 #![doc(hidden)]
-#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used, reason = "a broken invariant must stop the fuzzer")]
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "a broken invariant must stop the fuzzer")]
 
 use std::time::{Duration, SystemTime};
 
@@ -79,6 +79,31 @@ pub fn identity_headers(data: &[u8]) {
     assert!(!after.iter().any(|(name, _)| is_identity(name)), "a variant survived: {after:?}");
     let kept: Vec<&(String, String)> = before.iter().filter(|(name, _)| !is_identity(name)).collect();
     assert_eq!(kept, after.iter().collect::<Vec<_>>(), "another header was lost");
+}
+
+/// The request header map as Envoy serializes it (`proxy_get_header_map_pairs`, read in place by
+/// [`HeaderList::from_proxy_wasm`](crate::headers::HeaderList::from_proxy_wasm)): refused, or
+/// read as exactly the pairs its length words frame, each name and value the bytes between
+/// (lossily where they are not UTF-8), and found by name as listed; nothing panics.
+pub fn header_map(data: &[u8]) {
+    let Some(list) = crate::headers::HeaderList::from_proxy_wasm(data.to_vec()) else { return };
+    // The framing read again, plainly: what the list holds must be what it frames.
+    let word = |at: usize| u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+    let count = word(0);
+    assert_eq!(list.len(), count);
+    let mut at = 4 + 8 * count;
+    let mut text = |len: usize| {
+        let part = String::from_utf8_lossy(&data[at..at + len]);
+        assert_eq!(data[at + len], 0, "a name or value not ended by NUL");
+        at += len + 1;
+        part
+    };
+    for (i, (name, value)) in list.iter().enumerate() {
+        let (expected_name, expected_value) = (text(word(4 + 8 * i)), text(word(8 + 8 * i)));
+        assert_eq!((name, value), (&*expected_name, &*expected_value), "pair {i}");
+        assert_eq!(list.get(name), list.iter().find(|(n, _)| *n == name).map(|(_, v)| v));
+    }
+    assert_eq!(at, data.len(), "bytes after the last pair");
 }
 
 /// An OPA bundle, gzipped (first byte even) or as a bare tar stream (first byte odd): refused,

@@ -35,6 +35,9 @@ fn every_invariant_holds_on_its_seeds() {
     for (_, seed) in seeds("identity_headers") {
         fuzzing::identity_headers(&seed);
     }
+    for (_, seed) in seeds("header_map") {
+        fuzzing::header_map(&seed);
+    }
     for (_, seed) in seeds("bundle") {
         fuzzing::bundle(&seed);
     }

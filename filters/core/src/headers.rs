@@ -141,6 +141,25 @@ impl HeaderList {
     }
 }
 
+/// `pairs` as Proxy-Wasm serializes a header map (what [`HeaderList::from_proxy_wasm`] reads):
+/// the map-backed host hands its headers over this way, so native tests read them as the
+/// modules read Envoy's.
+pub fn proxy_wasm_bytes<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> Vec<u8> {
+    let word = |len: usize| u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes();
+    let mut bytes = word(pairs.len()).to_vec();
+    for (name, value) in pairs {
+        bytes.extend(word(name.as_ref().len()));
+        bytes.extend(word(value.as_ref().len()));
+    }
+    for (name, value) in pairs {
+        for part in [name.as_ref(), value.as_ref()] {
+            bytes.extend_from_slice(part);
+            bytes.push(0);
+        }
+    }
+    bytes
+}
+
 /// `field`'s name in `text` (a free function, so that it can borrow the text while the fields
 /// are borrowed mutably).
 fn name(text: &str, field: Field) -> &str {
@@ -151,20 +170,8 @@ fn name(text: &str, field: Field) -> &str {
 mod tests {
     use super::*;
 
-    /// A map as Proxy-Wasm serializes it.
     fn serialized(pairs: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut bytes = u32::try_from(pairs.len()).unwrap().to_le_bytes().to_vec();
-        for (name, value) in pairs {
-            bytes.extend(u32::try_from(name.len()).unwrap().to_le_bytes());
-            bytes.extend(u32::try_from(value.len()).unwrap().to_le_bytes());
-        }
-        for (name, value) in pairs {
-            bytes.extend(name.as_bytes());
-            bytes.push(0);
-            bytes.extend(*value);
-            bytes.push(0);
-        }
-        bytes
+        proxy_wasm_bytes(pairs)
     }
 
     fn pairs(list: &HeaderList) -> Vec<(&str, &str)> {

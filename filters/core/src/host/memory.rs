@@ -138,7 +138,9 @@ impl Host for MemoryHost {
     }
 
     fn request_headers(&self) -> HeaderList {
-        HeaderList::from_pairs(self.state().request_headers.entries().iter().map(|(name, value)| (name, value)))
+        // Serialized and parsed as the modules read Envoy's map; a map the parser refused would
+        // reach the pipeline empty, and fail the tests that read it.
+        HeaderList::from_proxy_wasm(crate::headers::proxy_wasm_bytes(self.state().request_headers.entries())).unwrap_or_default()
     }
 
     fn remove_request_header(&self, name: &str) {

@@ -71,8 +71,8 @@ enum Filter {
     /// identity header with the peer's URI SAN: the native way to do svidgate's headers-only job.
     NativeRbac,
     Noop,
-    /// The no-op filter making these host calls once per request (`benches/noop`).
-    NoopCalling(&'static [&'static str]),
+    /// The no-op filter making these host calls, each this many times per request (`benches/noop`).
+    NoopCalling(&'static [&'static str], u32),
     Identity { before: bool },
     /// The identity module taking the caller's JWT-SVID ([`jwt_fixture`]), on a listener that
     /// asks for no client certificate.
@@ -168,13 +168,18 @@ pub fn variants(before: bool, host_calls: bool) -> Vec<Variant> {
         row(NO_OP, Filter::Noop, Load::Generate, 200),
     ];
     if host_calls {
-        for (name, calls) in [
-            ("no-op + read the request header map", &["headers"][..]),
-            ("no-op + read one property (peer certificate digest)", &["property"][..]),
-            ("no-op + set one request header", &["set_header"][..]),
-            ("no-op + the identity module's 5 host calls", IDENTITY_CALLS),
+        // Each call once, then two 20 times over: what one more call costs apart from what the
+        // first one in a callback does.
+        for (name, calls, times) in [
+            ("no-op + read the request header map", &["headers"][..], 1),
+            ("no-op + read one property (peer certificate digest)", &["property"][..], 1),
+            ("no-op + set one request header", &["set_header"][..], 1),
+            ("no-op + read the clock", &["time"][..], 1),
+            ("no-op + read the clock 20 times", &["time"][..], 20),
+            ("no-op + increment a counter 20 times", &["metric"][..], 20),
+            ("no-op + the identity module's 5 host calls", IDENTITY_CALLS, 1),
         ] {
-            all.push(row(name, Filter::NoopCalling(calls), Load::Generate, 200));
+            all.push(row(name, Filter::NoopCalling(calls, times), Load::Generate, 200));
         }
     }
     all.extend(svidgate(false));
@@ -303,7 +308,7 @@ impl Modules {
             Filter::None => (String::new(), String::new()),
             Filter::NativeRbac => (RBAC.to_owned(), RBAC_ROUTE.to_owned()),
             Filter::Noop => (wasm_filter(&self.noop, &json!({}))?, String::new()),
-            Filter::NoopCalling(calls) => (wasm_filter(&self.noop, &json!({"calls": calls}))?, String::new()),
+            Filter::NoopCalling(calls, times) => (wasm_filter(&self.noop, &json!({"calls": calls, "times": times}))?, String::new()),
             Filter::Identity { before } => {
                 (wasm_filter(&self.module("svidgate_identity.wasm", before)?, &plugin_configuration(None))?, String::new())
             }

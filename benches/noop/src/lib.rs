@@ -9,7 +9,8 @@
 //! `Vec` per header, work in the module, about 900 Wasm instructions per header),
 //! `"property"` reads `connection.sha256_peer_certificate_digest`, `"set_header"` sets one request
 //! header, `"time"`, `"log_level"` and `"metric"` read the clock, Envoy's log level and increment
-//! a counter. Anything else in the configuration is ignored.
+//! a counter; `"times": N` makes each of them N times. Anything else in the configuration is
+//! ignored.
 
 use std::cell::RefCell;
 
@@ -62,6 +63,11 @@ impl RootContext for NoopRoot {
             let id = hostcalls::define_metric(MetricType::Counter, "noop.requests").unwrap_or(0);
             calls.push(Call::Metric(id));
         }
+        let times = configuration
+            .split_once("\"times\":")
+            .and_then(|(_, rest)| rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+            .unwrap_or(1);
+        let calls = calls.iter().copied().cycle().take(calls.len() * times).collect();
         CALLS.with(|c| *c.borrow_mut() = calls);
         true
     }

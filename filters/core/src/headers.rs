@@ -170,6 +170,7 @@ fn name(text: &str, field: Field) -> &str {
 mod tests {
     use super::*;
 
+    /// [`proxy_wasm_bytes`] with every value a byte slice, so that a test can mix lengths.
     fn serialized(pairs: &[(&str, &[u8])]) -> Vec<u8> {
         proxy_wasm_bytes(pairs)
     }

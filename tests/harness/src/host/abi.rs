@@ -4,7 +4,7 @@
 //! sizes are `u32` (wasm32), and every function returns a [`Status`]. Behaviour follows Envoy's
 //! `source/extensions/common/wasm/context.cc` and proxy-wasm-cpp-host's `exports.cc`.
 
-use super::memory::{self, Fail, HostResult, decode_map, encode_map, read, return_bytes};
+use super::memory::{self, Fail, HostResult, decode_map, read, return_bytes};
 use super::state::{HostState, MetricKind, MetricValue, Status, text};
 use super::{LocalReply, LogLevel};
 use wasmtime::{Caller, Linker};
@@ -232,7 +232,7 @@ fn get_header_map_pairs(caller: &mut Caller<'_, HostState>, map: u32, ret_ptr: u
     // Envoy serializes a missing map as an empty one here, unlike the single-value reads.
     let pairs = caller.data().readable_map(map)?.map(|map| map.entries().to_vec());
     let pairs = pairs.unwrap_or_default();
-    let bytes = if pairs.is_empty() { Vec::new() } else { encode_map(&pairs) };
+    let bytes = if pairs.is_empty() { Vec::new() } else { svidgate_core::headers::proxy_wasm_bytes(&pairs) };
     return_bytes(caller, &bytes, ret_ptr, ret_size)
 }
 

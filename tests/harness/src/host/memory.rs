@@ -128,27 +128,9 @@ fn allocate(caller: &mut Caller<'_, HostState>, size: u32) -> HostResult<u32> {
     Ok(ptr)
 }
 
-/// Serializes header pairs in the proxy-wasm map format: a `u32` count, a `(u32 name length,
-/// u32 value length)` per pair, then every name and value followed by a NUL byte.
-pub(crate) fn encode_map(pairs: &[(String, String)]) -> Vec<u8> {
-    // Lengths come from Rust strings of a test's headers: far below 4 GiB.
-    let len = |text: &str| u32::try_from(text.len()).unwrap_or(u32::MAX).to_le_bytes();
-    let mut bytes = Vec::new();
-    bytes.extend_from_slice(&u32::try_from(pairs.len()).unwrap_or(u32::MAX).to_le_bytes());
-    for (name, value) in pairs {
-        bytes.extend_from_slice(&len(name));
-        bytes.extend_from_slice(&len(value));
-    }
-    for (name, value) in pairs {
-        bytes.extend_from_slice(name.as_bytes());
-        bytes.push(0);
-        bytes.extend_from_slice(value.as_bytes());
-        bytes.push(0);
-    }
-    bytes
-}
-
-/// Parses the proxy-wasm map format (see [`encode_map`]); `None` if it is malformed.
+/// Parses the proxy-wasm map format (`svidgate_core::headers::proxy_wasm_bytes` writes it): a `u32`
+/// count, a `(u32 name length, u32 value length)` per pair, then every name and value followed by
+/// a NUL byte; `None` if it is malformed.
 pub(crate) fn decode_map(bytes: &[u8]) -> Option<Vec<(String, String)>> {
     if bytes.is_empty() {
         return Some(Vec::new());
@@ -185,7 +167,7 @@ mod tests {
             (":path".to_string(), "/".to_string()),
             ("x-empty".to_string(), String::new()),
         ];
-        let bytes = encode_map(&pairs);
+        let bytes = svidgate_core::headers::proxy_wasm_bytes(&pairs);
         assert_eq!(&bytes[..4], &2u32.to_le_bytes());
         assert_eq!(decode_map(&bytes), Some(pairs));
         assert_eq!(decode_map(&[]), Some(vec![]));

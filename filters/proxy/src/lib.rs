@@ -17,6 +17,7 @@
 
 #[cfg(feature = "test-crash-trigger")]
 mod crash;
+mod mem;
 mod raw;
 
 use std::cell::Cell;

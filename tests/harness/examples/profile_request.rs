@@ -9,7 +9,8 @@
 //! module's functions; build the module without `strip` (`--config profile.wasm-release.strip=false`)
 //! to keep the names. The peer is the orchestrator's SVID; the request is a `POST /v1/generate`;
 //! Envoy's log level is `info`, its default, so debug lines are not formatted, as in Envoy.
-//! Prints the wasmtime fuel of one request.
+//! Prints the wasmtime fuel of one request: in its request-headers callback, and in all the
+//! callbacks of its stream (context creation to deletion, a response's headers included).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a developer tool: a failure stops it loudly")]
 
@@ -45,13 +46,17 @@ fn main() {
     let names: Vec<String> = (0..extra).map(|i| format!("x-extra-header-{i}")).collect();
     let headers: Vec<(&str, &str)> =
         headers.into_iter().chain(names.iter().map(|name| (name.as_str(), "00-4bf92f3577b34da6a3ce929d0e0e4736-01"))).collect();
-    let mut fuel = 0;
+    let response = [(":status", "200"), ("content-type", "application/json")];
+    let (mut fuel, mut stream_fuel) = (0, 0);
     for _ in 0..requests {
+        let before = plugin.fuel_consumed_total();
         let mut stream = plugin.stream();
         stream.request_headers(&headers, true).unwrap();
         fuel = stream.fuel_consumed_last();
+        stream.response_headers(&response, true).unwrap();
         stream.finish().unwrap();
+        stream_fuel = plugin.fuel_consumed_total() - before;
     }
-    println!("{requests} requests; fuel of the last: {fuel}");
+    println!("{requests} requests; fuel of the last: {fuel} in its request-headers callback, {stream_fuel} in all its callbacks");
     println!("linear memory: {configured_memory} bytes once configured, {} after the requests", plugin.memory_bytes());
 }

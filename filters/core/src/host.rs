@@ -2,19 +2,19 @@
 //!
 //! The core never names Proxy-Wasm. It asks a [`Host`] for request headers, Envoy attributes,
 //! the clock, metrics, local replies, filter state, logs, HTTP callouts and timers, and the
-//! proxy answers. `svidgate-proxy` implements the trait once over the Proxy-Wasm SDK for both
+//! proxy answers. `svidgate-proxy` implements the trait once over the Proxy-Wasm ABI for both
 //! modules; [`memory::MemoryHost`] implements it over plain maps for native tests, the scenario
 //! corpus and benchmarks. The same pipeline code runs on both, so the runtimes cannot drift.
 //!
 //! # Failures the port does not report
 //!
-//! Most methods return nothing, because the proxy gives a filter no way to recover: the pinned
-//! SDK (proxy-wasm 0.2.5) panics on every status its host call does not expect, and a panic
-//! in a Wasm module traps the VM. Envoy then applies the filter's `failure_policy`: with
+//! Most methods return nothing, because the proxy gives a filter no way to recover:
+//! `svidgate-proxy` panics on every status the ABI does not give a host call for a reason a
+//! filter can meet (as the Rust SDK does), and a panic in a Wasm module traps the VM. Envoy then applies the filter's `failure_policy`: with
 //! `FAIL_CLOSED` (the default) or `FAIL_RELOAD`, the stream that trapped and every later one
 //! get a 503 local reply until the VM is replaced, so nothing reaches the upstream
 //! unauthorized (`tests/e2e/tests/crash.rs` shows it in real Envoy). Never configure `FAIL_OPEN`.
-//! Only the calls whose failures the SDK does return, and that a filter can act on, carry a
+//! Only the calls whose failures the proxy does return, and that a filter can act on, carry a
 //! `Result` or an `Option` here: reading a property (absent or unreadable is `None`), reading a
 //! body buffer, and dispatching an HTTP call (an unknown cluster is refused).
 

@@ -5,8 +5,7 @@
 //! `failure_policy: FAIL_RELOAD` answers 503 while the VM is dead, lets nothing through
 //! unauthorized, and recovers with a fresh VM. The shipped module never has this feature.
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::MapType;
+use svidgate_core::host::Host;
 
 /// The request header that crashes the VM (any value).
 pub const CRASH_HEADER: &str = "x-svidgate-test-crash";
@@ -14,7 +13,7 @@ pub const CRASH_HEADER: &str = "x-svidgate-test-crash";
 /// Panics if the request carries [`CRASH_HEADER`]; called first on every request.
 #[expect(clippy::panic, reason = "crashing the VM on demand is this test-only feature's purpose")]
 pub fn on_request_headers() {
-    if let Ok(Some(_)) = hostcalls::get_map_value(MapType::HttpRequestHeaders, CRASH_HEADER) {
+    if crate::ProxyWasm.request_headers().get(CRASH_HEADER).is_some() {
         panic!("svidgate test crash: request carries {CRASH_HEADER}");
     }
 }

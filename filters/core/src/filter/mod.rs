@@ -218,13 +218,7 @@ impl Root {
 
     /// A new HTTP stream with context id `id`.
     pub fn stream(&self, id: u32) -> Stream {
-        Stream {
-            id,
-            filter: self.filter.clone(),
-            response_headers: Vec::new(),
-            #[cfg(feature = "rego")]
-            held: None,
-        }
+        Stream { filter: self.filter.clone(), ..Stream::unconfigured(id) }
     }
 
     /// The configured plugin, once `on_configure` succeeded.
@@ -234,6 +228,29 @@ impl Root {
 }
 
 impl Stream {
+    /// A stream of a plugin the proxy did not create (no root context of that id): every
+    /// request on it is denied.
+    pub fn unconfigured(id: u32) -> Self {
+        Self {
+            id,
+            filter: None,
+            response_headers: Vec::new(),
+            #[cfg(feature = "rego")]
+            held: None,
+        }
+    }
+
+    /// Whether a later callback of this stream has work left: a request held for its body, or
+    /// response headers to add. When not, the proxy layer may drop the stream, and the
+    /// callbacks that follow, finding none, let the stream continue as this one would.
+    pub fn expects_more(&self) -> bool {
+        #[cfg(feature = "rego")]
+        if self.held.is_some() {
+            return true;
+        }
+        !self.response_headers.is_empty()
+    }
+
     /// The request headers arrived (`end_of_stream`: the request has no body): decide the
     /// request and carry the decision out, or hold it until its body is read.
     pub fn on_request_headers(&mut self, host: &impl Host, end_of_stream: bool) -> Action {

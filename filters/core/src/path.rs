@@ -79,21 +79,62 @@ impl PathGuard {
             _ => {}
         }
         let Some(rest) = path.strip_prefix('/') else { return Err(PathError::NotOriginForm) };
-        let mut segments = rest.split('/').peekable();
-        while let Some(segment) = segments.next() {
-            let last = segments.peek().is_none();
-            if segment.is_empty() && !last {
+        // One pass over the bytes, one segment at a time, decoding escapes as it goes: every
+        // request pays for this, so no segment is split off or decoded into a buffer. A
+        // segment's faults are reported in the order the checks are listed in `PathError`'s use
+        // here: empty, then an invalid escape, then a separator, then a dot segment.
+        let bytes = rest.as_bytes();
+        let mut at = 0;
+        loop {
+            let (start, mut invalid, mut separator, mut decoded_len, mut dots) = (at, false, false, 0usize, 0usize);
+            while let Some(&byte) = bytes.get(at) {
+                if byte == b'/' {
+                    break;
+                }
+                let mut decoded = byte;
+                if byte == b'%' {
+                    match (bytes.get(at + 1).and_then(hex_digit), bytes.get(at + 2).and_then(hex_digit)) {
+                        (Some(high), Some(low)) => {
+                            decoded = high << 4 | low;
+                            at += 2;
+                        }
+                        _ => invalid = true,
+                    }
+                }
+                separator |= matches!(decoded, b'/' | b'\\' | 0);
+                dots += usize::from(decoded == b'.');
+                decoded_len += 1;
+                at += 1;
+            }
+            let last = at >= bytes.len();
+            if at == start && !last {
                 return Err(PathError::EmptySegment);
             }
-            let decoded = percent_decode(segment, false).map_err(|_| PathError::InvalidEscape)?;
-            if decoded.iter().any(|b| matches!(b, b'/' | b'\\' | 0)) {
+            if invalid {
+                return Err(PathError::InvalidEscape);
+            }
+            if separator {
                 return Err(PathError::AmbiguousSeparator);
             }
-            if decoded.as_ref() == b"." || decoded.as_ref() == b".." {
+            if (decoded_len == 1 || decoded_len == 2) && dots == decoded_len {
                 return Err(PathError::DotSegment);
             }
+            if last {
+                return Ok(());
+            }
+            // Past the `/`.
+            at += 1;
         }
-        Ok(())
+    }
+}
+
+/// The value of an ASCII hex digit.
+fn hex_digit(digit: &u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
     }
 }
 

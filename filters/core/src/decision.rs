@@ -8,10 +8,11 @@ use crate::peer::PeerError;
 /// The outcome for one request. There is no third variant: every error is a [`Decision::Deny`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Forward the request upstream after applying `request_edits` in order; add
-    /// `response_headers` to the response on its way back.
+    /// Forward the request upstream after applying `request_edits` in order and then setting
+    /// the identity header to the [`Verdict`]'s upstream identity, if there is one (nothing
+    /// else may touch that header); add `response_headers` to the response on its way back.
     Allow {
-        /// Edits to the request headers, identity header last.
+        /// The policy's edits to the request headers.
         request_edits: Vec<HeaderEdit>,
         /// Headers to add to the response sent to the client.
         response_headers: Vec<(String, String)>,
@@ -211,6 +212,11 @@ impl DenyReason {
 }
 
 impl Decision {
+    /// Forward the request with no edit but the identity header's.
+    pub fn allow() -> Self {
+        Self::Allow { request_edits: Vec::new(), response_headers: Vec::new() }
+    }
+
     /// Whether the request goes upstream.
     pub fn is_allow(&self) -> bool {
         matches!(self, Self::Allow { .. })

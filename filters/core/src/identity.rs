@@ -4,7 +4,7 @@ use std::rc::Rc;
 
 use crate::config::{IdentityConfig, Mode};
 use crate::jwt_svid::{JwtSvid, JwtSvidError};
-use crate::decision::{Decision, DenyReason, HeaderEdit};
+use crate::decision::{Decision, DenyReason};
 use crate::headers::HeaderList;
 use crate::peer::{PeerError, PeerIdentity};
 use crate::spiffe::SpiffeId;
@@ -25,7 +25,7 @@ pub struct StrippedHeaders {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdentityOutcome {
     /// The ID the upstream will see in the injected header, if any.
-    pub upstream_identity: Option<String>,
+    pub upstream_identity: Option<SpiffeId>,
     /// The upstream identity is the caller named by a trusted forwarder, not the peer itself.
     pub forwarded: bool,
     /// The upstream identity is this JWT-SVID's: the connection has no client certificate.
@@ -117,7 +117,7 @@ impl IdentityConfig {
             Err(_) if let Some(token) = jwt_svid => {
                 match token {
                     Ok(svid) => {
-                        outcome.upstream_identity = Some(svid.spiffe_id.as_str().to_owned());
+                        outcome.upstream_identity = Some(svid.spiffe_id.clone());
                         outcome.jwt_svid = Some(Rc::clone(svid));
                     }
                     Err(error) => outcome.deny = Some(DenyReason::JwtSvidInvalid(error.clone())),
@@ -136,7 +136,7 @@ impl IdentityConfig {
             if arrived {
                 match self.forwarded_caller(stripped) {
                     Ok(caller) => {
-                        outcome.upstream_identity = Some(caller.as_str().to_owned());
+                        outcome.upstream_identity = Some(caller);
                         outcome.forwarded = true;
                     }
                     Err(reason) => outcome.deny = Some(reason),
@@ -144,7 +144,7 @@ impl IdentityConfig {
                 return outcome;
             }
         }
-        outcome.upstream_identity = Some(peer.spiffe_id.as_str().to_owned());
+        outcome.upstream_identity = Some(peer.spiffe_id.clone());
         outcome
     }
 
@@ -168,20 +168,13 @@ impl IdentityConfig {
 }
 
 impl IdentityOutcome {
-    /// The identity module's decision: deny if the identity step says so, else allow with the
-    /// identity header set.
+    /// The identity module's decision: deny if the identity step says so, else allow (the
+    /// identity header is set as the decision is carried out: [`Decision`]).
     pub fn decision(&self, config: &IdentityConfig) -> Decision {
         match &self.deny {
             Some(reason) => Decision::deny(config.deny_status, reason.clone()),
-            None => Decision::Allow { request_edits: self.identity_edit(config).into_iter().collect(), response_headers: Vec::new() },
+            None => Decision::allow(),
         }
-    }
-
-    /// The edit that sets the identity header, if there is an identity to give.
-    pub fn identity_edit(&self, config: &IdentityConfig) -> Option<HeaderEdit> {
-        self.upstream_identity
-            .as_ref()
-            .map(|id| HeaderEdit::Set(config.injected_header().to_owned(), id.clone()))
     }
 }
 

@@ -260,17 +260,24 @@ impl Counter {
 /// The counters and histogram of one plugin, defined once at configuration.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    counters: Vec<(Counter, u32)>,
+    /// Each counter's id, at `Counter as usize`; `None` for one the plugin does not keep. A
+    /// request moves up to ten counters: each is one index, not a search.
+    counters: Vec<Option<u32>>,
     histogram: Option<u32>,
 }
 
 impl Metrics {
     /// Defines `counters` and, if given, the decision-latency histogram.
     pub fn define(host: &impl Host, counters: &[Counter], histogram: Option<&str>) -> Self {
-        Self {
-            counters: counters.iter().map(|&c| (c, host.define_metric(MetricKind::Counter, c.name()))).collect(),
-            histogram: histogram.map(|name| host.define_metric(MetricKind::Histogram, name)),
+        let mut ids = Vec::new();
+        for &counter in counters {
+            let at = counter as usize;
+            ids.resize(ids.len().max(at + 1), None);
+            if let Some(id) = ids.get_mut(at) {
+                *id = Some(host.define_metric(MetricKind::Counter, counter.name()));
+            }
         }
+        Self { counters: ids, histogram: histogram.map(|name| host.define_metric(MetricKind::Histogram, name)) }
     }
 
     /// Whether the plugin keeps a latency histogram (only then is the request timed).
@@ -287,8 +294,8 @@ impl Metrics {
 
     /// Increments one counter by `n`.
     pub fn add(&self, host: &impl Host, counter: Counter, n: u64) {
-        if let Some((_, id)) = self.counters.iter().find(|(c, _)| *c == counter) {
-            host.increment_metric(*id, n);
+        if let Some(&Some(id)) = self.counters.get(counter as usize) {
+            host.increment_metric(id, n);
         }
     }
 

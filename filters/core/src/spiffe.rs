@@ -4,6 +4,7 @@
 //! can only be obtained through [`SpiffeId::parse`], so holding one proves the syntax is valid.
 
 use std::fmt;
+use std::rc::Rc;
 use std::str::FromStr;
 
 /// The only scheme a SPIFFE ID may have, in lower case.
@@ -101,10 +102,11 @@ impl FromStr for TrustDomain {
     }
 }
 
-/// A syntactically valid SPIFFE ID: `spiffe://<trust domain><path>`.
+/// A syntactically valid SPIFFE ID: `spiffe://<trust domain><path>`. Clones share the text: a
+/// peer's ID is parsed once per certificate and handed to every request of its connections.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SpiffeId {
-    id: String,
+    id: Rc<str>,
     /// Byte offset where the path starts (the end of the trust domain).
     path_start: usize,
 }
@@ -130,7 +132,7 @@ impl SpiffeId {
         validate_trust_domain(trust_domain)?;
         validate_path(path)?;
         Ok(Self {
-            id: input.to_owned(),
+            id: input.into(),
             path_start: SCHEME.len() + trust_domain.len(),
         })
     }

@@ -213,7 +213,7 @@ impl Authorizer {
         // on allow and deny; a result where it is not an object is denied as invalid.
         let (mut decision, dynamic_metadata, result) = match evaluated {
             Ok(value) => {
-                let (decision, metadata) = result::interpret(&value, identity_config, &identity, error_status);
+                let (decision, metadata) = result::interpret(&value, identity_config, error_status);
                 (decision, metadata, value)
             }
             Err(error) => {
@@ -229,8 +229,7 @@ impl Authorizer {
             && let Decision::Deny { reason, .. } = &decision
         {
             would_deny = Some(reason.clone());
-            let request_edits = identity.identity_edit(identity_config).into_iter().collect();
-            decision = Decision::Allow { request_edits, response_headers: Vec::new() };
+            decision = Decision::allow();
         }
         let (Some(logs), Some((input, _))) = (logs, logged) else {
             return Verdict {
@@ -315,11 +314,10 @@ fn outcome(decision: &Decision, would_deny: Option<&DenyReason>) -> serde_json::
     }
 }
 
-/// The decision the module takes for a policy result, before the identity header is added: for
-/// tools that evaluate policies outside the proxy (`svidgate eval`, `svidgate replay`).
+/// The decision the module takes for a policy result (the identity header, set as it is carried
+/// out, aside): for tools that evaluate policies outside the proxy (`svidgate eval`, `svidgate replay`).
 pub fn decision_for_result(result: &regorus::Value, identity: &IdentityConfig, error_status: u16) -> Decision {
-    let no_identity = IdentityOutcome { upstream_identity: None, forwarded: false, jwt_svid: None, spoof_attempt: false, deny: None };
-    result::interpret(result, identity, &no_identity, error_status).0
+    result::interpret(result, identity, error_status).0
 }
 
 #[cfg(test)]

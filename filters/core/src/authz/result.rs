@@ -13,7 +13,6 @@ use regorus::Value;
 
 use crate::config::{IdentityConfig, header_name};
 use crate::decision::{Decision, DenyReason, HeaderEdit, QueryEdit};
-use crate::identity::IdentityOutcome;
 
 /// The result's keys as ready-made regorus strings: a lookup allocates nothing.
 struct Keys {
@@ -41,25 +40,18 @@ static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
 });
 
 /// Turns the policy's value into a decision, and its `dynamic_metadata` (JSON) when the result
-/// is valid; the identity header is set last, after the policy's own edits, which may not touch it.
-pub(crate) fn interpret(
-    result: &Value,
-    config: &IdentityConfig,
-    identity: &IdentityOutcome,
-    error_status: u16,
-) -> (Decision, Option<String>) {
+/// is valid. The policy's edits may not touch the identity header, which is set after them
+/// ([`Decision`]).
+pub(crate) fn interpret(result: &Value, config: &IdentityConfig, error_status: u16) -> (Decision, Option<String>) {
     match dynamic_metadata(result).and_then(|metadata| Ok((read(result, config)?, metadata))) {
-        Ok((verdict, metadata)) => (decide(verdict, config, identity), metadata),
+        Ok((verdict, metadata)) => (decide(verdict, config), metadata),
         Err(reason) => (Decision::deny(error_status, reason), None),
     }
 }
 
-fn decide(verdict: Verdict, config: &IdentityConfig, identity: &IdentityOutcome) -> Decision {
+fn decide(verdict: Verdict, config: &IdentityConfig) -> Decision {
     match verdict {
-        Verdict::Allow { mut request_edits, response_headers } => {
-            request_edits.extend(identity.identity_edit(config));
-            Decision::Allow { request_edits, response_headers }
-        }
+        Verdict::Allow { request_edits, response_headers } => Decision::Allow { request_edits, response_headers },
         Verdict::Deny { status, headers, body } => Decision::Deny {
             status: status.unwrap_or(config.deny_status),
             reason: DenyReason::PolicyDenied,

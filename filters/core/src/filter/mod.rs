@@ -42,6 +42,7 @@ use crate::jwt_svid::{JwtSvid, JwtSvidError, Verifier};
 use crate::metrics::{Counter, Metrics};
 use crate::path::PathGuard;
 use crate::peer::{PeerCache, PeerCertificate, PeerError, PeerIdentity};
+use crate::spiffe::SpiffeId;
 
 /// How often the root context checks whether a poll or a log upload is due.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -333,7 +334,7 @@ impl Stream {
         if let Decision::Allow { response_headers, .. } = &verdict.decision {
             self.response_headers.clone_from(response_headers);
         }
-        apply(host, request, &verdict.decision)
+        apply(host, request, verdict, filter.identity.injected_header())
     }
 
     /// The response headers arrived: add what the policy asked for.
@@ -465,7 +466,7 @@ impl Filter {
         let id = stream.id;
         match &verdict.decision {
             Decision::Allow { .. } => {
-                let identity = verdict.identity.upstream_identity.as_deref().unwrap_or("none");
+                let identity = verdict.identity.upstream_identity.as_ref().map_or("none", SpiffeId::as_str);
                 log(host, Level::Debug, format_args!("#{id} allow: upstream identity {identity}"));
             }
             Decision::Deny { status, reason, .. } => {
@@ -518,10 +519,11 @@ fn call_response(host: &impl Host, body_size: usize, read_body: bool) -> (Option
     (header(":status").and_then(|s| s.parse().ok()), header("etag"), body)
 }
 
-/// Carries a decision out: edits the request and lets it continue, or answers locally and stops it.
+/// Carries a decision out: edits the request, sets the identity header (`injected_header`) last,
+/// and lets the request continue; or answers locally and stops it.
 #[cfg_attr(not(feature = "rego"), expect(unused_variables, reason = "only a policy's query edit reads the path"))]
-fn apply(host: &impl Host, request: &Request, decision: &Decision) -> Action {
-    match decision {
+fn apply(host: &impl Host, request: &Request, verdict: &Verdict, injected_header: &str) -> Action {
+    match &verdict.decision {
         Decision::Allow { request_edits, .. } => {
             for edit in request_edits {
                 match edit {
@@ -531,6 +533,9 @@ fn apply(host: &impl Host, request: &Request, decision: &Decision) -> Action {
                     #[cfg(feature = "rego")]
                     HeaderEdit::Query(query) => host.set_request_header(":path", &query.apply(request.path())),
                 }
+            }
+            if let Some(identity) = &verdict.identity.upstream_identity {
+                host.set_request_header(injected_header, identity.as_str());
             }
             Action::Continue
         }

@@ -176,15 +176,16 @@ impl KeyPlan {
 }
 
 /// The results of one entrypoint by key, bounded: when full, it starts over empty (the hit and
-/// miss counters show a working set larger than the bound).
+/// miss counters show a working set larger than the bound). `R` is what is kept of a result:
+/// the module keeps the decision read from it too (`super::Interpreted`).
 #[derive(Debug)]
-pub struct DecisionCache {
+pub struct DecisionCache<R = Value> {
     plan: KeyPlan,
     capacity: usize,
-    results: RefCell<HashMap<Box<[u8]>, Value>>,
+    results: RefCell<HashMap<Box<[u8]>, R>>,
 }
 
-impl DecisionCache {
+impl<R: Clone> DecisionCache<R> {
     /// A cache of at most `capacity` results keyed by `plan`.
     pub fn new(plan: KeyPlan, capacity: usize) -> Self {
         Self { plan, capacity, results: RefCell::new(HashMap::new()) }
@@ -196,12 +197,12 @@ impl DecisionCache {
     }
 
     /// The result remembered for `key`.
-    pub fn get(&self, key: &[u8]) -> Option<Value> {
+    pub fn get(&self, key: &[u8]) -> Option<R> {
         self.results.try_borrow().ok()?.get(key).cloned()
     }
 
     /// Remembers `result` for `key` (not a key longer than [`MAX_KEY_BYTES`]).
-    pub fn insert(&self, key: Vec<u8>, result: &Value) {
+    pub fn insert(&self, key: Vec<u8>, result: &R) {
         let Ok(mut results) = self.results.try_borrow_mut() else { return };
         if key.len() > MAX_KEY_BYTES {
             return;

@@ -197,24 +197,23 @@ impl Authorizer {
         // evaluation, and only they read the evaluation time.
         let logged = logs.and(input.clone()).map(|input| (input, Instant::now()));
         let decision_cache = cache.map(|_| hit.is_some());
+        let error_status = self.settings.error_status;
         let evaluated = match hit {
-            Some(result) => Ok(result),
+            Some(interpreted) => Ok(interpreted),
             None => {
                 let evaluated = active.policy.evaluate_at(entry, input.unwrap_or(regorus::Value::Undefined));
-                if let (Some(cache), Some(key), Ok(result)) = (cache, key, &evaluated) {
-                    cache.insert(key, result);
+                let interpreted = evaluated.map(|result| Rc::new(Interpreted::of(result, identity_config, error_status)));
+                if let (Some(cache), Some(key), Ok(interpreted)) = (cache, key, &interpreted) {
+                    cache.insert(key, interpreted);
                 }
-                evaluated
+                interpreted
             }
         };
         let eval_ns = logged.as_ref().map(|(_, started)| u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
-        let error_status = self.settings.error_status;
-        // `dynamic_metadata` is published whatever the decision, as opa-envoy-plugin publishes it
-        // on allow and deny; a result where it is not an object is denied as invalid.
         let (mut decision, dynamic_metadata, result) = match evaluated {
-            Ok(value) => {
-                let (decision, metadata) = result::interpret(&value, identity_config, error_status);
-                (decision, metadata, value)
+            Ok(interpreted) => {
+                let Interpreted { result, decision, dynamic_metadata } = interpreted.as_ref();
+                (decision.clone(), dynamic_metadata.clone(), result.clone())
             }
             Err(error) => {
                 let reason = match error {
@@ -277,6 +276,26 @@ impl Authorizer {
             bytes = u128::from(n).to_be_bytes();
         }
         uuid_v4(bytes)
+    }
+}
+
+/// A policy result and the decision read from it, kept together in the decision cache: the
+/// decision depends on nothing but the result and the plugin's configuration, which outlives
+/// the cache (a new configuration builds a new policy, and a new policy a new cache), so a
+/// cached request skips reading the result too.
+#[derive(Debug)]
+pub(crate) struct Interpreted {
+    result: regorus::Value,
+    decision: Decision,
+    /// `dynamic_metadata`, published whatever the decision, as opa-envoy-plugin publishes it on
+    /// allow and deny; a result where it is not an object is denied as invalid.
+    dynamic_metadata: Option<String>,
+}
+
+impl Interpreted {
+    fn of(result: regorus::Value, identity_config: &IdentityConfig, error_status: u16) -> Self {
+        let (decision, dynamic_metadata) = result::interpret(&result, identity_config, error_status);
+        Self { result, decision, dynamic_metadata }
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 use std::num::NonZeroU32;
+use std::rc::Rc;
 
 use regorus::languages::rego::compiler::Compiler;
 use regorus::rvm::RegoVM;
@@ -13,7 +14,7 @@ use regorus::{Engine, LimitError, Value};
 
 use super::bundle::{Bundle, BundleError};
 use super::cache::DecisionCache;
-use super::InputPlan;
+use super::{InputPlan, Interpreted};
 use crate::config::PolicyConfig;
 use crate::config::ConfigError;
 
@@ -46,7 +47,7 @@ struct Entry {
     evaluator: Evaluator,
     plan: InputPlan,
     /// Its results by the request facts it reads, when it reads only a few (`super::cache`).
-    cache: Option<DecisionCache>,
+    cache: Option<DecisionCache<Rc<Interpreted>>>,
 }
 
 /// Which of regorus's engines evaluates an entrypoint.
@@ -199,7 +200,7 @@ impl Policy {
     }
 
     /// The decision cache of entrypoint `entry`, if its decisions are cached.
-    pub fn cache(&self, entry: usize) -> Option<&DecisionCache> {
+    pub(crate) fn cache(&self, entry: usize) -> Option<&DecisionCache<Rc<Interpreted>>> {
         self.entries.get(entry).and_then(|entry| entry.cache.as_ref())
     }
 

@@ -20,10 +20,12 @@
 //! - [`authz`] (feature `rego`): the Rego decision with the OPA Envoy plugin's input and result.
 //! - [`decision`]: decisions and deny reasons.
 //! - [`metrics`]: the metrics filters keep.
+//! - [`hash`]: a hasher for keys no client chooses (certificate digests, context ids).
 
 pub mod config;
 pub mod decision;
 pub mod filter;
+pub mod hash;
 #[cfg(feature = "rego")]
 pub mod fuzzing;
 pub mod headers;

@@ -7,13 +7,13 @@
 //! ([`PeerCache`]) and only its dates compared on each request.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::hash::TrustedKeys;
 use crate::spiffe::{SpiffeId, SpiffeIdError, TrustDomain};
 
 /// Issuers backdate notBefore against clock skew (SPIRE by 10 s), so a "1h" SVID spans a little
@@ -222,7 +222,7 @@ impl Svid {
 #[derive(Debug)]
 pub struct PeerCache {
     capacity: usize,
-    entries: HashMap<String, Rc<Result<Svid, PeerError>>, BuildHasherDefault<DigestHasher>>,
+    entries: HashMap<String, Rc<Result<Svid, PeerError>>, TrustedKeys>,
     order: VecDeque<String>,
 }
 
@@ -264,37 +264,6 @@ impl PeerCache {
     /// Whether the cache is empty.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
-    }
-}
-
-/// Hashes a certificate digest (the hex of its SHA-256) eight bytes at a time, with FxHash's
-/// step: the digest is already uniform, so this spreads keys as well as the standard SipHash
-/// does, in a fraction of its instructions (every request looks its peer up). No client chooses
-/// its certificate's digest, and two that share a hash cost a comparison, never a wrong answer.
-#[derive(Default)]
-struct DigestHasher(u64);
-
-impl Hasher for DigestHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-        for &byte in chunks.remainder() {
-            self.add(u64::from(byte));
-        }
-    }
-}
-
-impl DigestHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
     }
 }
 

@@ -28,12 +28,12 @@ mod mem;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use abi::{BufferType, HeaderMap, LogLevel, MetricType};
 use svidgate_core::config::ModuleKind;
 use svidgate_core::filter::{Root, Stream};
+use svidgate_core::hash::TrustedKeys;
 use svidgate_core::headers::{HeaderList, proxy_wasm_bytes};
 use svidgate_core::host::{Action, Host, HttpCall, MetricKind};
 
@@ -67,28 +67,7 @@ thread_local! {
 #[derive(Default)]
 struct Contexts {
     roots: Vec<(u32, Root)>,
-    streams: HashMap<u32, Stream, BuildHasherDefault<ContextIdHasher>>,
-}
-
-/// Hashes the proxy's context ids, which it hands out in sequence, with one multiplication
-/// (Fibonacci hashing): nothing to randomize against, as no client chooses them.
-#[derive(Default)]
-struct ContextIdHasher(u64);
-
-impl Hasher for ContextIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.write_u32(u32::from(byte));
-        }
-    }
-
-    fn write_u32(&mut self, id: u32) {
-        self.0 = (self.0 ^ u64::from(id)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
+    streams: HashMap<u32, Stream, TrustedKeys>,
 }
 
 /// The host port over Proxy-Wasm. Every call acts on the context whose callback runs.

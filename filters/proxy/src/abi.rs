@@ -54,7 +54,7 @@ pub enum MetricType {
     Histogram = 2,
 }
 
-/// A status other than Ok.
+/// A Proxy-Wasm status (the host's `WasmResult`): 0 is Ok.
 pub type Status = u32;
 
 const OK: Status = 0;

@@ -383,7 +383,7 @@ impl Plugin {
             Ok(value) => Ok(Some(value)),
             Err(error) => {
                 let error = wasm_error(error);
-                // The SDK's panic hook logs the panic message at Critical just before the trap.
+                // A module's panic hook (the Rust SDK's, or svidgate's own) logs the message at Critical before the trap.
                 let logged = state.logs.get(logs_before..).unwrap_or_default();
                 let last_words = logged.iter().rev().find(|entry| entry.level >= LogLevel::Error);
                 let summary = match last_words {

@@ -3,9 +3,11 @@
 
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// Hash maps keyed by what no client chooses: certificate digests (the CA signs the
-/// certificate; the digest is already uniform), the proxy's context ids (handed out in
-/// sequence).
+/// Hash maps keyed by what no client chooses: certificate digests (Envoy hashes a certificate
+/// it validated against the trust bundle, which a client cannot mint at will; the digest is
+/// already uniform), the proxy's context ids (handed out in sequence). The hash is not keyed:
+/// behind a listener that accepts untrusted client certificates a client could grind digests
+/// into one bucket, which the peer cache's bound (1,024 certificates) keeps to a slower lookup.
 pub type TrustedKeys = BuildHasherDefault<TrustedKeyHasher>;
 
 /// Folds the key eight bytes at a time with FxHash's step (rotate, xor, multiply): a fraction

@@ -206,7 +206,8 @@ fn with_root<R>(id: u32, f: impl FnOnce(&mut Root) -> R) -> Option<R> {
 /// Runs `f` on stream `id`, taken out of the map for the call (no borrow is held while the
 /// pipeline runs), and keeps it only if a later callback has work left ([`Stream::expects_more`]).
 /// A stream that is not there (dropped, or of no root context) gets a fresh stream of no
-/// plugin: the request callbacks deny on it, the others let it continue.
+/// plugin: its request-headers callback denies, the body, trailers and response callbacks let
+/// it continue (a dropped stream had nothing left to do in them).
 fn with_stream(id: u32, f: impl FnOnce(&mut Stream) -> Action) -> u32 {
     let mut stream = CONTEXTS.with_borrow_mut(|contexts| contexts.streams.remove(&id)).unwrap_or_else(|| Stream::unconfigured(id));
     let action = f(&mut stream);

@@ -500,12 +500,21 @@ pub fn medians(samples: &[Sample]) -> Sample {
     }
 }
 
+/// The median over rounds of a variant's Envoy CPU per request minus the baseline's in the same
+/// round. A round runs every variant within minutes, so a shared host that drifts between rounds
+/// moves both sides of each difference alike; the difference of two medians would mix rounds.
+fn over_baseline(samples: &[Sample], baseline: &[Sample]) -> f64 {
+    median(samples.iter().zip(baseline).map(|(sample, base)| sample.cpu_us - base.cpu_us).collect())
+}
+
 /// The results as a Markdown table: medians, and the extra Envoy CPU per request over no filter
-/// and over the no-op Wasm filter (when those ran).
+/// and over the no-op Wasm filter (when those ran), paired by round.
 pub fn table(results: &[(Variant, Vec<Sample>)]) -> String {
-    let baseline = |name: &str| results.iter().find(|(v, _)| v.name == name).map(|(_, s)| medians(s).cpu_us);
+    let baseline = |name: &str| results.iter().find(|(v, _)| v.name == name).map(|(_, s)| s.as_slice());
     let (none, noop) = (baseline(NO_FILTER), baseline(NO_OP));
-    let over = |base: Option<f64>, cpu: f64| base.map_or("".to_owned(), |base| format!("{:+.1}", cpu - base));
+    let over = |base: Option<&[Sample]>, samples: &[Sample]| {
+        base.map_or_else(String::new, |base| format!("{:+.1}", over_baseline(samples, base)))
+    };
     let mut out = String::from(
         "| variant | rps | Envoy CPU µs/request | over no filter | over no-op | p50 µs | p99 µs | RSS MB | exec → ready s |\n|---|---|---|---|---|---|---|---|---|\n",
     );
@@ -517,8 +526,8 @@ pub fn table(results: &[(Variant, Vec<Sample>)]) -> String {
             variant.name,
             m.rps / 1000.0,
             m.cpu_us,
-            over(none, m.cpu_us),
-            over(noop, m.cpu_us),
+            over(none, samples),
+            over(noop, samples),
             m.p50_us,
             m.p99_us,
             m.rss_mb,
@@ -542,4 +551,23 @@ pub fn machine() -> String {
     let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned());
     let cpus = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
     format!("{cpus} × {}, Envoy {}", model.unwrap_or_else(|| "unknown CPU".into()), paths::ENVOY_VERSION)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Sample, over_baseline};
+
+    fn cpu(cpu_us: f64) -> Sample {
+        Sample { rps: 1.0, cpu_us, p50_us: 1.0, p99_us: 1.0, rss_mb: 1.0, ready_s: 1.0 }
+    }
+
+    #[test]
+    fn differences_are_taken_within_each_round() {
+        // The second round ran twice as slow for both; the third slowed down between the
+        // baseline's run and the variant's. Rounds say +2, +2 and +10 µs; the difference of the
+        // medians (20 against 10) would say +10.
+        let baseline = [cpu(10.0), cpu(20.0), cpu(10.0)];
+        let variant = [cpu(12.0), cpu(22.0), cpu(20.0)];
+        assert!((over_baseline(&variant, &baseline) - 2.0).abs() < 1e-9);
+    }
 }

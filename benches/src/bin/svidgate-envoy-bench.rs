@@ -35,7 +35,7 @@ fn main() -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let results = runtime.block_on(run(&settings))?;
     println!(
-        "{} rounds, interleaved; {} s warm-up and {} s measured per run; {} kept-alive HTTP/1.1 connections over mTLS; medians. Machine: {}{}.\n",
+        "{} rounds, interleaved; {} s warm-up and {} s measured per run; {} kept-alive HTTP/1.1 connections over mTLS; medians (the two \"over\" columns: of the differences within each round). Machine: {}{}.\n",
         settings.rounds,
         settings.warmup.as_secs_f64(),
         settings.measure.as_secs_f64(),

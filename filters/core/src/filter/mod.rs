@@ -210,11 +210,10 @@ impl Root {
     /// The answer to an HTTP call the root context dispatched.
     pub fn on_http_call_response(&mut self, host: &impl Host, token: u32, body_size: usize) {
         let Some(filter) = &self.filter else { return };
-        if self.jwt_bundles.on_http_call_response(host, filter, token, body_size) {
-            return;
+        if !self.jwt_bundles.on_http_call_response(host, filter, token, body_size) {
+            #[cfg(feature = "rego")]
+            self.services.on_http_call_response(host, filter, token, body_size);
         }
-        #[cfg(feature = "rego")]
-        self.services.on_http_call_response(host, filter, token, body_size);
     }
 
     /// A new HTTP stream with context id `id`.
